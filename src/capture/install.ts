@@ -1,0 +1,166 @@
+/**
+ * install / uninstall: one transaction under an advisory lock, so two racing installs apply each
+ * migration once, and a mistake anywhere leaves the database exactly as it was.
+ */
+import type { SourceMapping } from '../config.ts';
+import { UsageError } from '../errors.ts';
+import type { Pool, PoolClient } from '../db/pool.ts';
+import { installedSchemaVersion, LATEST_SCHEMA_VERSION, pendingMigrationStatements } from '../db/migrations.ts';
+import { VERSION } from '../version.ts';
+import { checkMapping } from './mapping.ts';
+import {
+  CAPTURE_TRIGGER,
+  captureStatements,
+  GENERATED_FUNCTIONS,
+  TRUNCATE_TRIGGER,
+  type CaptureOptions,
+} from './generate.ts';
+import { quoteLiteral, resolveSourceTable } from './source-table.ts';
+
+/** Serialises install/uninstall across processes (an arbitrary constant: "suekk" in ASCII). */
+const INSTALL_LOCK_KEY = 0x7375656b6b;
+
+export interface InstallOptions extends Partial<CaptureOptions> {
+  source: SourceMapping;
+  dryRun?: boolean;
+}
+
+export interface InstallResult {
+  /** Every statement run (or, with dryRun, that would run), in order. */
+  statements: string[];
+  fromVersion: number;
+  toVersion: number;
+  table: string;
+  /** Set when capture moved from another table. */
+  movedFrom: string | undefined;
+  notify: boolean;
+}
+
+interface InstalledState {
+  source_table: string | null;
+  notify: boolean | null;
+}
+
+async function readInstalledState(client: PoolClient, schemaVersion: number): Promise<InstalledState | undefined> {
+  if (schemaVersion === 0) return undefined;
+  const { rows } = await client.query<InstalledState>('select source_table, notify from suekk_sync.state');
+  return rows[0];
+}
+
+/** Drops whatever the generated functions and triggers were attached to (another table, or this one). */
+async function dropCaptureStatements(client: PoolClient, table: string | null): Promise<string[]> {
+  const statements: string[] = [];
+  if (table !== null) {
+    const exists = await client.query<{ oid: number | null }>('select to_regclass($1)::oid as oid', [table]);
+    if (exists.rows[0]?.oid != null) {
+      statements.push(`drop trigger if exists ${CAPTURE_TRIGGER} on ${table}`);
+      statements.push(`drop trigger if exists ${TRUNCATE_TRIGGER} on ${table}`);
+    }
+  }
+  const fns = await client.query<{ signature: string }>(
+    `select p.oid::regprocedure::text as signature from pg_proc p
+       join pg_namespace n on n.oid = p.pronamespace
+      where n.nspname = 'suekk_sync' and p.proname = any($1)`,
+    [GENERATED_FUNCTIONS],
+  );
+  for (const f of fns.rows) statements.push(`drop function if exists ${f.signature}`);
+  return statements;
+}
+
+export async function install(pool: Pool, options: InstallOptions): Promise<InstallResult> {
+  const client = await pool.connect();
+  const dryRun = options.dryRun ?? false;
+  const statements: string[] = [];
+  const run = async (sql: string) => {
+    statements.push(sql);
+    if (!dryRun) await client.query(sql);
+  };
+  try {
+    await client.query('begin');
+    await client.query('select pg_advisory_xact_lock($1)', [INSTALL_LOCK_KEY]);
+    const table = await resolveSourceTable(client, options.source.table);
+    const mapping = await checkMapping(client, table, options.source);
+
+    const fromVersion = await installedSchemaVersion(client);
+    if (fromVersion > LATEST_SCHEMA_VERSION) {
+      throw new UsageError(
+        `The database has suekk-sync schema version ${fromVersion}, newer than this suekk-sync (${VERSION}) knows (${LATEST_SCHEMA_VERSION}); upgrade suekk-sync.`,
+      );
+    }
+    const previous = await readInstalledState(client, fromVersion);
+    const notify = options.notify ?? true;
+    for (const sql of pendingMigrationStatements(fromVersion)) await run(sql);
+
+    // Generated parts are rebuilt every time; only the old table's triggers need dropping first
+    // (create or replace handles the same table without a gap in capture).
+    const movedFrom =
+      previous?.source_table != null && previous.source_table !== table.qualified ? previous.source_table : undefined;
+    if (movedFrom !== undefined) {
+      for (const sql of await dropCaptureStatements(client, movedFrom)) await run(sql);
+    } else if (previous?.source_table != null && mapping.updatedAtColumn === null) {
+      await run('drop function if exists suekk_sync.user_updated_at(' + table.qualified + ')');
+    }
+    for (const sql of captureStatements(table, mapping, { notify, fireOnReplica: options.fireOnReplica ?? false })) {
+      await run(sql);
+    }
+    await run(
+      `update suekk_sync.state set source_table = ${quoteLiteral(table.qualified)}, primary_key = ${quoteLiteral(table.primaryKey)},
+  mapping = ${quoteLiteral(JSON.stringify(options.source))}::jsonb, notify = ${notify},
+  installed_at = now(), installed_version = ${quoteLiteral(VERSION)}`,
+    );
+    await client.query(dryRun ? 'rollback' : 'commit');
+    return { statements, fromVersion, toVersion: LATEST_SCHEMA_VERSION, table: table.display, movedFrom, notify };
+  } catch (err) {
+    await client.query('rollback').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+export interface UninstallOptions {
+  dropEvents?: boolean;
+  force?: boolean;
+  dryRun?: boolean;
+}
+
+export interface UninstallResult {
+  statements: string[];
+  undelivered: number;
+  installed: boolean;
+}
+
+export async function uninstall(pool: Pool, options: UninstallOptions = {}): Promise<UninstallResult> {
+  const client = await pool.connect();
+  const statements: string[] = [];
+  try {
+    await client.query('begin');
+    await client.query('select pg_advisory_xact_lock($1)', [INSTALL_LOCK_KEY]);
+    const version = await installedSchemaVersion(client);
+    if (version === 0) {
+      await client.query('rollback');
+      return { statements, undelivered: 0, installed: false };
+    }
+    const { rows } = await client.query<{ n: string }>(
+      "select count(*) as n from suekk_sync.events where status in ('pending', 'failed')",
+    );
+    const undelivered = Number(rows[0]!.n);
+    if (undelivered > 0 && !options.force) {
+      throw new UsageError(
+        `${undelivered} event${undelivered === 1 ? ' is' : 's are'} not delivered yet; let the relay deliver ${undelivered === 1 ? 'it' : 'them'} (or skip ${undelivered === 1 ? 'it' : 'them'}), or pass --force to uninstall anyway.`,
+      );
+    }
+    const state = await readInstalledState(client, version);
+    statements.push(...(await dropCaptureStatements(client, state?.source_table ?? null)));
+    if (options.dropEvents) statements.push('drop schema suekk_sync cascade');
+    else statements.push('update suekk_sync.state set source_table = null, installed_at = null');
+    if (!options.dryRun) for (const sql of statements) await client.query(sql);
+    await client.query(options.dryRun ? 'rollback' : 'commit');
+    return { statements, undelivered, installed: true };
+  } catch (err) {
+    await client.query('rollback').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}

@@ -1,0 +1,93 @@
+/**
+ * Checks the column mapping against the real table before install changes anything, and learns
+ * which columns the expressions read, so the payload function depends on exactly those.
+ */
+import { PAYLOAD_FIELDS, type PayloadField, type SourceMapping } from '../config.ts';
+import { UsageError } from '../errors.ts';
+import type { PoolClient } from '../db/pool.ts';
+import { findColumn, quoteIdent, type SourceTable } from './source-table.ts';
+
+export interface CheckedMapping {
+  columns: Record<PayloadField, string>;
+  /** Table columns the expressions reference. */
+  referencedColumns: string[];
+  softDeleteColumn: string | null;
+  updatedAtColumn: string | null;
+}
+
+/** The SQL type each field is cast to; the body builder turns NULLs into "" and false. */
+export function fieldCast(field: PayloadField): 'text' | 'boolean' {
+  return field === 'isActive' ? 'boolean' : 'text';
+}
+
+export async function checkMapping(
+  client: Pick<PoolClient, 'query'>,
+  table: SourceTable,
+  mapping: SourceMapping,
+): Promise<CheckedMapping> {
+  for (const field of PAYLOAD_FIELDS) {
+    const expression = mapping.columns[field];
+    // Extended protocol (a prepared statement) refuses a second statement smuggled into an
+    // expression; the savepoint keeps the transaction usable after a failed check.
+    await client.query('savepoint suekk_sync_check');
+    try {
+      const result = await client.query({
+        text: `select (${expression})::${fieldCast(field)} from ${table.qualified} limit 0`,
+        values: [],
+        queryMode: 'extended',
+      } as never);
+      if ((result as { fields: unknown[] }).fields.length !== 1) {
+        throw new Error('it must be a single expression');
+      }
+      await client.query('release savepoint suekk_sync_check');
+    } catch (err) {
+      await client.query('rollback to savepoint suekk_sync_check');
+      throw new UsageError(
+        `source.columns.${field} = ${JSON.stringify(expression)} does not work on ${table.display}: ${(err as Error).message}; fix that expression.`,
+      );
+    }
+  }
+  const softDeleteColumn =
+    mapping.softDeleteColumn === null ? null : findColumn(table, mapping.softDeleteColumn, 'source.softDeleteColumn');
+  const updatedAtColumn =
+    mapping.updatedAtColumn === null ? null : findColumn(table, mapping.updatedAtColumn, 'source.updatedAtColumn');
+  return {
+    columns: { ...mapping.columns },
+    referencedColumns: await referencedColumns(client, table, mapping),
+    softDeleteColumn,
+    updatedAtColumn,
+  };
+}
+
+/**
+ * Postgres itself says which columns an expression reads: a temporary view over the expressions
+ * records a pg_depend row per column. The view is rolled back; nothing stays.
+ */
+async function referencedColumns(
+  client: Pick<PoolClient, 'query'>,
+  table: SourceTable,
+  mapping: SourceMapping,
+): Promise<string[]> {
+  const select = PAYLOAD_FIELDS.map((f) => `(${mapping.columns[f]}) as ${quoteIdent(f)}`).join(', ');
+  await client.query('savepoint suekk_sync_deps');
+  try {
+    await client.query({
+      text: `create temporary view suekk_sync_mapping_deps as select ${select} from ${table.qualified}`,
+      values: [],
+      queryMode: 'extended',
+    } as never);
+    const { rows } = await client.query<{ attname: string }>(
+      `select distinct a.attname, a.attnum
+         from pg_depend d
+         join pg_rewrite r on r.oid = d.objid and d.classid = 'pg_rewrite'::regclass
+         join pg_attribute a on a.attrelid = d.refobjid and a.attnum = d.refobjsubid
+        where r.ev_class = 'suekk_sync_mapping_deps'::regclass
+          and d.refobjid = $1 and d.refobjsubid > 0
+        order by a.attnum`,
+      [table.oid],
+    );
+    return rows.map((r) => r.attname);
+  } finally {
+    await client.query('rollback to savepoint suekk_sync_deps');
+  }
+}

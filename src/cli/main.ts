@@ -1,0 +1,22 @@
+import { Command } from 'commander';
+import { VERSION } from '../version.ts';
+import { registerInstall } from './install.ts';
+import { reportError } from './run.ts';
+
+export function buildProgram(): Command {
+  const program = new Command('suekk-sync')
+    .description('Keeps a backend\'s copy of users in step with an auth database.')
+    .version(VERSION)
+    .option('--config <file>', 'config file (default ./suekk-sync.json when it exists)')
+    .option('--database-url <url>', 'the auth database (default $DATABASE_URL)')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  registerInstall(program);
+  return program;
+}
+
+try {
+  await buildProgram().parseAsync(process.argv);
+} catch (err) {
+  process.exitCode = reportError(err);
+}

@@ -1,0 +1,61 @@
+/**
+ * Numbered migrations in sql/ (`NNN_name.sql`), each applied once and recorded in
+ * suekk_sync.migrations. The caller holds the install advisory lock, so two racing installs apply
+ * each file exactly once.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import type { PoolClient } from './pool.ts';
+
+const SQL_DIR = new URL('../../sql/', import.meta.url);
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export function loadMigrations(): Migration[] {
+  return readdirSync(SQL_DIR)
+    .filter((f) => /^\d{3}_[\w-]+\.sql$/.test(f))
+    .sort()
+    .map((file) => ({
+      version: Number(file.slice(0, 3)),
+      name: file,
+      sql: readFileSync(new URL(file, SQL_DIR), 'utf8'),
+    }));
+}
+
+export const LATEST_SCHEMA_VERSION = Math.max(0, ...loadMigrations().map((m) => m.version));
+
+export const BOOTSTRAP_SQL = [
+  'create schema if not exists suekk_sync',
+  `create table if not exists suekk_sync.migrations (
+  version integer primary key,
+  name text not null,
+  applied_at timestamptz not null default now()
+)`,
+];
+
+/** The schema version installed, or 0 when suekk_sync is not installed. */
+export async function installedSchemaVersion(client: Pick<PoolClient, 'query'>): Promise<number> {
+  const { rows } = await client.query<{ exists: boolean }>(
+    "select to_regclass('suekk_sync.migrations') is not null as exists",
+  );
+  if (!rows[0]?.exists) return 0;
+  const version = await client.query<{ v: number | null }>('select max(version) as v from suekk_sync.migrations');
+  return version.rows[0]?.v ?? 0;
+}
+
+/** The statements that bring the schema from `fromVersion` to the latest. */
+export function pendingMigrationStatements(fromVersion: number): string[] {
+  const statements: string[] = [];
+  if (fromVersion === 0) statements.push(...BOOTSTRAP_SQL);
+  for (const m of loadMigrations()) {
+    if (m.version <= fromVersion) continue;
+    statements.push(m.sql.trim());
+    statements.push(
+      `insert into suekk_sync.migrations (version, name) values (${m.version}, '${m.name.replace(/'/g, "''")}')`,
+    );
+  }
+  return statements;
+}

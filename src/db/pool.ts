@@ -1,0 +1,96 @@
+import pg from 'pg';
+import { UsageError, WorkFailed } from '../errors.ts';
+
+export type Pool = pg.Pool;
+export type PoolClient = pg.PoolClient;
+
+/** The URL with its password replaced, for messages and logs. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return '<unparseable URL>';
+  }
+}
+
+export interface PoolOptions {
+  max?: number;
+  applicationName?: string;
+  /** Called for errors of idle connections (e.g. the server restarted); the pool replaces them. */
+  onIdleError?: (err: Error) => void;
+}
+
+export function createPool(url: string, options: PoolOptions = {}): Pool {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: options.max ?? 10,
+    application_name: options.applicationName ?? 'suekk-sync',
+    connectionTimeoutMillis: 10_000,
+    // A connection the server killed must not crash the process: pg emits these on the pool.
+  });
+  pool.on('error', (err) => options.onIdleError?.(err));
+  return pool;
+}
+
+const UNREACHABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'ECONNRESET',
+  'EHOSTUNREACH',
+  '57P01', // admin shutdown
+  '57P03', // cannot connect now (starting up)
+]);
+
+/** Whether an error means "the database is not there right now" rather than "the query is wrong". */
+export function isConnectionError(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const code = (err as { code?: string }).code;
+  if (code !== undefined && (UNREACHABLE_CODES.has(code) || code.startsWith('08'))) return true;
+  return /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|connection is closed/i.test(
+    err.message,
+  );
+}
+
+/** Turns a failure to connect into one sentence that names the database (without its password). */
+export function describeConnectError(err: unknown, url: string): Error {
+  const e = err as { code?: string; message?: string };
+  const where = redactUrl(url);
+  if (e.code === '3D000') {
+    return new UsageError(`The database in ${where} does not exist; create it or fix DATABASE_URL.`);
+  }
+  if (e.code === '28P01' || e.code === '28000') {
+    return new UsageError(`The database at ${where} refused the login (${e.message}); fix the user or password in DATABASE_URL.`);
+  }
+  return new WorkFailed(
+    `Cannot reach the database at ${where} (${e.code ?? e.message}); check DATABASE_URL and that PostgreSQL is running.`,
+  );
+}
+
+/** Connects once to fail fast with a readable message instead of on the first query. */
+export async function checkConnection(pool: Pool, url: string): Promise<void> {
+  try {
+    const client = await pool.connect();
+    client.release();
+  } catch (err) {
+    throw describeConnectError(err, url);
+  }
+}
+
+export async function withTransaction<T>(pool: Pool, work: (client: PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query('begin');
+    const result = await work(client);
+    await client.query('commit');
+    return result;
+  } catch (err) {
+    await client.query('rollback').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}

@@ -1,0 +1,61 @@
+/**
+ * The webhook body bytes (DESIGN.md §2, contract). Built by hand rather than by stringifying an
+ * object so the key order, the key set and the NULL handling are fixed by this file alone, whatever
+ * shape the stored jsonb snapshot comes back in (jsonb reorders keys and may carry extra ones).
+ */
+
+export type WebhookAction = 'created' | 'updated' | 'deleted';
+
+export const WEBHOOK_ACTIONS: readonly WebhookAction[] = ['created', 'updated', 'deleted'];
+
+/** The body's keys, in the order they are written. */
+export const WEBHOOK_BODY_KEYS = [
+  'id',
+  'email',
+  'username',
+  'displayName',
+  'avatar',
+  'role',
+  'isActive',
+  'action',
+] as const;
+
+export type WebhookBodyKey = (typeof WEBHOOK_BODY_KEYS)[number];
+
+// NULL becomes "" because that is what the Go backend's string fields decode to anyway.
+function jsonString(value: unknown): string {
+  if (value === null || value === undefined) return '""';
+  return JSON.stringify(typeof value === 'string' ? value : String(value));
+}
+
+// Postgres text output spells booleans 't'/'f', so a snapshot that went through text still reads right.
+function isTrue(value: unknown): boolean {
+  return value === true || value === 't' || value === 'true';
+}
+
+export function buildWebhookBody(payload: Record<string, unknown>, action: WebhookAction): string {
+  // The type already says this; the check is for snapshots read back from the database, where a
+  // bad action would otherwise reach the backend as a contract violation.
+  if (!WEBHOOK_ACTIONS.includes(action)) {
+    throw new TypeError(`webhook action must be created, updated or deleted, not ${JSON.stringify(action)}`);
+  }
+  return (
+    '{"id":' +
+    jsonString(payload.id) +
+    ',"email":' +
+    jsonString(payload.email) +
+    ',"username":' +
+    jsonString(payload.username) +
+    ',"displayName":' +
+    jsonString(payload.displayName) +
+    ',"avatar":' +
+    jsonString(payload.avatar) +
+    ',"role":' +
+    jsonString(payload.role) +
+    ',"isActive":' +
+    (isTrue(payload.isActive) ? 'true' : 'false') +
+    ',"action":"' +
+    action +
+    '"}'
+  );
+}

@@ -1,0 +1,244 @@
+/**
+ * One HTTP attempt at delivering a webhook, and what it means (DESIGN.md §2, contract): 2xx is
+ * delivered; connection errors, timeouts, 408, 425, 429 and 5xx are worth retrying; a 3xx or any
+ * other 4xx is a rejection that sending again cannot fix. Retries and rounds belong to the relay;
+ * this module only ever makes one request per send().
+ */
+import { Pool } from 'undici';
+import type { Dispatcher } from 'undici';
+import { UsageError } from '../errors.ts';
+import { USER_AGENT } from '../version.ts';
+import { signWebhook, type WebhookSecret } from './signature.ts';
+
+export type AttemptKind = 'delivered' | 'retryable' | 'rejected';
+
+export interface AttemptOutcome {
+  kind: AttemptKind;
+  /** The HTTP status, when a response arrived. */
+  status?: number;
+  /** A short sentence for logs and `last_error`; never holds the token, a secret or a signature. */
+  error?: string;
+  durationMs: number;
+  /** From `Retry-After` on a 429 or 503, capped. */
+  retryAfterMs?: number;
+  /** The start of the response body, for the record. */
+  responseSnippet?: string;
+}
+
+export interface WebhookSenderOptions {
+  url: string;
+  secrets: readonly WebhookSecret[];
+  token?: string;
+  /** Bound on one whole attempt: connect, send, headers and the body read. */
+  timeoutMs: number;
+  /** Open connections to the backend at most (default 64). */
+  connections?: number;
+  /** Response bytes read at most before the connection is dropped (default 64 KiB). */
+  maxResponseBytes?: number;
+  /** Largest `Retry-After` honoured (default 30 s). */
+  retryAfterCapMs?: number;
+}
+
+export interface WebhookRequest {
+  /** `evt_<uuid>`, sent verbatim: the same on every attempt of an event. */
+  webhookId: string;
+  body: string;
+  /** Aborts the attempt (shutdown, lost lease); the outcome is then retryable with error 'aborted'. */
+  signal?: AbortSignal;
+}
+
+export interface WebhookSender {
+  send(request: WebhookRequest): Promise<AttemptOutcome>;
+  close(): Promise<void>;
+}
+
+const SNIPPET_CHARS = 500;
+// UTF-8 needs at most 4 bytes per character, so this many bytes always hold the snippet.
+const SNIPPET_BYTES = SNIPPET_CHARS * 4;
+const ERROR_SNIPPET_CHARS = 200;
+const EXAMPLE_URL = 'http://localhost:8080/internal/users/sync';
+
+/** The backend URL, or a UsageError (exit 2) that says what is wrong with it. */
+export function parseBackendUrl(raw: string | undefined, name = 'BACKEND_SYNC_URL'): URL {
+  if (raw === undefined || raw.trim() === '') {
+    throw new UsageError(`${name} is not set; set it to the backend's sync endpoint, e.g. ${EXAMPLE_URL}.`);
+  }
+  let url: URL;
+  try {
+    url = new URL(raw.trim());
+  } catch {
+    // The value is not echoed: it may carry credentials.
+    throw new UsageError(`${name} is not a valid URL; give a full address such as ${EXAMPLE_URL}.`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new UsageError(`${name} must be an http:// or https:// URL, not ${url.protocol}//.`);
+  }
+  // undici would silently drop them, sending unauthenticated requests the operator did not intend.
+  if (url.username !== '' || url.password !== '') {
+    throw new UsageError(`${name} must not contain a user name or password; set BACKEND_SYNC_TOKEN for a bearer token instead.`);
+  }
+  return url;
+}
+
+export function createWebhookSender(options: WebhookSenderOptions): WebhookSender {
+  const url = parseBackendUrl(options.url);
+  const { secrets, token, timeoutMs } = options;
+  const maxResponseBytes = options.maxResponseBytes ?? 64 * 1024;
+  const retryAfterCapMs = options.retryAfterCapMs ?? 30_000;
+  if (!(timeoutMs > 0)) throw new TypeError('timeoutMs must be a positive number of milliseconds');
+  const path = url.pathname + url.search;
+
+  // undici's own timeouts catch a silent peer early and name the phase; the per-attempt abort
+  // timer in send() is what bounds the attempt as a whole.
+  const pool = new Pool(url.origin, {
+    connections: options.connections ?? 64,
+    pipelining: 1,
+    connectTimeout: timeoutMs,
+    headersTimeout: timeoutMs,
+    bodyTimeout: timeoutMs,
+  });
+
+  function describeError(err: unknown): string {
+    const code = (err as { code?: unknown } | null)?.code;
+    if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') return `timed out after ${timeoutMs} ms`;
+    if (code === 'UND_ERR_CONNECT_TIMEOUT') return `connect timed out after ${timeoutMs} ms`;
+    // Node's happy-eyeballs connect (a name with IPv4 and IPv6 addresses) fails with an empty
+    // AggregateError whose parts say what happened.
+    if (err instanceof AggregateError && err.message === '' && err.errors.length > 0) {
+      return err.errors.map(describeError).join('; ');
+    }
+    if (err instanceof Error) return err.message || (typeof code === 'string' ? code : err.name);
+    return String(err);
+  }
+
+  async function send({ webhookId, body, signal }: WebhookRequest): Promise<AttemptOutcome> {
+    const started = performance.now();
+    const elapsed = () => Math.round(performance.now() - started);
+    if (signal?.aborted) return { kind: 'retryable', error: 'aborted', durationMs: 0 };
+
+    // Composed by hand rather than with AbortSignal.any: on Node 20 every AbortSignal.any() over
+    // a long-lived signal (the relay's shutdown signal) stays reachable from it, so a relay would
+    // leak one combined signal per attempt. Here the listener is removed when the attempt ends.
+    const attempt = new AbortController();
+    const timer = setTimeout(() => attempt.abort(), timeoutMs);
+    const onCallerAbort = () => attempt.abort();
+    signal?.addEventListener('abort', onCallerAbort, { once: true });
+
+    const timestamp = Math.floor(Date.now() / 1000);
+    const headers: Record<string, string> = {
+      'content-type': 'application/json',
+      'user-agent': USER_AGENT,
+      'webhook-id': webhookId,
+      'webhook-timestamp': String(timestamp),
+    };
+    let signature: string | undefined;
+    if (secrets.length > 0) {
+      signature = signWebhook({ webhookId, timestamp, body, secrets });
+      headers['webhook-signature'] = signature;
+    }
+    if (token !== undefined) headers.authorization = `Bearer ${token}`;
+
+    try {
+      const response = await pool.request({ path, method: 'POST', headers, body, signal: attempt.signal });
+      const text = await readHead(response.body, maxResponseBytes);
+      const snippet = redact(text, token, signature).slice(0, SNIPPET_CHARS).trim();
+      return classify(response.statusCode, response.headers, snippet, elapsed());
+    } catch (err) {
+      let error: string;
+      if (signal?.aborted) error = 'aborted';
+      else if (attempt.signal.aborted) error = `timed out after ${timeoutMs} ms`;
+      else error = describeError(err);
+      return { kind: 'retryable', error, durationMs: elapsed() };
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onCallerAbort);
+    }
+  }
+
+  function classify(
+    status: number,
+    headers: Dispatcher.ResponseData['headers'],
+    snippet: string,
+    durationMs: number,
+  ): AttemptOutcome {
+    const outcome: AttemptOutcome = { kind: 'rejected', status, durationMs };
+    if (snippet !== '') outcome.responseSnippet = snippet;
+    if (status >= 200 && status < 300) {
+      outcome.kind = 'delivered';
+      return outcome;
+    }
+    if (status >= 300 && status < 400) {
+      const location = headerValue(headers.location);
+      outcome.error = `HTTP ${status}: redirects are not followed (Location: ${location ?? 'none'})`;
+      return outcome;
+    }
+    const start = snippet.replace(/\s+/g, ' ').slice(0, ERROR_SNIPPET_CHARS);
+    outcome.error = start === '' ? `HTTP ${status}` : `HTTP ${status}: ${start}`;
+    if (status === 408 || status === 425 || status === 429 || status >= 500) {
+      outcome.kind = 'retryable';
+      if (status === 429 || status === 503) {
+        const retryAfterMs = parseRetryAfter(headerValue(headers['retry-after']), retryAfterCapMs);
+        if (retryAfterMs !== undefined) outcome.retryAfterMs = retryAfterMs;
+      }
+    }
+    return outcome;
+  }
+
+  return { send, close: () => pool.close() };
+}
+
+function headerValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/**
+ * Reads up to `limit` bytes of the response and returns the start of it as text. Reading (rather
+ * than dropping) a modest body lets the keep-alive connection be reused; anything longer is cut off
+ * by destroying the stream, which closes that connection, so a huge answer is never buffered.
+ * Never throws: a body cut short by the timeout or the peer still leaves a status to classify.
+ */
+async function readHead(body: Dispatcher.ResponseData['body'], limit: number): Promise<string> {
+  const head: Buffer[] = [];
+  let headBytes = 0;
+  let total = 0;
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      if (headBytes < SNIPPET_BYTES) {
+        head.push(chunk);
+        headBytes += chunk.length;
+      }
+      total += chunk.length;
+      if (total >= limit) break;
+    }
+  } catch {
+    // Classified by status alone, see above.
+  } finally {
+    if (!body.readableEnded) body.destroy();
+  }
+  return Buffer.concat(head).toString('utf8', 0, SNIPPET_BYTES);
+}
+
+// A debugging backend may echo the request back; its credentials must not land in the event log.
+function redact(text: string, token: string | undefined, signature: string | undefined): string {
+  let out = text;
+  if (token !== undefined && token !== '') out = out.split(token).join('[redacted]');
+  if (signature !== undefined) {
+    for (const entry of signature.split(' ')) out = out.split(entry.slice(3)).join('[redacted]');
+  }
+  return out;
+}
+
+/** `Retry-After` as delay-seconds or an HTTP date, in ms, capped; undefined when unreadable. */
+export function parseRetryAfter(value: string | undefined, capMs: number): number | undefined {
+  if (value === undefined) return undefined;
+  const trimmed = value.trim();
+  let ms: number;
+  if (/^\d+$/.test(trimmed)) {
+    ms = Number(trimmed) * 1000;
+  } else {
+    const at = Date.parse(trimmed);
+    if (Number.isNaN(at)) return undefined;
+    ms = Math.max(0, at - Date.now());
+  }
+  return Math.min(ms, capMs);
+}

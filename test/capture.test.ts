@@ -1,0 +1,203 @@
+/** Every row of DESIGN §3's capture table, asserted on the outbox of a real database. */
+import t from 'tap';
+import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
+
+interface EventRow {
+  user_id: string;
+  action: string;
+  payload: Record<string, unknown>;
+  source: string;
+  webhook_id: string;
+  application_name: string | null;
+}
+
+async function events(db: TestDatabase): Promise<EventRow[]> {
+  const { rows } = await db.pool.query<EventRow>(
+    'select user_id, action, payload, source, webhook_id::text, application_name from suekk_sync.events order by id',
+  );
+  return rows;
+}
+
+async function addUser(db: TestDatabase, username: string, extra: Record<string, unknown> = {}): Promise<string> {
+  const cols = ['email', 'username', 'password', 'first_name', 'last_name', ...Object.keys(extra)];
+  const values = [`${username}@example.com`, username, '$2a$10$hash', 'First', 'Last', ...Object.values(extra)];
+  const { rows } = await db.pool.query<{ id: string }>(
+    `insert into users (${cols.join(', ')}) values (${cols.map((_, i) => `$${i + 1}`).join(', ')}) returning id`,
+    values,
+  );
+  return rows[0]!.id;
+}
+
+async function clearEvents(db: TestDatabase): Promise<void> {
+  await db.pool.query('delete from suekk_sync.events');
+}
+
+t.test('INSERT captures created with the payload snapshot, a fresh webhook id and the writer', async (t) => {
+  const db = await createTestDatabase(t);
+  const id = await addUser(db, 'alice', { avatar: 'https://example.com/a.png', role: 'admin' });
+  const rows = await events(db);
+  t.equal(rows.length, 1);
+  const e = rows[0]!;
+  t.equal(e.action, 'created');
+  t.equal(e.user_id, id);
+  t.equal(e.source, 'trigger');
+  t.equal(e.application_name, 'suekk-sync test');
+  t.match(e.webhook_id, /^[0-9a-f-]{36}$/);
+  t.same(e.payload, {
+    id,
+    email: 'alice@example.com',
+    username: 'alice',
+    displayName: 'First Last',
+    avatar: 'https://example.com/a.png',
+    role: 'admin',
+    isActive: true,
+  });
+});
+
+t.test('displayName falls back to the username when the names are empty', async (t) => {
+  const db = await createTestDatabase(t);
+  await db.pool.query(
+    "insert into users (email, username, password, first_name, last_name) values ('b@x.io', 'bob', 'h', '', null)",
+  );
+  const [e] = await events(db);
+  t.equal(e!.payload.displayName, 'bob');
+  t.equal(e!.payload.avatar, null, 'NULL stays NULL in the snapshot; the body builder sends ""');
+});
+
+t.test('INSERT of an already soft-deleted row captures nothing', async (t) => {
+  const db = await createTestDatabase(t);
+  await addUser(db, 'ghost', { deleted_at: new Date() });
+  t.same(await events(db), []);
+});
+
+t.test('UPDATE that changes the payload captures updated from NEW', async (t) => {
+  const db = await createTestDatabase(t);
+  const id = await addUser(db, 'carol');
+  await clearEvents(db);
+  await db.pool.query("update users set first_name = 'Caroline' where id = $1", [id]);
+  const rows = await events(db);
+  t.equal(rows.length, 1);
+  t.equal(rows[0]!.action, 'updated');
+  t.equal(rows[0]!.payload.displayName, 'Caroline Last');
+});
+
+t.test('UPDATE that changes nothing in the payload captures nothing', async (t) => {
+  const db = await createTestDatabase(t);
+  const id = await addUser(db, 'dave');
+  await clearEvents(db);
+  await db.pool.query('update users set last_login_at = now(), updated_at = now(), password = $2 where id = $1', [
+    id,
+    'other-hash',
+  ]);
+  await db.pool.query("update users set first_name = 'First' where id = $1", [id]);
+  t.same(await events(db), []);
+});
+
+t.test('soft delete captures deleted from NEW, restore captures created, staying deleted captures nothing', async (t) => {
+  const db = await createTestDatabase(t);
+  const id = await addUser(db, 'erin');
+  await clearEvents(db);
+  await db.pool.query('update users set deleted_at = now() where id = $1', [id]);
+  await db.pool.query("update users set first_name = 'Ghost' where id = $1", [id]);
+  await db.pool.query('update users set deleted_at = null where id = $1', [id]);
+  const rows = await events(db);
+  t.same(
+    rows.map((r) => [r.action, r.payload.displayName]),
+    [
+      ['deleted', 'First Last'],
+      ['created', 'Ghost Last'],
+    ],
+  );
+});
+
+t.test('a primary key change captures deleted for the old id and created for the new', async (t) => {
+  const db = await createTestDatabase(t);
+  const oldId = await addUser(db, 'frank');
+  await clearEvents(db);
+  const newId = '00000000-0000-4000-8000-000000000001';
+  await db.pool.query('update users set id = $2 where id = $1', [oldId, newId]);
+  const rows = await events(db);
+  t.same(
+    rows.map((r) => [r.action, r.user_id, r.payload.id]),
+    [
+      ['deleted', oldId, oldId],
+      ['created', newId, newId],
+    ],
+  );
+});
+
+t.test('DELETE captures deleted from OLD; DELETE of a soft-deleted row captures nothing', async (t) => {
+  const db = await createTestDatabase(t);
+  const live = await addUser(db, 'gina');
+  const gone = await addUser(db, 'hank');
+  await db.pool.query('update users set deleted_at = now() where id = $1', [gone]);
+  await clearEvents(db);
+  await db.pool.query('delete from users');
+  const rows = await events(db);
+  t.same(
+    rows.map((r) => [r.action, r.user_id, r.payload.username]),
+    [['deleted', live, 'gina']],
+  );
+});
+
+t.test('TRUNCATE captures deleted for every live row, from the rows before truncation', async (t) => {
+  const db = await createTestDatabase(t);
+  const a = await addUser(db, 'ivan');
+  const b = await addUser(db, 'judy');
+  const c = await addUser(db, 'kim');
+  await db.pool.query('update users set deleted_at = now() where id = $1', [c]);
+  await clearEvents(db);
+  await db.pool.query('truncate users');
+  const rows = await events(db);
+  t.same(rows.map((r) => r.action), ['deleted', 'deleted']);
+  t.same(new Set(rows.map((r) => r.user_id)), new Set([a, b]));
+  t.same(new Set(rows.map((r) => r.payload.username)), new Set(['ivan', 'judy']));
+});
+
+t.test('a transaction that rolls back leaves no event', async (t) => {
+  const db = await createTestDatabase(t);
+  const client = await db.pool.connect();
+  try {
+    await client.query('begin');
+    await client.query("insert into users (email, username, password) values ('r@x.io', 'rollo', 'h')");
+    await client.query('rollback');
+  } finally {
+    client.release();
+  }
+  t.same(await events(db), []);
+  const streams = await db.pool.query('select * from suekk_sync.streams');
+  t.equal(streams.rowCount, 0, 'no stream either');
+});
+
+t.test('each event gets its own webhook id and a stream per user, due at once', async (t) => {
+  const db = await createTestDatabase(t);
+  const id = await addUser(db, 'lena');
+  await db.pool.query("update users set first_name = 'L' where id = $1", [id]);
+  await addUser(db, 'mona');
+  const rows = await events(db);
+  t.equal(new Set(rows.map((r) => r.webhook_id)).size, 3);
+  const streams = await db.pool.query<{ user_id: string; gen: string; due: boolean }>(
+    'select user_id, gen, next_attempt_at <= clock_timestamp() as due from suekk_sync.streams order by gen desc',
+  );
+  t.equal(streams.rowCount, 2);
+  t.same(streams.rows[0], { user_id: id, gen: '1', due: true });
+});
+
+t.test('one constant NOTIFY per transaction, none for a change that captures nothing', async (t) => {
+  const db = await createTestDatabase(t);
+  const listener = await db.pool.connect();
+  const received: string[] = [];
+  listener.on('notification', (n) => received.push(`${n.channel}:${n.payload}`));
+  await listener.query('listen suekk_sync');
+  const writer = await db.pool.connect();
+  await writer.query('begin');
+  await writer.query("insert into users (email, username, password) values ('n1@x.io', 'n1', 'h'), ('n2@x.io', 'n2', 'h')");
+  await writer.query("update users set first_name = 'X'");
+  await writer.query('commit');
+  await writer.query('update users set last_login_at = now()');
+  writer.release();
+  await new Promise((r) => setTimeout(r, 200));
+  await listener.query('unlisten *');
+  listener.release();
+  t.same(received, ['suekk_sync:']);
+});
