@@ -82,12 +82,11 @@ t.test('verifyWebhook reads any header shape', async (t) => {
 
 t.test('verifyWebhook rejects what it must, saying why', async (t) => {
   const headers = signedHeaders([newSecret]);
-  const reject = (options: Partial<Parameters<typeof verifyWebhook>[0]>, reason: string | RegExp) =>
-    t.throws(
-      () => verifyWebhook({ headers, body, secrets: newSecret, ...options }),
-      (err: unknown) => err instanceof WebhookVerificationError && (typeof reason === 'string' ? err.message === reason : reason.test(err.message)),
-      String(reason),
-    );
+  const reject = (options: Partial<Parameters<typeof verifyWebhook>[0]>, reason: string) => {
+    const err = t.throws(() => verifyWebhook({ headers, body, secrets: newSecret, ...options }), reason);
+    t.ok(err instanceof WebhookVerificationError, `${reason}: a WebhookVerificationError`);
+    t.equal((err as Error).message, reason);
+  };
 
   reject({ body: body.replace('"isActive":true', '"isActive":false') }, 'no matching signature');
   reject({ body: Buffer.from(body + ' ') }, 'no matching signature');

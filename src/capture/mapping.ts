@@ -7,6 +7,8 @@ import { UsageError } from '../errors.ts';
 import type { PoolClient } from '../db/pool.ts';
 import { findColumn, quoteIdent, type SourceTable } from './source-table.ts';
 
+const BOOLEAN_OID = 16;
+
 export interface CheckedMapping {
   columns: Record<PayloadField, string>;
   /** Table columns the expressions reference. */
@@ -32,12 +34,15 @@ export async function checkMapping(
     await client.query('savepoint suekk_sync_check');
     try {
       const result = await client.query({
-        text: `select (${expression})::${fieldCast(field)} from ${table.qualified} limit 0`,
+        text: `select (${expression}) from ${table.qualified} limit 0`,
         values: [],
         queryMode: 'extended',
       } as never);
-      if ((result as { fields: unknown[] }).fields.length !== 1) {
-        throw new Error('it must be a single expression');
+      const fields = (result as { fields: { dataTypeID: number }[] }).fields;
+      if (fields.length !== 1) throw new Error('it must be a single expression');
+      // Text accepts any type; a text-to-boolean cast would only fail later, on a writer's row.
+      if (fieldCast(field) === 'boolean' && fields[0]!.dataTypeID !== BOOLEAN_OID) {
+        throw new Error('it must be a boolean expression');
       }
       await client.query('release savepoint suekk_sync_check');
     } catch (err) {

@@ -116,14 +116,6 @@ export function createWebhookSender(options: WebhookSenderOptions): WebhookSende
     const elapsed = () => Math.round(performance.now() - started);
     if (signal?.aborted) return { kind: 'retryable', error: 'aborted', durationMs: 0 };
 
-    // Composed by hand rather than with AbortSignal.any: on Node 20 every AbortSignal.any() over
-    // a long-lived signal (the relay's shutdown signal) stays reachable from it, so a relay would
-    // leak one combined signal per attempt. Here the listener is removed when the attempt ends.
-    const attempt = new AbortController();
-    const timer = setTimeout(() => attempt.abort(), timeoutMs);
-    const onCallerAbort = () => attempt.abort();
-    signal?.addEventListener('abort', onCallerAbort, { once: true });
-
     const timestamp = Math.floor(Date.now() / 1000);
     const headers: Record<string, string> = {
       'content-type': 'application/json',
@@ -136,7 +128,15 @@ export function createWebhookSender(options: WebhookSenderOptions): WebhookSende
       signature = signWebhook({ webhookId, timestamp, body, secrets });
       headers['webhook-signature'] = signature;
     }
-    if (token !== undefined) headers.authorization = `Bearer ${token}`;
+    if (token !== undefined && token !== '') headers.authorization = `Bearer ${token}`;
+
+    // Composed by hand rather than with AbortSignal.any: on Node 20 every AbortSignal.any() over
+    // a long-lived signal (the relay's shutdown signal) stays reachable from it, so a relay would
+    // leak one combined signal per attempt. Here the listener is removed when the attempt ends.
+    const attempt = new AbortController();
+    const timer = setTimeout(() => attempt.abort(), timeoutMs);
+    const onCallerAbort = () => attempt.abort();
+    signal?.addEventListener('abort', onCallerAbort, { once: true });
 
     try {
       const response = await pool.request({ path, method: 'POST', headers, body, signal: attempt.signal });

@@ -66,7 +66,7 @@ export function parseSecrets(
     const problem = secretProblem(entry);
     if (problem !== undefined) {
       throw new UsageError(
-        `${label} ${problem}; it must be whsec_ followed by the base64 of at least ${MIN_KEY_BYTES} random bytes, ${GENERATE_HINT}`,
+        `${label} ${problem}; it must be whsec_ followed by the base64 of at least ${MIN_KEY_BYTES} random bytes; ${GENERATE_HINT}`,
       );
     }
     return new WebhookSecret(Buffer.from(entry.slice(PREFIX.length), 'base64'));

@@ -1,7 +1,7 @@
 /** Runs the real executable, as an operator would, and collects what it printed. */
 import { spawn, type ChildProcess } from 'node:child_process';
 
-export const BIN = new URL('../../bin/suekk-sync', import.meta.url).pathname;
+export const BIN = new URL('../../bin/suekk-sync.js', import.meta.url).pathname;
 
 export interface CliResult {
   code: number | null;

@@ -1,0 +1,264 @@
+/** install / uninstall against a real database: mistakes change nothing, repeats are no-ops. */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import t, { type Test } from 'tap';
+import { install } from '../src/capture/install.ts';
+import { DEFAULT_SOURCE } from '../src/config.ts';
+import { createTestDatabase, withDatabase, type TestDatabase } from './helpers/db.ts';
+import { runCli } from './helpers/cli.ts';
+
+async function isInstalled(db: TestDatabase): Promise<{ schema: boolean; triggers: number }> {
+  const { rows } = await db.pool.query<{ schema: boolean; triggers: number }>(
+    `select to_regnamespace('suekk_sync') is not null as schema,
+            (select count(*)::int from pg_trigger where tgname like 'suekk_sync%') as triggers`,
+  );
+  return rows[0]!;
+}
+
+/** Postgres refused the statement and said, in its detail, which object stopped it. */
+async function refused(t: Test, statement: Promise<unknown>, detail: RegExp): Promise<void> {
+  const err = await statement.then(
+    () => undefined,
+    (e: { detail?: string }) => e,
+  );
+  t.ok(err, `refused: ${detail}`);
+  t.match(err?.detail ?? '', detail);
+}
+
+function configFile(content: unknown): string {
+  const dir = mkdtempSync(join(tmpdir(), 'suekk-cfg-'));
+  const path = join(dir, 'suekk-sync.json');
+  writeFileSync(path, typeof content === 'string' ? content : JSON.stringify(content));
+  return path;
+}
+
+t.test('install --dry-run prints every statement and changes nothing', async (t) => {
+  const db = await createTestDatabase(t, 'users');
+  const res = await runCli(['install', '--dry-run'], { env: { DATABASE_URL: db.url } });
+  t.equal(res.code, 0, res.stderr);
+  t.match(res.stdout, /create table suekk_sync\.events/);
+  t.match(res.stdout, /create or replace function suekk_sync\.user_payload\(u public\.users\)/);
+  t.match(res.stdout, /begin atomic/);
+  t.match(res.stdout, /create or replace trigger suekk_sync_capture/);
+  t.match(res.stdout, /security definer set search_path = pg_catalog, pg_temp/);
+  t.same(await isInstalled(db), { schema: false, triggers: 0 });
+});
+
+t.test('install, then install again: the second is a no-op that says so', async (t) => {
+  const db = await createTestDatabase(t, 'users');
+  const first = await runCli(['install'], { env: { DATABASE_URL: db.url } });
+  t.equal(first.code, 0, first.stderr);
+  t.match(first.stdout, /schema version 0 → 1/);
+  const second = await runCli(['install'], { env: { DATABASE_URL: db.url } });
+  t.equal(second.code, 0, second.stderr);
+  t.match(second.stdout, /already current/);
+  t.same(await isInstalled(db), { schema: true, triggers: 2 });
+  const dry = await runCli(['install', '--dry-run'], { env: { DATABASE_URL: db.url } });
+  t.notMatch(dry.stdout, /create table/, 'an installed schema prints no migration again');
+});
+
+t.test('two installs racing apply each migration once', async (t) => {
+  const db = await createTestDatabase(t, 'users');
+  const results = await Promise.all([1, 2, 3].map(() => install(db.pool, { source: DEFAULT_SOURCE })));
+  t.same(results.map((r) => r.toVersion), [1, 1, 1]);
+  t.equal(results.filter((r) => r.fromVersion === 0).length, 1, 'exactly one applied the migrations');
+  const { rows } = await db.pool.query('select version from suekk_sync.migrations');
+  t.same(rows, [{ version: 1 }]);
+});
+
+t.test('a wrong expression exits 2 naming field, expression and Postgres, and changes nothing', async (t) => {
+  const db = await createTestDatabase(t, 'users');
+  const cfg = configFile({ source: { columns: { displayName: 'full_name' } } });
+  const res = await runCli(['install', '--config', cfg], { env: { DATABASE_URL: db.url } });
+  t.equal(res.code, 2);
+  t.match(res.stderr, /source\.columns\.displayName = "full_name"/);
+  t.match(res.stderr, /column "full_name" does not exist/);
+  t.notMatch(res.stderr, /    at /, 'no stack trace');
+  t.same(await isInstalled(db), { schema: false, triggers: 0 });
+});
+
+t.test('a second statement smuggled into an expression is refused', async (t) => {
+  const db = await createTestDatabase(t, 'users');
+  const cfg = configFile({ source: { columns: { role: "role; drop table users; select 'x'" } } });
+  const res = await runCli(['install', '--config', cfg], { env: { DATABASE_URL: db.url } });
+  t.equal(res.code, 2);
+  t.match(res.stderr, /source\.columns\.role/);
+  const { rows } = await db.pool.query("select to_regclass('public.users') is not null as ok");
+  t.same(rows, [{ ok: true }]);
+});
+
+t.test('install mistakes in the table and columns exit 2 with a sentence', async (t) => {
+  const db = await createTestDatabase(t, 'users');
+  const noTable = await runCli(['install', '--table', 'auth.nope'], { env: { DATABASE_URL: db.url } });
+  t.equal(noTable.code, 2);
+  t.match(noTable.stderr, /"auth\.nope" does not exist/);
+  const badColumn = configFile({ source: { softDeleteColumn: 'removed_at' } });
+  const res = await runCli(['install', '--config', badColumn], { env: { DATABASE_URL: db.url } });
+  t.equal(res.code, 2);
+  t.match(res.stderr, /source\.softDeleteColumn names column "removed_at"/);
+  const isActive = configFile({ source: { columns: { isActive: 'email' } } });
+  const res2 = await runCli(['install', '--config', isActive], { env: { DATABASE_URL: db.url } });
+  t.equal(res2.code, 2);
+  t.match(res2.stderr, /source\.columns\.isActive/);
+  t.same(await isInstalled(db), { schema: false, triggers: 0 });
+});
+
+t.test('bad config files exit 2 naming the key', async (t) => {
+  const cases: [unknown, RegExp][] = [
+    ['{ not json', /is not valid JSON/],
+    [{ relay: { timeoutMs: 'soon' } }, /"relay\.timeoutMs"/],
+    [{ sorce: {} }, /unknown key "sorce"/],
+    [{ source: { columns: { nickname: 'x' } } }, /unknown key "source\.columns\.nickname"/],
+  ];
+  for (const [content, pattern] of cases) {
+    const res = await runCli(['install', '--config', configFile(content)], {
+      env: { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/none' },
+    });
+    t.equal(res.code, 2, String(pattern));
+    t.match(res.stderr, pattern);
+  }
+  const missing = await runCli(['install', '--config', '/nonexistent/suekk.json']);
+  t.equal(missing.code, 2);
+  t.match(missing.stderr, /does not exist/);
+  const noDb = await runCli(['install']);
+  t.equal(noDb.code, 2);
+  t.match(noDb.stderr, /DATABASE_URL/);
+  const badUrl = await runCli(['install'], { env: { DATABASE_URL: 'mysql://x@y/z' } });
+  t.equal(badUrl.code, 2);
+  t.match(badUrl.stderr, /postgres:\/\//);
+  const unreachable = await runCli(['install'], { env: { DATABASE_URL: 'postgres://u:hunter2@127.0.0.1:1/db' } });
+  t.equal(unreachable.code, 1);
+  t.match(unreachable.stderr, /Cannot reach the database/);
+  t.notMatch(unreachable.stderr, /hunter2/, 'the password is never printed');
+});
+
+t.test('a mapped column cannot be dropped; an unmapped one can, and writes keep working', async (t) => {
+  const db = await createTestDatabase(t);
+  await refused(t, db.pool.query('alter table users drop column first_name'), /user_payload/);
+  await refused(t, db.pool.query('alter table users alter column email type varchar(10)'), /user_payload/);
+  await refused(t, db.pool.query('alter table users drop column deleted_at'), /user_is_live/);
+  await refused(t, db.pool.query('alter table users drop column updated_at'), /user_updated_at/);
+  await db.pool.query('alter table users drop column last_login_at');
+  await db.pool.query("insert into users (email, username, password) values ('w@x.io', 'writer', 'h')");
+  const { rows } = await db.pool.query('select action from suekk_sync.events');
+  t.same(rows, [{ action: 'created' }]);
+});
+
+t.test('a writer role with rights on users only can still write users', async (t) => {
+  const db = await createTestDatabase(t);
+  const role = `suekk_writer_${db.name.slice(-8)}`;
+  await db.pool.query(`create role ${role} login`);
+  await db.pool.query(`grant select, insert, update, delete, truncate on users to ${role}`);
+  const writer = new pg.Client({ connectionString: withDatabase(db.url, db.name).replace('postgres@', `${role}@`) });
+  await writer.connect();
+  try {
+    await writer.query("insert into users (email, username, password) values ('ro@x.io', 'ro', 'h')");
+    await writer.query("update users set first_name = 'R'");
+    await writer.query('delete from users');
+    await t.rejects(writer.query('select * from suekk_sync.events'), /permission denied/);
+  } finally {
+    await writer.end();
+    await db.pool.query(`revoke all on users from ${role}`);
+    await db.pool.query(`drop role ${role}`);
+  }
+  const { rows } = await db.pool.query('select action from suekk_sync.events order by id');
+  t.same(rows.map((r) => r.action), ['created', 'updated', 'deleted']);
+});
+
+t.test('a table in another schema, mixed case, with its own mapping', async (t) => {
+  const db = await createTestDatabase(t, 'users');
+  await db.pool.query(`create schema "Auth";
+    create table "Auth"."Accounts" (
+      "AccountId" bigint generated always as identity primary key,
+      mail text not null, handle text not null, "FullName" text, active boolean, removed timestamptz)`);
+  const cfg = configFile({
+    source: {
+      table: '"Auth"."Accounts"',
+      softDeleteColumn: 'removed',
+      updatedAtColumn: null,
+      columns: {
+        id: '"AccountId"',
+        email: 'mail',
+        username: 'handle',
+        displayName: 'coalesce("FullName", handle)',
+        avatar: "''",
+        role: "'member'",
+        isActive: 'coalesce(active, true)',
+      },
+    },
+  });
+  const res = await runCli(['install', '--config', cfg], { env: { DATABASE_URL: db.url } });
+  t.equal(res.code, 0, res.stderr);
+  t.match(res.stdout, /Auth\.Accounts/);
+  await db.pool.query(`insert into "Auth"."Accounts" (mail, handle) values ('q@x.io', 'quinn')`);
+  await db.pool.query(`update "Auth"."Accounts" set removed = now()`);
+  const { rows } = await db.pool.query('select user_id, action, payload from suekk_sync.events order by id');
+  t.same(rows, [
+    {
+      user_id: '1',
+      action: 'created',
+      payload: { id: '1', email: 'q@x.io', username: 'quinn', displayName: 'quinn', avatar: '', role: 'member', isActive: true },
+    },
+    {
+      user_id: '1',
+      action: 'deleted',
+      payload: { id: '1', email: 'q@x.io', username: 'quinn', displayName: 'quinn', avatar: '', role: 'member', isActive: true },
+    },
+  ]);
+  // An unmapped column of that table can go; a mapped one cannot.
+  await db.pool.query('alter table "Auth"."Accounts" drop column if exists nothing_here');
+  await refused(t, db.pool.query('alter table "Auth"."Accounts" drop column "FullName"'), /user_payload/);
+
+  // Moving capture back to public.users says so and leaves no trigger on the old table.
+  const moved = await runCli(['install'], { env: { DATABASE_URL: db.url } });
+  t.equal(moved.code, 0, moved.stderr);
+  t.match(moved.stdout, /Capture moved from "Auth"\."Accounts" to public\.users/);
+  const trig = await db.pool.query(
+    `select tgrelid::regclass::text as rel from pg_trigger where tgname like 'suekk_sync%' order by 1`,
+  );
+  t.same(trig.rows.map((r) => r.rel), ['users', 'users']);
+  await db.pool.query('alter table "Auth"."Accounts" drop column "FullName"');
+});
+
+t.test('install --no-notify captures without notifying', async (t) => {
+  const db = await createTestDatabase(t, 'users');
+  const res = await runCli(['install', '--no-notify'], { env: { DATABASE_URL: db.url } });
+  t.equal(res.code, 0, res.stderr);
+  t.match(res.stdout, /NOTIFY off/);
+  const listener = await db.pool.connect();
+  const received: string[] = [];
+  listener.on('notification', (n) => received.push(n.channel));
+  await listener.query('listen suekk_sync');
+  await db.pool.query("insert into users (email, username, password) values ('nn@x.io', 'nn', 'h')");
+  await new Promise((r) => setTimeout(r, 200));
+  listener.release();
+  t.same(received, []);
+  const { rows } = await db.pool.query('select count(*)::int as n from suekk_sync.events');
+  t.same(rows, [{ n: 1 }]);
+});
+
+t.test('uninstall refuses while events are undelivered, unless --force; --drop-events drops the schema', async (t) => {
+  const db = await createTestDatabase(t);
+  await db.pool.query("insert into users (email, username, password) values ('u@x.io', 'uma', 'h')");
+  const refused = await runCli(['uninstall'], { env: { DATABASE_URL: db.url } });
+  t.equal(refused.code, 2);
+  t.match(refused.stderr, /1 event is not delivered yet.*--force/);
+  t.same(await isInstalled(db), { schema: true, triggers: 2 });
+  const forced = await runCli(['uninstall', '--force'], { env: { DATABASE_URL: db.url } });
+  t.equal(forced.code, 0, forced.stderr);
+  t.same(await isInstalled(db), { schema: true, triggers: 0 });
+  const fns = await db.pool.query(
+    "select count(*)::int as n from pg_proc where pronamespace = 'suekk_sync'::regnamespace and proname like 'user_%'",
+  );
+  t.same(fns.rows, [{ n: 0 }]);
+  await db.pool.query("update users set first_name = 'untracked'");
+  const { rows } = await db.pool.query('select count(*)::int as n from suekk_sync.events');
+  t.same(rows, [{ n: 1 }], 'no capture after uninstall; the old events are kept');
+  const dropped = await runCli(['uninstall', '--drop-events', '--force'], { env: { DATABASE_URL: db.url } });
+  t.equal(dropped.code, 0, dropped.stderr);
+  t.same(await isInstalled(db), { schema: false, triggers: 0 });
+  const again = await runCli(['uninstall'], { env: { DATABASE_URL: db.url } });
+  t.match(again.stdout, /not installed/);
+});
