@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { VERSION } from '../version.ts';
 import { registerInstall } from './install.ts';
+import { registerRelay } from './relay.ts';
 import { reportError } from './run.ts';
 
 export function buildProgram(): Command {
@@ -12,6 +13,7 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   registerInstall(program);
+  registerRelay(program);
   return program;
 }
 

@@ -1,0 +1,160 @@
+/** The routes of DESIGN.md §7. Handlers get validated bodies; every failure is thrown as an ApiError. */
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { Pool } from '../db/pool.ts';
+import { ApiError } from './errors.ts';
+import { hashPassword, type PasswordChecker } from './passwords.ts';
+import {
+  loginBody,
+  profileBody,
+  registerBody,
+  registeredJson,
+  tokenJson,
+  userJson,
+  type LoginBody,
+  type ProfileBody,
+  type RegisterBody,
+} from './schemas.ts';
+import type { TokenService } from './tokens.ts';
+import {
+  findActiveUser,
+  findLoginCandidate,
+  insertUser,
+  recordLogin,
+  softDeleteUser,
+  updateProfile,
+  type UserJson,
+} from './users.ts';
+
+export interface RouteDeps {
+  pool: Pool;
+  tokens: TokenService;
+  passwords: PasswordChecker;
+  rateLimits: { register: number; login: number };
+}
+
+const ONE_MINUTE = 60_000;
+const HEALTH_TIMEOUT_MS = 2_000;
+
+// One message for every way a login can be wrong, so the answer does not tell which part was.
+const BAD_CREDENTIALS = 'The email or username and password do not match an active account.';
+
+function unauthorized(message: string, invalidToken: boolean): ApiError {
+  // RFC 6750: a missing token gets a bare challenge, a rejected one says it was invalid.
+  const challenge = invalidToken ? 'Bearer error="invalid_token"' : 'Bearer';
+  return new ApiError(401, message, undefined, { 'www-authenticate': challenge });
+}
+
+const INVALID_TOKEN = 'The token is invalid or has expired, or its user no longer exists; log in again.';
+
+function uniqueViolation(err: unknown): ApiError | undefined {
+  const e = err as { code?: string; detail?: string };
+  if (e.code !== '23505') return undefined;
+  const column = /^Key \((\w+)\)/.exec(e.detail ?? '')?.[1];
+  if (column === 'email') {
+    return new ApiError(409, 'That email address is already registered.', [
+      { field: 'email', message: 'is already registered' },
+    ]);
+  }
+  if (column === 'username') {
+    return new ApiError(409, 'That username is already taken.', [{ field: 'username', message: 'is already taken' }]);
+  }
+  return new ApiError(409, 'That email address or username is already taken.');
+}
+
+export function apiRoutes(app: FastifyInstance, deps: RouteDeps): void {
+  const { pool, tokens, passwords } = deps;
+
+  /** The user a Bearer token belongs to, looked up on every request so a deleted user's token dies with them. */
+  async function authenticate(request: FastifyRequest): Promise<UserJson> {
+    const match = /^Bearer +(\S+)$/i.exec(request.headers.authorization ?? '');
+    if (!match) {
+      throw unauthorized('Send Authorization: Bearer <token>; get a token from /api/v1/auth/login.', false);
+    }
+    const userId = await tokens.verify(match[1]!);
+    const user = userId === undefined ? undefined : await findActiveUser(pool, userId);
+    if (user === undefined) throw unauthorized(INVALID_TOKEN, true);
+    return user;
+  }
+
+  app.post<{ Body: RegisterBody }>(
+    '/api/v1/auth/register',
+    {
+      schema: { body: registerBody, response: { 201: registeredJson } },
+      config: { rateLimit: { max: deps.rateLimits.register, timeWindow: ONE_MINUTE } },
+    },
+    async (request, reply) => {
+      const hash = await hashPassword(request.body.password);
+      let user: UserJson;
+      try {
+        // The unique constraints decide, not a lookup first: two racing registrations cannot both win.
+        user = await insertUser(pool, request.body, hash);
+      } catch (err) {
+        throw uniqueViolation(err) ?? err;
+      }
+      const token = await tokens.issue(user);
+      return reply.code(201).send({ user, token });
+    },
+  );
+
+  app.post<{ Body: LoginBody }>(
+    '/api/v1/auth/login',
+    {
+      schema: { body: loginBody, response: { 200: tokenJson } },
+      config: { rateLimit: { max: deps.rateLimits.login, timeWindow: ONE_MINUTE } },
+    },
+    async (request) => {
+      const { email, username, password } = request.body;
+      if ((email === undefined) === (username === undefined)) {
+        const message = 'give either email or username, not both';
+        throw new ApiError(400, 'Log in with either email or username, and password.', [
+          { field: 'email', message },
+          { field: 'username', message },
+        ]);
+      }
+      const candidate =
+        email !== undefined
+          ? await findLoginCandidate(pool, 'email', email)
+          : await findLoginCandidate(pool, 'username', username!);
+      const matches = await passwords.check(password, candidate?.passwordHash);
+      if (!candidate || !matches || !candidate.allowed) throw new ApiError(401, BAD_CREDENTIALS);
+      await recordLogin(pool, candidate.id);
+      return { token: await tokens.issue(candidate) };
+    },
+  );
+
+  app.get('/api/v1/users/profile', { schema: { response: { 200: userJson } } }, async (request) =>
+    authenticate(request),
+  );
+
+  app.put<{ Body: ProfileBody }>(
+    '/api/v1/users/profile',
+    { schema: { body: profileBody, response: { 200: userJson } } },
+    async (request) => {
+      const user = await authenticate(request);
+      const updated = await updateProfile(pool, user.id, request.body);
+      if (updated === undefined) throw unauthorized(INVALID_TOKEN, true);
+      return updated;
+    },
+  );
+
+  app.delete('/api/v1/users/profile', async (request, reply) => {
+    const user = await authenticate(request);
+    if (!(await softDeleteUser(pool, user.id))) throw unauthorized(INVALID_TOKEN, true);
+    return reply.code(204).send();
+  });
+
+  app.get('/healthz', async (_request, reply) => {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('timed out')), HEALTH_TIMEOUT_MS);
+    });
+    try {
+      await Promise.race([pool.query('select 1'), timeout]);
+      return { status: 'ok' };
+    } catch {
+      return reply.code(503).send({ error: 'The database is not answering.' });
+    } finally {
+      clearTimeout(timer);
+    }
+  });
+}

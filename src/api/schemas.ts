@@ -1,0 +1,143 @@
+/**
+ * Request and response schemas of the API (DESIGN.md §7). Fastify's ajv validates requests against
+ * them, so handlers can trust the shapes; response schemas make fast-json-stringify write only the
+ * listed keys, a second guard (after toUserJson) against a password hash ever reaching a client.
+ */
+
+/** bcrypt reads 72 bytes and ignores the rest, so longer passwords would be silently shortened. */
+export const PASSWORD_MIN_BYTES = 8;
+export const PASSWORD_MAX_BYTES = 72;
+
+/**
+ * Formats ajv does not know. Passed as ajv's `formats` option; the names avoid the ones
+ * ajv-formats registers afterwards (it has a permissive "password" and "url"), which would win.
+ */
+export const customFormats = {
+  'bcrypt-password': (value: string): boolean => {
+    const bytes = Buffer.byteLength(value, 'utf8');
+    return bytes >= PASSWORD_MIN_BYTES && bytes <= PASSWORD_MAX_BYTES;
+  },
+  'http-url': (value: string): boolean => {
+    try {
+      const url = new URL(value);
+      return (url.protocol === 'http:' || url.protocol === 'https:') && url.hostname !== '';
+    } catch {
+      return false;
+    }
+  },
+};
+
+/** Readable messages for the checks ajv would otherwise explain with its own keyword jargon. */
+export const FORMAT_MESSAGES: Record<string, string> = {
+  email: 'must be a valid email address',
+  'bcrypt-password': `must be ${PASSWORD_MIN_BYTES} to ${PASSWORD_MAX_BYTES} bytes long (UTF-8)`,
+  'http-url': 'must be an http or https URL',
+};
+
+export const PATTERN_MESSAGES: Record<string, string> = {
+  username: 'may contain only letters, digits, _, . and -',
+  firstName: 'must not be blank',
+  lastName: 'must not be blank',
+};
+
+const email = { type: 'string', maxLength: 254, format: 'email' } as const;
+const username = { type: 'string', minLength: 3, maxLength: 32, pattern: '^[A-Za-z0-9_.-]*$' } as const;
+const personName = { type: 'string', minLength: 1, maxLength: 100, pattern: '\\S' } as const;
+const avatar = { type: 'string', nullable: true, maxLength: 2048, format: 'http-url' } as const;
+
+export interface RegisterBody {
+  email: string;
+  username: string;
+  password: string;
+  firstName: string;
+  lastName: string;
+}
+
+export const registerBody = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['email', 'username', 'password', 'firstName', 'lastName'],
+  properties: {
+    email,
+    username,
+    password: { type: 'string', format: 'bcrypt-password' },
+    firstName: personName,
+    lastName: personName,
+  },
+} as const;
+
+export interface LoginBody {
+  email?: string;
+  username?: string;
+  password: string;
+}
+
+// Login checks no registration rules: a user the Go service created under other rules must still
+// get in, and a malformed identifier simply matches nobody. The bounds only keep lookups cheap.
+export const loginBody = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['password'],
+  properties: {
+    email: { type: 'string', minLength: 1, maxLength: 254 },
+    username: { type: 'string', minLength: 1, maxLength: 254 },
+    password: { type: 'string', minLength: 1, maxLength: 1024 },
+  },
+} as const;
+
+export interface ProfileBody {
+  firstName?: string;
+  lastName?: string;
+  avatar?: string | null;
+}
+
+export const profileBody = {
+  type: 'object',
+  additionalProperties: false,
+  minProperties: 1,
+  properties: { firstName: personName, lastName: personName, avatar },
+} as const;
+
+const nullableString = { type: 'string', nullable: true } as const;
+
+export const userJson = {
+  type: 'object',
+  required: [
+    'id',
+    'email',
+    'username',
+    'firstName',
+    'lastName',
+    'displayName',
+    'avatar',
+    'role',
+    'isActive',
+    'createdAt',
+    'updatedAt',
+  ],
+  properties: {
+    id: { type: 'string' },
+    email: { type: 'string' },
+    username: { type: 'string' },
+    firstName: nullableString,
+    lastName: nullableString,
+    displayName: { type: 'string' },
+    avatar: nullableString,
+    role: { type: 'string' },
+    isActive: { type: 'boolean' },
+    createdAt: { type: 'string' },
+    updatedAt: { type: 'string' },
+  },
+} as const;
+
+export const tokenJson = {
+  type: 'object',
+  required: ['token'],
+  properties: { token: { type: 'string' } },
+} as const;
+
+export const registeredJson = {
+  type: 'object',
+  required: ['user', 'token'],
+  properties: { user: userJson, token: { type: 'string' } },
+} as const;

@@ -1,0 +1,148 @@
+/**
+ * The API's SQL against the reference users table (DESIGN.md §7). Plain writes only: the capture
+ * trigger turns each into an outbox event, exactly as for any other writer.
+ */
+import { CAPTURE_TRIGGER } from '../capture/generate.ts';
+import type { Pool } from '../db/pool.ts';
+import type { ProfileBody, RegisterBody } from './schemas.ts';
+
+export const USERS_TABLE = 'public.users';
+
+// displayName repeats the default mapping's expression (DESIGN.md §3), so the API and the
+// webhook name a user the same way.
+const USER_COLUMNS = `id, email, username, first_name, last_name, avatar, role, is_active, created_at, updated_at,
+  coalesce(nullif(trim(concat_ws(' ', first_name, last_name)), ''), username) as display_name`;
+
+interface UserRow {
+  id: string;
+  email: string;
+  username: string;
+  first_name: string | null;
+  last_name: string | null;
+  avatar: string | null;
+  role: string;
+  is_active: boolean;
+  created_at: Date;
+  updated_at: Date;
+  display_name: string;
+}
+
+/** What clients see of a user; the password hash is not selected at all. */
+export interface UserJson {
+  id: string;
+  email: string;
+  username: string;
+  firstName: string | null;
+  lastName: string | null;
+  displayName: string;
+  avatar: string | null;
+  role: string;
+  isActive: boolean;
+  createdAt: string;
+  updatedAt: string;
+}
+
+function toUserJson(row: UserRow): UserJson {
+  return {
+    id: row.id,
+    email: row.email,
+    username: row.username,
+    firstName: row.first_name,
+    lastName: row.last_name,
+    displayName: row.display_name,
+    avatar: row.avatar,
+    role: row.role,
+    isActive: row.is_active,
+    createdAt: row.created_at.toISOString(),
+    updatedAt: row.updated_at.toISOString(),
+  };
+}
+
+/** Throws Postgres' 23505 when the email or username is taken, soft-deleted users included. */
+export async function insertUser(pool: Pool, body: RegisterBody, passwordHash: string): Promise<UserJson> {
+  const { rows } = await pool.query<UserRow>(
+    `insert into ${USERS_TABLE} (email, username, password, first_name, last_name)
+     values ($1, $2, $3, $4, $5)
+     returning ${USER_COLUMNS}`,
+    [body.email, body.username, passwordHash, body.firstName, body.lastName],
+  );
+  return toUserJson(rows[0]!);
+}
+
+export interface LoginCandidate {
+  id: string;
+  role: string;
+  passwordHash: string;
+  /** Active and not soft-deleted: the only users who may log in. */
+  allowed: boolean;
+}
+
+export async function findLoginCandidate(
+  pool: Pool,
+  by: 'email' | 'username',
+  value: string,
+): Promise<LoginCandidate | undefined> {
+  const { rows } = await pool.query<{ id: string; role: string; password: string; allowed: boolean }>(
+    `select id, role, password, (is_active and deleted_at is null) as allowed
+       from ${USERS_TABLE} where ${by === 'email' ? 'email' : 'username'} = $1`,
+    [value],
+  );
+  const row = rows[0];
+  return row && { id: row.id, role: row.role, passwordHash: row.password, allowed: row.allowed };
+}
+
+/** Touches only last_login_at, which is not in the payload, so a login sends no webhook. */
+export async function recordLogin(pool: Pool, id: string): Promise<void> {
+  await pool.query(`update ${USERS_TABLE} set last_login_at = now() where id = $1`, [id]);
+}
+
+export async function findActiveUser(pool: Pool, id: string): Promise<UserJson | undefined> {
+  const { rows } = await pool.query<UserRow>(
+    `select ${USER_COLUMNS} from ${USERS_TABLE} where id = $1 and is_active and deleted_at is null`,
+    [id],
+  );
+  return rows[0] && toUserJson(rows[0]);
+}
+
+const PROFILE_COLUMNS = { firstName: 'first_name', lastName: 'last_name', avatar: 'avatar' } as const;
+
+/** Undefined when the user stopped being active (or was deleted) since the token was checked. */
+export async function updateProfile(pool: Pool, id: string, changes: ProfileBody): Promise<UserJson | undefined> {
+  const values: unknown[] = [];
+  const sets: string[] = [];
+  for (const [field, column] of Object.entries(PROFILE_COLUMNS)) {
+    const value = changes[field as keyof ProfileBody];
+    if (value === undefined) continue;
+    values.push(value);
+    sets.push(`${column} = $${values.length}`);
+  }
+  values.push(id);
+  const { rows } = await pool.query<UserRow>(
+    `update ${USERS_TABLE} set ${sets.join(', ')}, updated_at = now()
+      where id = $${values.length} and is_active and deleted_at is null
+      returning ${USER_COLUMNS}`,
+    values,
+  );
+  return rows[0] && toUserJson(rows[0]);
+}
+
+/** Soft delete: the row, its email and username stay, so they cannot be registered again. */
+export async function softDeleteUser(pool: Pool, id: string): Promise<boolean> {
+  const { rowCount } = await pool.query(
+    `update ${USERS_TABLE} set deleted_at = now() where id = $1 and deleted_at is null`,
+    [id],
+  );
+  return rowCount === 1;
+}
+
+export type CaptureState = 'enabled' | 'disabled' | 'missing';
+
+/** Whether `suekk-sync install` put its capture trigger on the users table, and whether it fires. */
+export async function captureTriggerState(pool: Pool): Promise<CaptureState> {
+  const { rows } = await pool.query<{ tgenabled: string }>(
+    'select tgenabled from pg_trigger where tgrelid = to_regclass($1) and tgname = $2',
+    [USERS_TABLE, CAPTURE_TRIGGER],
+  );
+  if (rows[0] === undefined) return 'missing';
+  return rows[0].tgenabled === 'D' ? 'disabled' : 'enabled';
+}

@@ -1,0 +1,114 @@
+/**
+ * Group commit for outcomes: the first outcome is written at once, and whatever arrives while a
+ * write is under way goes together in the next one, so a busy relay writes one transaction per
+ * batch and an idle one adds no delay. A write that fails because the database is gone is retried
+ * until it lands: an outcome is never dropped by a relay that is still running.
+ */
+import type { Logger } from '../logger.ts';
+import { isConnectionError, type Pool } from '../db/pool.ts';
+import { recordOutcomes, stillHeld, type EventOutcome, type StreamRelease } from '../db/relay-queries.ts';
+import { sleep } from './sleep.ts';
+
+/** released: done; locked: a writer holds the row right now; lost: the lease is no longer ours. */
+export type ReleaseResult = 'released' | 'locked' | 'lost';
+
+interface PendingRelease {
+  release: StreamRelease;
+  resolve: (result: ReleaseResult) => void;
+}
+
+export class OutcomeWriter {
+  private outcomes: EventOutcome[] = [];
+  private releases: PendingRelease[] = [];
+  private running: Promise<void> | undefined;
+  /** Called with the event ids whose outcome counted (the lease was still ours). */
+  onRecorded: ((ids: Set<string>, outcomes: EventOutcome[]) => void) | undefined;
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly relayId: string,
+    private readonly logger: Logger,
+    private readonly maxBatch: number,
+  ) {}
+
+  add(outcome: EventOutcome): void {
+    this.outcomes.push(outcome);
+    this.kick();
+  }
+
+  release(release: StreamRelease): Promise<ReleaseResult> {
+    return new Promise((resolve) => {
+      this.releases.push({ release, resolve });
+      this.kick();
+    });
+  }
+
+  get backlog(): number {
+    return this.outcomes.length + this.releases.length;
+  }
+
+  /** Resolves once everything queued so far is written. */
+  async drain(): Promise<void> {
+    while (this.running) await this.running;
+  }
+
+  private kick(): void {
+    this.running ??= this.run().finally(() => {
+      this.running = undefined;
+      if (this.backlog > 0) this.kick();
+    });
+  }
+
+  private async run(): Promise<void> {
+    let failures = 0;
+    while (this.backlog > 0) {
+      const outcomes = this.outcomes.splice(0, this.maxBatch);
+      const releases = this.releases.splice(0, this.maxBatch);
+      try {
+        const client = await this.pool.connect();
+        let result: Awaited<ReturnType<typeof recordOutcomes>>;
+        let held = new Set<string>();
+        try {
+          result = await recordOutcomes(
+            client,
+            this.relayId,
+            outcomes,
+            releases.map((r) => r.release),
+          );
+          if (result.releasePending.length > 0) held = await stillHeld(client, this.relayId, result.releasePending);
+        } finally {
+          client.release();
+        }
+        failures = 0;
+        const recorded = new Set(result.recorded);
+        if (recorded.size < outcomes.length) {
+          this.logger.warn(
+            { lost: outcomes.length - recorded.size },
+            'Some outcomes were not recorded: another relay took those users after this relay lost its lease; they will be delivered again',
+          );
+        }
+        this.onRecorded?.(recorded, outcomes);
+        const pending = new Set(result.releasePending);
+        for (const r of releases) {
+          const id = r.release.userId;
+          r.resolve(!pending.has(id) ? 'released' : held.has(id) ? 'locked' : 'lost');
+        }
+      } catch (err) {
+        // Put the batch back in front, in order, and try again: the database may be restarting.
+        this.outcomes.unshift(...outcomes);
+        this.releases.unshift(...releases);
+        failures++;
+        const level = isConnectionError(err) ? 'warn' : 'error';
+        this.logger[level](
+          { err: { message: (err as Error).message, code: (err as { code?: string }).code }, retryInMs: backoff(failures) },
+          'Could not record delivery outcomes in the database; retrying',
+        );
+        await sleep(backoff(failures));
+      }
+    }
+  }
+}
+
+function backoff(failures: number): number {
+  return Math.min(5_000, 100 * 2 ** Math.min(failures, 6));
+}

@@ -1,0 +1,20 @@
+/** `--max-rps`: spaces attempts evenly so a fragile backend never sees more than N a second. */
+import { sleep } from './sleep.ts';
+
+export class RateLimiter {
+  private nextSlot = 0;
+  private readonly intervalMs: number;
+
+  constructor(maxRps: number) {
+    this.intervalMs = maxRps > 0 ? 1000 / maxRps : 0;
+  }
+
+  /** Waits for the next slot; false when the wait was cut short. */
+  async take(signal?: AbortSignal): Promise<boolean> {
+    if (this.intervalMs === 0) return true;
+    const now = performance.now();
+    const slot = Math.max(now, this.nextSlot);
+    this.nextSlot = slot + this.intervalMs;
+    return slot > now ? sleep(slot - now, signal) : true;
+  }
+}

@@ -1,0 +1,92 @@
+/**
+ * Everything `suekk-sync relay` checks before it delivers anything, each failure one sentence:
+ * the backend URL, the secrets, the database, the schema, LISTEN.
+ */
+import type { Settings } from '../config.ts';
+import { requireDatabaseUrl } from '../config.ts';
+import { UsageError } from '../errors.ts';
+import { createLogger, type Logger } from '../logger.ts';
+import { checkConnection, createPool, type Pool } from '../db/pool.ts';
+import { installedSchemaVersion, LATEST_SCHEMA_VERSION } from '../db/migrations.ts';
+import { createWebhookSender, parseBackendUrl } from '../webhook/sender.ts';
+import { parseSecrets } from '../webhook/signature.ts';
+import { Relay } from './relay.ts';
+
+export async function assertSchemaCurrent(pool: Pool): Promise<void> {
+  const version = await installedSchemaVersion(pool);
+  if (version === 0) {
+    throw new UsageError('suekk-sync is not installed in this database; run `suekk-sync install` first.');
+  }
+  if (version < LATEST_SCHEMA_VERSION) {
+    throw new UsageError(
+      `The suekk_sync schema is at version ${version} but this suekk-sync needs ${LATEST_SCHEMA_VERSION}; run \`suekk-sync install\` to upgrade it.`,
+    );
+  }
+  if (version > LATEST_SCHEMA_VERSION) {
+    throw new UsageError(
+      `The suekk_sync schema is at version ${version}, newer than this suekk-sync knows (${LATEST_SCHEMA_VERSION}); upgrade suekk-sync.`,
+    );
+  }
+}
+
+export interface StartedRelay {
+  relay: Relay;
+  pool: Pool;
+  logger: Logger;
+  close(): Promise<void>;
+}
+
+/** Builds, checks and starts a relay from settings; the caller owns stopping it. */
+export async function startRelay(settings: Settings, logger = createLogger(settings.logLevel)): Promise<StartedRelay> {
+  const url = parseBackendUrl(settings.backendSyncUrl);
+  const secrets = parseSecrets(settings.webhookSecrets);
+  const databaseUrl = requireDatabaseUrl(settings);
+  const pool = createPool(databaseUrl, {
+    max: Math.min(10, 3 + Math.ceil(settings.relay.concurrency / 16)),
+    applicationName: 'suekk-sync relay',
+    onIdleError: (err) => logger.warn({ err: { message: err.message } }, 'A database connection dropped; the pool replaces it'),
+  });
+  const sender = createWebhookSender({
+    url: url.toString(),
+    secrets,
+    token: settings.backendSyncToken,
+    timeoutMs: settings.relay.timeoutMs,
+    connections: Math.max(1, settings.relay.concurrency),
+    retryAfterCapMs: settings.relay.retryAfterCapMs,
+  });
+  const close = async () => {
+    await sender.close().catch(() => undefined);
+    await pool.end().catch(() => undefined);
+  };
+  try {
+    try {
+      await checkConnection(pool, databaseUrl);
+    } catch (err) {
+      // At start-up an unreachable database is a configuration problem: nothing has run yet.
+      throw new UsageError((err as Error).message);
+    }
+    await assertSchemaCurrent(pool);
+    if (secrets.length === 0) {
+      logger.warn('WEBHOOK_SECRET is not set: webhooks go out unsigned, and the backend cannot tell them from forgeries');
+    }
+    const relay = new Relay({
+      pool,
+      sender,
+      settings: settings.relay,
+      logger,
+      listenUrl: settings.databaseListenUrl ?? databaseUrl,
+      heartbeat: true,
+      maintenance: true,
+      listenSelfCheck: true,
+    });
+    logger.info(
+      { backend: `${url.origin}${url.pathname}`, concurrency: settings.relay.concurrency, signingKeys: secrets.length },
+      `Relay ${relay.id} starting, delivering to ${url.origin}${url.pathname}`,
+    );
+    await relay.start();
+    return { relay, pool, logger, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
