@@ -45,6 +45,10 @@ function fieldName(instancePath: string): string {
   return instancePath.replace(/^\//, '').split('/').join('.');
 }
 
+function characters(limit: unknown): string {
+  return limit === 1 ? '1 character' : `${String(limit)} characters`;
+}
+
 function issueToDetail(issue: ValidationIssue): FieldError {
   const field = fieldName(issue.instancePath);
   const p = issue.params;
@@ -56,9 +60,9 @@ function issueToDetail(issue: ValidationIssue): FieldError {
     case 'type':
       return { field, message: `must be ${p.type === 'object' ? 'an' : 'a'} ${String(p.type)}` };
     case 'minLength':
-      return { field, message: `must be at least ${String(p.limit)} characters long` };
+      return { field, message: `must be at least ${characters(p.limit)} long` };
     case 'maxLength':
-      return { field, message: `must be at most ${String(p.limit)} characters long` };
+      return { field, message: `must be at most ${characters(p.limit)} long` };
     case 'format':
       return { field, message: FORMAT_MESSAGES[String(p.format)] ?? 'has the wrong format' };
     case 'pattern':
@@ -77,9 +81,14 @@ export function validationError(issues: readonly ValidationIssue[]): ApiError {
   if (whole?.keyword === 'minProperties') {
     return new ApiError(400, 'The request body must set at least one field.');
   }
-  const details = issues.slice(0, MAX_DETAILS).map(issueToDetail);
-  const fields = [...new Set(details.map((d) => d.field))];
-  return new ApiError(400, `Some fields are invalid (${fields.join(', ')}); see details.`, details);
+  // One message per field: an empty name breaks both its length and its "not blank" rule.
+  const byField = new Map<string, FieldError>();
+  for (const issue of issues) {
+    const detail = issueToDetail(issue);
+    if (!byField.has(detail.field) && byField.size < MAX_DETAILS) byField.set(detail.field, detail);
+  }
+  const fields = [...byField.keys()];
+  return new ApiError(400, `Some fields are invalid (${fields.join(', ')}); see details.`, [...byField.values()]);
 }
 
 /** Walks a parsed JSON body; Postgres refuses NUL in text, and no field has a use for one. */

@@ -105,11 +105,13 @@ export function apiRoutes(app: FastifyInstance, deps: RouteDeps): void {
     async (request) => {
       const { email, username, password } = request.body;
       if ((email === undefined) === (username === undefined)) {
-        const message = 'give either email or username, not both';
-        throw new ApiError(400, 'Log in with either email or username, and password.', [
-          { field: 'email', message },
-          { field: 'username', message },
-        ]);
+        throw new ApiError(
+          400,
+          'Log in with either email or username, and password.',
+          email === undefined
+            ? [{ field: 'email', message: 'is required unless username is given' }]
+            : [{ field: 'username', message: 'must not be given together with email' }],
+        );
       }
       const candidate =
         email !== undefined

@@ -1,8 +1,10 @@
 import { Command } from 'commander';
 import { VERSION } from '../version.ts';
 import { registerInstall } from './install.ts';
+import { registerReceive } from './receive.ts';
 import { registerRelay } from './relay.ts';
 import { reportError } from './run.ts';
+import { registerServe } from './serve.ts';
 
 export function buildProgram(): Command {
   const program = new Command('suekk-sync')
@@ -14,6 +16,8 @@ export function buildProgram(): Command {
     .exitOverride();
   registerInstall(program);
   registerRelay(program);
+  registerServe(program);
+  registerReceive(program);
   return program;
 }
 

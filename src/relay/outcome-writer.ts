@@ -36,8 +36,10 @@ export class OutcomeWriter {
     this.kick();
   }
 
-  release(release: StreamRelease): Promise<ReleaseResult> {
+  /** With an outcome, both land in the same transaction (a failed event and its parked user). */
+  release(release: StreamRelease, outcome?: EventOutcome): Promise<ReleaseResult> {
     return new Promise((resolve) => {
+      if (outcome) this.outcomes.push(outcome);
       this.releases.push({ release, resolve });
       this.kick();
     });

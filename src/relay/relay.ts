@@ -404,8 +404,7 @@ export class Relay extends EventEmitter<RelayEvents> {
         { ...logFields, status: last?.status },
         `Event evt_${event.webhookId} is now failed because ${why}; user ${username} is parked until \`suekk-sync retry --user ${event.userId}\` or \`suekk-sync skip --user ${event.userId}\``,
       );
-      this.writer.add({ ...base, status: 'failed', nextAttemptAt: null });
-      await this.writer.release({ userId: event.userId, kind: 'park' });
+      await this.writer.release({ userId: event.userId, kind: 'park' }, { ...base, status: 'failed', nextAttemptAt: null });
       this.emit('delivery', { event, result, outcome: 'failed' });
       return false;
     }
@@ -413,8 +412,10 @@ export class Relay extends EventEmitter<RelayEvents> {
       { ...logFields, nextAttemptAt: next.at.toISOString(), delayMs: next.delayMs },
       `Next round for user ${username} in ${Math.round(next.delayMs / 1000)}s at ${next.at.toISOString()}; later events of this user wait behind it`,
     );
-    this.writer.add({ ...base, status: 'pending', nextAttemptAt: next.at });
-    await this.writer.release({ userId: event.userId, kind: 'reschedule', nextAttemptAt: next.at });
+    await this.writer.release(
+      { userId: event.userId, kind: 'reschedule', nextAttemptAt: next.at },
+      { ...base, status: 'pending', nextAttemptAt: next.at },
+    );
     this.emit('delivery', { event, result, outcome: 'rescheduled', nextAttemptAt: next.at });
     return false;
   }

@@ -1,0 +1,101 @@
+import type { Command } from 'commander';
+import { createReceiver, type ReceivedWebhook } from '../dev/receiver.ts';
+import { UsageError } from '../errors.ts';
+import { parseSecrets } from '../webhook/index.ts';
+import { settingsFrom, type GlobalFlags } from './context.ts';
+import { integerOption, untilSignal } from './serve.ts';
+
+interface ReceiveFlags {
+  port: string;
+  host: string;
+  secret: string[];
+  token?: string;
+  failRate: string;
+  delayMs: string;
+  json?: boolean;
+}
+
+function failRateOption(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !(n >= 0 && n <= 1)) {
+    throw new UsageError(`--fail-rate must be a number from 0 to 1, not "${value}".`);
+  }
+  return n;
+}
+
+function text(value: unknown): string {
+  return typeof value === 'string' && value !== '' ? value : '?';
+}
+
+/** One readable line, e.g. `✓ created   alice (bcb49293…)  evt_…  signature verified`. */
+function describeReceived(r: ReceivedWebhook): string {
+  const id = r.webhookId ?? '(no webhook-id)';
+  if (r.outcome === 'rejected') return `✗ rejected  ${id}  ${r.status}: ${r.error ?? ''}`;
+  const userId = text(r.payload?.id);
+  const who = `${text(r.payload?.username)} (${userId.length > 8 ? `${userId.slice(0, 8)}…` : userId})`;
+  if (r.outcome === 'failed') return `✗ failed    ${who}  ${id}  answered ${r.status} (--fail-rate)`;
+  if (r.outcome === 'duplicate') return `↺ duplicate ${who}  ${id}  already received, answered 200 again`;
+  const check = r.verified ? 'signature verified' : 'signature not checked (no secret set)';
+  return `✓ ${text(r.payload?.action).padEnd(9)} ${who}  ${id}  ${check}`;
+}
+
+export function registerReceive(program: Command): void {
+  program
+    .command('receive')
+    .description('run a webhook receiver for development that prints every event the relay delivers')
+    .option('--port <port>', 'port to listen on (0 picks a free one)', '8080')
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option(
+      '--secret <whsec>',
+      'verify signatures with this secret (repeat while rotating; default $WEBHOOK_SECRET)',
+      (value: string, previous: string[]) => [...previous, value],
+      [] as string[],
+    )
+    .option('--token <token>', 'require Authorization: Bearer <token> (default $BACKEND_SYNC_TOKEN)')
+    .option('--fail-rate <rate>', 'answer this fraction (0..1) of requests with 503, to exercise retries', '0')
+    .option('--delay-ms <ms>', 'wait this long before answering each request', '0')
+    .option('--json', 'print one JSON object per request instead of a readable line')
+    .action(async (opts: ReceiveFlags, cmd: Command) => {
+      const port = integerOption(opts.port, '--port', 0, 65535);
+      const failRate = failRateOption(opts.failRate);
+      const delayMs = integerOption(opts.delayMs, '--delay-ms', 0);
+      const settings = settingsFrom(cmd.optsWithGlobals<GlobalFlags>(), {
+        webhookSecret: opts.secret.length > 0 ? opts.secret.join(',') : undefined,
+        backendSyncToken: opts.token,
+      });
+      const secrets = parseSecrets(settings.webhookSecrets, opts.secret.length > 0 ? '--secret' : 'WEBHOOK_SECRET');
+      const verifying = secrets.length > 0;
+
+      const receiver = createReceiver({
+        secrets,
+        token: settings.backendSyncToken,
+        failRate,
+        delayMs,
+        onEvent: (r) => {
+          process.stdout.write(`${opts.json ? JSON.stringify(r) : describeReceived(r)}\n`);
+        },
+      });
+      const stopped = untilSignal();
+      let url: string;
+      try {
+        url = await receiver.listen(port, opts.host);
+      } catch (err) {
+        throw new UsageError(
+          `Cannot listen on ${opts.host}:${port} (${(err as Error).message}); choose another --port or --host.`,
+        );
+      }
+      const checks = [
+        verifying ? `verifying signatures with ${secrets.length} secret${secrets.length > 1 ? 's' : ''}` : 'not verifying signatures (no secret set)',
+        ...(settings.backendSyncToken !== undefined ? ['requiring the bearer token'] : []),
+        ...(failRate > 0 ? [`failing ${Math.round(failRate * 100)}% of requests`] : []),
+        ...(delayMs > 0 ? [`answering after ${delayMs} ms`] : []),
+      ];
+      // With --json, stdout carries only event lines, so a pipe into jq sees nothing else.
+      const info = opts.json ? process.stderr : process.stdout;
+      info.write(`Receiving webhooks at ${url} (${checks.join('; ')})\n`);
+      await stopped;
+      await receiver.close();
+      const c = receiver.counts;
+      info.write(`Stopped: ${c.accepted} received, ${c.duplicate} duplicate, ${c.rejected} rejected, ${c.failed} failed.\n`);
+    });
+}

@@ -1,0 +1,95 @@
+import type { Command } from 'commander';
+import { createApiLogger } from '../api/logger.ts';
+import { createApiServer } from '../api/server.ts';
+import { requireDatabaseUrl } from '../config.ts';
+import { checkConnection, createPool } from '../db/pool.ts';
+import { errorMessage, UsageError } from '../errors.ts';
+import { settingsFrom, type GlobalFlags } from './context.ts';
+
+/** A whole-number flag within bounds, or a usage error naming the flag. */
+export function integerOption(value: string, flag: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || n < min || n > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `at least ${min}` : `from ${min} to ${max}`;
+    throw new UsageError(`${flag} must be a whole number ${range}, not "${value}".`);
+  }
+  return n;
+}
+
+/**
+ * Resolves on the first SIGINT or SIGTERM. The handlers go away with it, so a second signal while
+ * shutting down takes Node's default action and ends a stop that hangs.
+ */
+export function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const stop = (signal: NodeJS.Signals) => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      resolve(signal);
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+}
+
+// Below this, HS256 tokens could be brute-forced offline from any one token.
+const MIN_JWT_SECRET_BYTES = 32;
+
+interface ServeFlags {
+  port: string;
+  host: string;
+  registerLimit: string;
+  loginLimit: string;
+}
+
+export function registerServe(program: Command): void {
+  program
+    .command('serve')
+    .description('run the register/profile HTTP API (it writes users; the trigger and relay sync them)')
+    .option('--port <port>', 'port to listen on (0 picks a free one)', '8088')
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('--register-limit <n>', 'registrations per client address per minute', '5')
+    .option('--login-limit <n>', 'logins per client address per minute', '10')
+    .action(async (opts: ServeFlags, cmd: Command) => {
+      const settings = settingsFrom(cmd.optsWithGlobals<GlobalFlags>());
+      const port = integerOption(opts.port, '--port', 0, 65535);
+      const rateLimits = {
+        register: integerOption(opts.registerLimit, '--register-limit', 1),
+        login: integerOption(opts.loginLimit, '--login-limit', 1),
+      };
+      const jwtSecret = settings.jwtSecret;
+      if (jwtSecret === undefined) {
+        throw new UsageError(
+          'JWT_SECRET is not set; set it to the secret your backend verifies tokens with (for a new one: openssl rand -base64 32).',
+        );
+      }
+      const databaseUrl = requireDatabaseUrl(settings);
+      const logger = createApiLogger(settings.logLevel);
+      if (Buffer.byteLength(jwtSecret) < MIN_JWT_SECRET_BYTES) {
+        logger.warn(`JWT_SECRET is shorter than ${MIN_JWT_SECRET_BYTES} bytes; tokens signed with it can be forged by guessing it`);
+      }
+
+      const pool = createPool(databaseUrl, {
+        // The writer's application_name is recorded with every event, so tail-log shows the API.
+        applicationName: 'suekk-sync api',
+        onIdleError: (err) => logger.warn(`database connection lost: ${errorMessage(err)}`),
+      });
+      const stopped = untilSignal();
+      try {
+        await checkConnection(pool, databaseUrl);
+        const app = createApiServer({ pool, jwtSecret, rateLimits, logger });
+        let address: string;
+        try {
+          address = await app.listen({ port, host: opts.host });
+        } catch (err) {
+          throw new UsageError(`Cannot listen on ${opts.host}:${port} (${errorMessage(err)}); choose another --port or --host.`);
+        }
+        process.stdout.write(`suekk-sync API listening on ${address}\n`);
+        const signal = await stopped;
+        logger.info(`${signal} received, stopping`);
+        await app.close();
+      } finally {
+        await pool.end();
+      }
+    });
+}
