@@ -73,7 +73,7 @@ function issueToDetail(issue: ValidationIssue): FieldError {
 }
 
 /** ajv's errors as one sentence and field details; problems with the body as a whole get no details. */
-export function validationError(issues: readonly ValidationIssue[]): ApiError {
+function validationError(issues: readonly ValidationIssue[]): ApiError {
   const whole = issues.find(
     (i) => i.instancePath === '' && i.keyword !== 'required' && i.keyword !== 'additionalProperties',
   );

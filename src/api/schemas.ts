@@ -5,7 +5,7 @@
  */
 
 /** bcrypt reads 72 bytes and ignores the rest, so longer passwords would be silently shortened. */
-export const PASSWORD_MIN_BYTES = 8;
+const PASSWORD_MIN_BYTES = 8;
 export const PASSWORD_MAX_BYTES = 72;
 
 /**

@@ -24,5 +24,6 @@ export function buildProgram(): Command {
 try {
   await buildProgram().parseAsync(process.argv);
 } catch (err) {
-  process.exitCode = reportError(err);
+  // Exit now: a half-started component must not keep a failed command alive.
+  process.exit(reportError(err));
 }

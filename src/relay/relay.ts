@@ -138,6 +138,17 @@ export class Relay extends EventEmitter<RelayEvents> {
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
+    try {
+      await this.startParts();
+    } catch (err) {
+      // Nothing half-started may keep the process alive or hold a lease.
+      await this.stop();
+      throw err;
+    }
+    this.wake();
+  }
+
+  private async startParts(): Promise<void> {
     if (this.options.heartbeat !== false) {
       await registerRelay(this.pool, { id: this.id, host: hostname(), pid: process.pid, version: VERSION });
       this.every(HEARTBEAT_MS, () => this.beat());
@@ -153,7 +164,6 @@ export class Relay extends EventEmitter<RelayEvents> {
       await this.maintain();
       this.every(MAINTENANCE_MS, () => this.maintain());
     }
-    this.wake();
   }
 
   private every(ms: number, fn: () => unknown): void {

@@ -1,0 +1,57 @@
+/** `suekk-sync serve` as an operator runs it: settings checks, start-up, a request, SIGTERM. */
+import t from 'tap';
+import { createTestDatabase } from './helpers/db.ts';
+import { collect, runCli, startCli } from './helpers/cli.ts';
+
+const JWT_SECRET = 'cli-test-secret-0123456789abcdef0123456789';
+
+t.test('serve refuses to start without what it needs', async (t) => {
+  const [noSecret, badPort, deadDatabase] = await Promise.all([
+    runCli(['serve'], { env: { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/x' } }),
+    runCli(['serve', '--port', '70000'], { env: { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/x', JWT_SECRET } }),
+    runCli(['serve'], { env: { DATABASE_URL: 'postgres://postgres:pw@127.0.0.1:1/x', JWT_SECRET } }),
+  ]);
+  t.equal(noSecret.code, 2);
+  t.match(noSecret.stderr, /^suekk-sync: JWT_SECRET is not set; /);
+  t.equal(badPort.code, 2);
+  t.match(badPort.stderr, /--port must be a whole number from 0 to 65535, not "70000"/);
+  t.equal(deadDatabase.code, 1);
+  t.match(deadDatabase.stderr, /Cannot reach the database/);
+  t.notMatch(deadDatabase.stderr, /:pw@/, 'the password is not printed');
+});
+
+t.test('serve answers on the printed address, warns when not installed, and stops on SIGTERM', async (t) => {
+  const db = await createTestDatabase(t, 'users');
+  const child = startCli(['serve', '--port', '0', '--register-limit', '1'], {
+    env: { DATABASE_URL: db.url, JWT_SECRET, LOG_LEVEL: 'warn' },
+  });
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  const finished = collect(child, 30_000);
+  const base = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (chunk: string) => {
+      out += chunk;
+      const match = /listening on (http:\S+)/.exec(out);
+      if (match) resolve(match[1]!);
+    });
+    child.on('exit', () => reject(new Error(`serve exited early: ${out}`)));
+  });
+
+  t.equal((await fetch(`${base}/healthz`)).status, 200);
+  const register = () =>
+    fetch(`${base}/api/v1/auth/register`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ email: 'cli@example.com', username: 'cli', password: 'password123', firstName: 'C', lastName: 'L' }),
+    });
+  t.equal((await register()).status, 201);
+  t.equal((await register()).status, 429, '--register-limit applies');
+
+  child.kill('SIGTERM');
+  const result = await finished;
+  t.equal(result.code, 0, result.stderr);
+  t.match(result.stdout, /suekk-sync is not installed on public\.users: changes will not be synced; run `suekk-sync install`/);
+  t.notMatch(result.stdout, /password123|\$2[aby]\$/);
+});

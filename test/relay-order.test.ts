@@ -1,0 +1,135 @@
+/** Order per user, parallel users, several relays: what the backend sees, event by event. */
+import t from 'tap';
+import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
+import { startReceiver, waitFor, type ReceivedRequest } from './helpers/receiver.ts';
+import { addUsers, eventStatuses, startTestRelay } from './helpers/relay.ts';
+
+/** Each user's events in capture order, as `evt_<uuid>`. */
+async function captureOrder(db: TestDatabase): Promise<Map<string, string[]>> {
+  const { rows } = await db.pool.query<{ user_id: string; webhook_id: string }>(
+    'select user_id, webhook_id::text from suekk_sync.events order by id',
+  );
+  const order = new Map<string, string[]>();
+  for (const r of rows) order.set(r.user_id, [...(order.get(r.user_id) ?? []), `evt_${r.webhook_id}`]);
+  return order;
+}
+
+function arrivalOrder(requests: ReceivedRequest[]): Map<string, string[]> {
+  const order = new Map<string, string[]>();
+  for (const r of requests) order.set(String(r.body.id), [...(order.get(String(r.body.id)) ?? []), r.webhookId]);
+  return order;
+}
+
+/** Concurrent writers, each updating random users in its own transactions. */
+async function concurrentWriters(db: TestDatabase, ids: string[], writers: number, updatesEach: number): Promise<void> {
+  await Promise.all(
+    Array.from({ length: writers }, async (_, w) => {
+      const client = await db.pool.connect();
+      try {
+        for (let i = 0; i < updatesEach; i++) {
+          const id = ids[(i * 7 + w * 13) % ids.length]!;
+          await client.query('update users set first_name = $2 where id = $1', [id, `w${w}-${i}`]);
+        }
+      } finally {
+        client.release();
+      }
+    }),
+  );
+}
+
+t.test('concurrent writers: every user\'s events arrive in capture order, each exactly once', async (t) => {
+  const db = await createTestDatabase(t);
+  const receiver = await startReceiver(t, () => ({ status: 200, delayMs: 2 }));
+  await startTestRelay(t, db, receiver.url, { settings: { concurrency: 6 } });
+  const ids = await addUsers(db, 12);
+  await concurrentWriters(db, ids, 4, 40);
+  const total = 12 + 160;
+  await waitFor(async () => (await eventStatuses(db)).delivered === total, `${total} delivered`, 30_000, () => receiver.delivered.length);
+  t.equal(receiver.requests.length, total, 'no duplicates');
+  t.same(arrivalOrder(receiver.requests), await captureOrder(db));
+  // The last state each user's backend copy received is the current one.
+  const { rows } = await db.pool.query<{ id: string; first_name: string }>('select id, first_name from users');
+  const last = new Map(receiver.requests.map((r) => [String(r.body.id), String(r.body.displayName)]));
+  for (const row of rows) t.equal(last.get(row.id), `${row.first_name} Last`);
+});
+
+t.test('a rescheduled head event holds back the rest of its user, never overtaken', async (t) => {
+  const db = await createTestDatabase(t);
+  let failFirstOfCarol = true;
+  const receiver = await startReceiver(t, (req) => {
+    if (failFirstOfCarol && req.body.username === 'carol1') {
+      failFirstOfCarol = false;
+      return { status: 503 };
+    }
+    return { status: 200 };
+  });
+  await startTestRelay(t, db, receiver.url, { settings: { maxAttempts: 1, retryScheduleMs: [400] } });
+  const [carol] = await addUsers(db, 1, 'carol');
+  for (let i = 0; i < 5; i++) await db.pool.query('update users set first_name = $2 where id = $1', [carol, `v${i}`]);
+  await addUsers(db, 3, 'other');
+  await waitFor(() => receiver.delivered.filter((r) => r.body.username !== 'carol1').length === 3, 'others');
+  t.equal(receiver.delivered.filter((r) => r.body.username === 'carol1').length, 0, 'carol waits behind her failed head');
+  await waitFor(async () => (await eventStatuses(db)).delivered === 9, 'all delivered');
+  const carols = receiver.requests.filter((r) => r.body.username === 'carol1');
+  t.same(carols.map((r) => r.body.action), ['created', 'created', 'updated', 'updated', 'updated', 'updated', 'updated']);
+  t.equal(carols[0]!.webhookId, carols[1]!.webhookId, 'the retried event keeps its webhook-id');
+  t.same(arrivalOrder(receiver.delivered).get(carol!), (await captureOrder(db)).get(carol!));
+});
+
+t.test('two relays: order held, zero duplicates, both working', async (t) => {
+  const db = await createTestDatabase(t);
+  const receiver = await startReceiver(t, () => ({ status: 200, delayMs: 3 }));
+  const a = await startTestRelay(t, db, receiver.url, { settings: { concurrency: 4 } });
+  const b = await startTestRelay(t, db, receiver.url, { settings: { concurrency: 4 } });
+  const ids = await addUsers(db, 40);
+  await concurrentWriters(db, ids, 3, 40);
+  const total = 40 + 120;
+  await waitFor(async () => (await eventStatuses(db)).delivered === total, `${total} delivered`, 30_000);
+  t.equal(receiver.requests.length, total, 'zero duplicates');
+  t.same(arrivalOrder(receiver.requests), await captureOrder(db));
+  const logsA = a.logs.filter((l) => String(l.msg).includes('synced to backend')).length;
+  const logsB = b.logs.filter((l) => String(l.msg).includes('synced to backend')).length;
+  t.equal(logsA + logsB, total);
+  t.ok(logsA > 0 && logsB > 0, `both relays delivered (${logsA} + ${logsB})`);
+});
+
+t.test('a hot user with thousands of pending events does not hold up other users', async (t) => {
+  const db = await createTestDatabase(t);
+  const receiver = await startReceiver(t);
+  const [hot] = await addUsers(db, 1, 'hot');
+  await db.pool.query(
+    `do $$ begin for i in 1..3000 loop update users set first_name = 'v' || i where username = 'hot1'; end loop; end $$`,
+  );
+  const { relay } = await startTestRelay(t, db, receiver.url, { settings: { concurrency: 4 } });
+  const others = await addUsers(db, 40, 'cold');
+  await waitFor(
+    () => others.every((id) => receiver.delivered.some((r) => r.body.id === id)),
+    'every other user delivered',
+    30_000,
+  );
+  const hotDelivered = receiver.delivered.filter((r) => r.body.id === hot).length;
+  t.ok(hotDelivered < 3001, `the others did not wait for the hot user's ${3001} events (${hotDelivered} of them sent so far)`);
+  await waitFor(async () => (await eventStatuses(db)).delivered === 3041, 'the hot user drained too', 60_000);
+  const hotNames = receiver.delivered.filter((r) => r.body.id === hot).map((r) => r.body.displayName);
+  t.same(hotNames.slice(-2), ['v2999 Last', 'v3000 Last'], 'in order to the end');
+  t.equal(relay.inFlight, 0);
+});
+
+t.test('a claim reads a bounded number of events however long the stream', async (t) => {
+  const db = await createTestDatabase(t);
+  await addUsers(db, 1, 'hot');
+  await db.pool.query(
+    `do $$ begin for i in 1..2000 loop update users set first_name = 'v' || i where username = 'hot1'; end loop; end $$`,
+  );
+  await addUsers(db, 500, 'cold');
+  await db.pool.query('analyze suekk_sync.events');
+  const { rows } = await db.pool.query<{ 'QUERY PLAN': string }>(
+    `explain (analyze, format text)
+     select * from suekk_sync.events e
+      where e.user_id = (select id::text from users where username = 'hot1')
+        and e.status = 'pending' order by e.id limit 20`,
+  );
+  const plan = rows.map((r) => r['QUERY PLAN']).join('\n');
+  t.match(plan, /Index Scan using events_undelivered_by_user/, 'the partial index serves it');
+  t.match(plan, /rows=20 loops=1/, 'stops after 20 rows');
+});
