@@ -25,9 +25,12 @@ create table suekk_sync.events (
   application_name text
 );
 
--- The relay reads a user's undelivered events in capture order.
-create index events_undelivered_by_user on suekk_sync.events (user_id, id)
-  where status in ('pending', 'failed');
+-- The relay reads a user's pending events in capture order. The predicate matches the relay's
+-- query exactly, so even a generic plan walks this index in order and stops after LIMIT rows:
+-- a user with ten thousand pending events costs a claim no more than a user with one.
+create index events_pending_by_user on suekk_sync.events (user_id, id) where status = 'pending';
+-- retry and status find failed events by user.
+create index events_failed_by_user on suekk_sync.events (user_id, id) where status = 'failed';
 -- tail-log and retention walk delivered events by time.
 create index events_by_created_at on suekk_sync.events (created_at);
 

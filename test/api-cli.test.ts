@@ -6,18 +6,14 @@ import { collect, runCli, startCli } from './helpers/cli.ts';
 const JWT_SECRET = 'cli-test-secret-0123456789abcdef0123456789';
 
 t.test('serve refuses to start without what it needs', async (t) => {
-  const [noSecret, badPort, deadDatabase] = await Promise.all([
+  const [noSecret, badPort] = await Promise.all([
     runCli(['serve'], { env: { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/x' } }),
     runCli(['serve', '--port', '70000'], { env: { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/x', JWT_SECRET } }),
-    runCli(['serve'], { env: { DATABASE_URL: 'postgres://postgres:pw@127.0.0.1:1/x', JWT_SECRET } }),
   ]);
   t.equal(noSecret.code, 2);
   t.match(noSecret.stderr, /^suekk-sync: JWT_SECRET is not set; /);
   t.equal(badPort.code, 2);
   t.match(badPort.stderr, /--port must be a whole number from 0 to 65535, not "70000"/);
-  t.equal(deadDatabase.code, 1);
-  t.match(deadDatabase.stderr, /Cannot reach the database/);
-  t.notMatch(deadDatabase.stderr, /:pw@/, 'the password is not printed');
 });
 
 t.test('serve answers on the printed address, warns when not installed, and stops on SIGTERM', async (t) => {

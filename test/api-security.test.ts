@@ -136,6 +136,7 @@ t.test('hostile bodies get a 4xx with a JSON error, never a 5xx', async (t) => {
     ['login without email or username', () => send('POST', '/api/v1/auth/login', { password: 'x' }), 400],
     ['login with both', () => send('POST', '/api/v1/auth/login', { email: 'a@b.co', username: 'a', password: 'x' }), 400],
     ['login with a number', () => send('POST', '/api/v1/auth/login', { username: 1, password: 'x' }), 400],
+    ['an anonymous profile update, before its body is looked at', () => send('PUT', '/api/v1/users/profile', { email: 1 }), 401],
     ['an unknown route', () => send('GET', '/api/v1/users'), 404],
     ['a wrong method', () => send('PATCH', '/api/v1/users/profile', {}), 404],
   ];

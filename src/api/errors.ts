@@ -87,8 +87,7 @@ function validationError(issues: readonly ValidationIssue[]): ApiError {
     const detail = issueToDetail(issue);
     if (!byField.has(detail.field) && byField.size < MAX_DETAILS) byField.set(detail.field, detail);
   }
-  const fields = [...byField.keys()];
-  return new ApiError(400, `Some fields are invalid (${fields.join(', ')}); see details.`, [...byField.values()]);
+  return new ApiError(400, 'Some fields are invalid; see details.', [...byField.values()]);
 }
 
 /** Walks a parsed JSON body; Postgres refuses NUL in text, and no field has a use for one. */
