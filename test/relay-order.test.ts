@@ -132,10 +132,9 @@ t.test('fetching a hot user\'s next events reads a bounded amount, however long 
     const client = await db.pool.connect();
     try {
       await client.query('set plan_cache_mode = force_generic_plan');
-      const { rows } = await client.query<{ 'QUERY PLAN': string }>({
-        text: `explain (analyze, buffers, format text) ${FETCH_MORE_SQL}`,
-        values: ['relay-x', [userId], ['0'], 20],
-      });
+      const explain = { text: `explain (analyze, buffers, format text) ${FETCH_MORE_SQL}`, values: ['relay-x', [userId], ['0'], 20] };
+      await client.query(explain); // the first run also plans the function's query: not what is measured
+      const { rows } = await client.query<{ 'QUERY PLAN': string }>(explain);
       const top = rows.map((r) => r['QUERY PLAN']).find((l) => /Buffers: shared/.test(l)) ?? '';
       return [...top.matchAll(/(?:hit|read)=(\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
     } finally {
@@ -145,7 +144,7 @@ t.test('fetching a hot user\'s next events reads a bounded amount, however long 
   const hot = await buffersFor(idOf('hot1'));
   const cold = await buffersFor(idOf('cold1'));
   t.ok(hot > 0 && cold > 0, `measured (hot ${hot}, cold ${cold} buffers)`);
-  t.ok(hot <= cold + 30, `a user with 3001 pending events costs about what a user with one does (${hot} vs ${cold} buffers)`);
+  t.ok(hot <= cold * 2 + 5, `a user with 3001 pending events costs about what a user with one does (${hot} vs ${cold} buffers)`);
   const { rows } = await db.pool.query({ text: FETCH_MORE_SQL, values: ['relay-x', [idOf('hot1')], ['0'], 20] });
   t.equal(rows.length, 20, 'and it returns the first 20, in order');
   t.same(rows.map((r: { id: string }) => Number(r.id)), [...rows.map((r: { id: string }) => Number(r.id))].sort((a, b) => a - b));
