@@ -31,6 +31,8 @@ create table suekk_sync.events (
 create index events_pending_by_user on suekk_sync.events (user_id, id) where status = 'pending';
 -- retry and status find failed events by user.
 create index events_failed_by_user on suekk_sync.events (user_id, id) where status = 'failed';
+-- resync follows its run's events.
+create index events_by_run on suekk_sync.events (run_id) where run_id is not null;
 -- tail-log and retention walk delivered events by time.
 create index events_by_created_at on suekk_sync.events (created_at);
 
@@ -78,7 +80,7 @@ insert into suekk_sync.state default values;
 -- resync runs, so an interrupted run can continue from its cursor.
 create table suekk_sync.resync_runs (
   id           bigint generated always as identity primary key,
-  mode         text not null,
+  filter       jsonb not null,  -- {all: true} | {userIds: [...]} | {since: "<iso>"}
   action       text,
   cursor       text,
   enqueued     bigint not null default 0,

@@ -3,6 +3,7 @@ import { VERSION } from '../version.ts';
 import { registerInstall } from './install.ts';
 import { registerReceive } from './receive.ts';
 import { registerRelay } from './relay.ts';
+import { registerSyncCommands } from './sync-commands.ts';
 import { reportError } from './run.ts';
 import { registerServe } from './serve.ts';
 
@@ -16,6 +17,7 @@ export function buildProgram(): Command {
     .exitOverride();
   registerInstall(program);
   registerRelay(program);
+  registerSyncCommands(program);
   registerServe(program);
   registerReceive(program);
   return program;

@@ -1,0 +1,271 @@
+/** resync, push, retry and skip: the commands that send users through the outbox on demand. */
+import type { Command } from 'commander';
+import { Option } from 'commander';
+import type { Action } from '../db/enqueue.ts';
+import { UsageError } from '../errors.ts';
+import { push } from '../ops/push.ts';
+import { resync, resyncDryRun, type ResyncProgress, type ResyncScope } from '../ops/resync.ts';
+import { retry, skip, type EventSelector } from '../ops/retry.ts';
+import type { EventState, Verdict } from '../ops/settle.ts';
+import { settingsFrom, withDatabase, type GlobalFlags } from './context.ts';
+import { intOption } from './options.ts';
+
+const actionOption = () =>
+  new Option('--action <action>', 'override the action (default: created, or deleted for soft-deleted users)').choices([
+    'created',
+    'updated',
+    'deleted',
+  ]);
+
+/** Ctrl-C once: finish the current step and report; twice: leave at once. */
+function interruptSignal(what: string): { signal: AbortSignal; dispose(): void } {
+  const controller = new AbortController();
+  const onSignal = () => {
+    if (controller.signal.aborted) process.exit(130);
+    process.stderr.write(`\nStopping after the current ${what} (Ctrl-C again to leave at once)…\n`);
+    controller.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return {
+    signal: controller.signal,
+    dispose: () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
+}
+
+function describeState(s: EventState, verdict: Verdict): string {
+  const http = s.httpStatus === null ? '' : ` HTTP ${s.httpStatus}`;
+  const took = s.durationMs === null ? '' : ` in ${s.durationMs} ms`;
+  const detail =
+    verdict === 'delivered' || verdict === 'skipped'
+      ? ''
+      : verdict === 'waiting'
+        ? ` — ${s.error ?? 'not delivered'}; next round at ${s.nextAttemptAt.toISOString()}`
+        : verdict === 'blocked' || verdict === 'queued'
+          ? ' — waits behind an earlier event of this user'
+          : ` — ${s.error ?? 'failed'}`;
+  const body = s.response && verdict !== 'delivered' ? `\n    response: ${s.response.slice(0, 200)}` : '';
+  return `${verdict.padEnd(9)} ${s.action.padEnd(7)} ${s.username || s.userId} ${s.webhookId}${http}${took}${detail}${body}`;
+}
+
+function stateJson(s: EventState, verdict: Verdict) {
+  return {
+    eventId: s.id,
+    webhookId: s.webhookId,
+    userId: s.userId,
+    username: s.username,
+    action: s.action,
+    outcome: verdict,
+    status: s.status,
+    attempts: s.attempts,
+    rounds: s.rounds,
+    httpStatus: s.httpStatus,
+    durationMs: s.durationMs,
+    error: s.error,
+    response: s.response,
+    nextAttemptAt: s.status === 'pending' ? s.nextAttemptAt.toISOString() : null,
+  };
+}
+
+async function renderResyncView(): Promise<{ update(p: ResyncProgress): void; done(): void }> {
+  const [{ render }, { createElement }, { ResyncView }] = await Promise.all([
+    import('ink'),
+    import('react'),
+    import('./ui/ResyncView.tsx'),
+  ]);
+  let instance: ReturnType<typeof render> | undefined;
+  return {
+    update(progress) {
+      const element = createElement(ResyncView, { progress });
+      if (instance) instance.rerender(element);
+      else instance = render(element, { stdout: process.stdout, patchConsole: false });
+    },
+    done() {
+      instance?.unmount();
+    },
+  };
+}
+
+function plainProgress(p: ResyncProgress): string {
+  const eta = p.rate > 0 ? Math.ceil((Math.max(p.total, p.enqueued) - p.delivered - p.failed) / p.rate) : null;
+  return `resync run ${p.runId}: enqueued ${p.enqueued}/${p.total}, delivered ${p.delivered}, failed ${p.failed}, waiting ${p.waiting + p.blocked}, ${p.rate.toFixed(0)} users/s${eta === null ? '' : `, ETA ${eta}s`}`;
+}
+
+export function registerSyncCommands(program: Command): void {
+  program
+    .command('resync')
+    .description('send users\' current state through the outbox, to repair a backend that drifted')
+    .option('--all', 'every user, paged by primary key')
+    .option('--user <ref...>', 'these users (id, email or username)')
+    .option('--since <iso>', 'users updated at or after this time (source.updatedAtColumn)')
+    .addOption(actionOption())
+    .option('--batch-size <n>', 'users per transaction (default 1000)', intOption(1, 100_000))
+    .option('--dry-run', 'say how many users would be sent, and the first few; send nothing')
+    .option('--no-wait', 'only enqueue; the relays deliver')
+    .option('--resume', 'continue the last interrupted resync from its cursor')
+    .option('--json', 'print one JSON summary')
+    .action(
+      async (
+        opts: { all?: boolean; user?: string[]; since?: string; action?: Action; batchSize?: number; dryRun?: boolean; wait: boolean; resume?: boolean; json?: boolean },
+        cmd: Command,
+      ) => {
+        const scopes = [opts.all, opts.user, opts.since].filter((s) => s !== undefined).length;
+        if (opts.resume ? scopes > 0 : scopes !== 1) {
+          throw new UsageError(
+            opts.resume ? '--resume continues the interrupted run as it was; leave out --all, --user and --since.' : 'Say exactly one of --all, --user <ref>… or --since <iso>.',
+          );
+        }
+        let scope: ResyncScope | undefined;
+        if (opts.all) scope = { all: true };
+        else if (opts.user) scope = { userRefs: opts.user };
+        else if (opts.since) {
+          const since = new Date(opts.since);
+          if (Number.isNaN(since.getTime())) throw new UsageError(`--since ${JSON.stringify(opts.since)} is not a date; use ISO 8601, e.g. 2026-01-31T00:00:00Z.`);
+          scope = { since };
+        }
+        const settings = settingsFrom(cmd.optsWithGlobals<GlobalFlags>());
+        await withDatabase(settings, async (pool) => {
+          if (opts.dryRun) {
+            const preview = await resyncDryRun(pool, scope!);
+            if (opts.json) process.stdout.write(`${JSON.stringify({ dryRun: true, users: preview.count, first: preview.first })}\n`);
+            else {
+              process.stdout.write(`Would resync ${preview.count} user${preview.count === 1 ? '' : 's'}; nothing was sent.\n`);
+              for (const u of preview.first) process.stdout.write(`  ${u.username || '(no username)'}  ${u.userId}\n`);
+              if (preview.count > preview.first.length) process.stdout.write(`  … and ${preview.count - preview.first.length} more\n`);
+            }
+            return;
+          }
+          const tty = process.stdout.isTTY === true && !opts.json;
+          const view = tty ? await renderResyncView() : undefined;
+          let lastPlain = 0;
+          const interrupt = interruptSignal('batch');
+          try {
+            const result = await resync(pool, settings, {
+              scope,
+              action: opts.action,
+              batchSize: opts.batchSize,
+              wait: opts.wait,
+              resume: opts.resume,
+              signal: interrupt.signal,
+              progressIntervalMs: tty ? 200 : 1000,
+              onProgress: (p) => {
+                if (view) view.update(p);
+                else if (!opts.json && performance.now() - lastPlain >= 2000) {
+                  lastPlain = performance.now();
+                  process.stdout.write(`${plainProgress(p)}\n`);
+                }
+              },
+            });
+            view?.done();
+            const allDelivered = result.delivered === result.enqueued && !result.interrupted;
+            if (opts.json) {
+              process.stdout.write(`${JSON.stringify({ ...result, rate: Math.round(result.rate), elapsedMs: Math.round(result.elapsedMs) })}\n`);
+            } else if (result.interrupted) {
+              process.stdout.write(`Interrupted: run ${result.runId} enqueued ${result.enqueued} of ${result.total}; continue with \`suekk-sync resync --resume\`.\n`);
+            } else if (!opts.wait) {
+              process.stdout.write(`Enqueued ${result.enqueued} user${result.enqueued === 1 ? '' : 's'} (run ${result.runId}); the relays deliver them.\n`);
+            } else {
+              process.stdout.write(
+                `Resync run ${result.runId}: ${result.delivered} of ${result.enqueued} delivered, ${result.failed} failed, ${result.waiting + result.blocked} waiting (${(result.elapsedMs / 1000).toFixed(1)} s).\n`,
+              );
+              if (result.failed > 0) process.stdout.write('See them with `suekk-sync tail-log --status failed`; repair with `suekk-sync retry --all-failed`.\n');
+            }
+            if (opts.wait && !allDelivered) process.exitCode = 1;
+            if (!opts.wait && result.interrupted) process.exitCode = 1;
+          } finally {
+            interrupt.dispose();
+          }
+        });
+      },
+    );
+
+  program
+    .command('push <ref>')
+    .description('send one user\'s current state now (after their waiting events), and show the outcome')
+    .addOption(actionOption())
+    .option('--json', 'print the outcome as JSON')
+    .action(async (ref: string, opts: { action?: Action; json?: boolean }, cmd: Command) => {
+      const settings = settingsFrom(cmd.optsWithGlobals<GlobalFlags>());
+      await withDatabase(settings, async (pool) => {
+        const interrupt = interruptSignal('wait');
+        try {
+          const result = await push(pool, settings, ref, { action: opts.action, signal: interrupt.signal });
+          if (opts.json) {
+            process.stdout.write(
+              `${JSON.stringify({ ...stateJson(result.event, result.verdict), ahead: result.ahead.map((a) => stateJson(a.state, a.verdict)) })}\n`,
+            );
+          } else {
+            for (const a of result.ahead) process.stdout.write(`${describeState(a.state, a.verdict)}\n`);
+            process.stdout.write(`${describeState(result.event, result.verdict)}\n`);
+            if (result.event.response && result.verdict === 'delivered') {
+              process.stdout.write(`    response: ${result.event.response.slice(0, 200)}\n`);
+            }
+          }
+          if (result.verdict !== 'delivered') process.exitCode = 1;
+        } finally {
+          interrupt.dispose();
+        }
+      });
+    });
+
+  program
+    .command('retry [event-ids...]')
+    .description('send failed events, and events waiting for their next round, again now, in order')
+    .option('--all-failed', 'every event held back by a failure')
+    .option('--user <ref>', 'this user\'s failed and waiting events')
+    .option('--dry-run', 'list what would be retried; change nothing')
+    .option('--json', 'print JSON lines')
+    .action(async (ids: string[], opts: { allFailed?: boolean; user?: string; dryRun?: boolean; json?: boolean }, cmd: Command) => {
+      const chosen = [opts.allFailed, opts.user, ids.length > 0 ? ids : undefined].filter((x) => x !== undefined).length;
+      if (chosen !== 1) throw new UsageError('Say exactly one of --all-failed, --user <ref> or event ids.');
+      const selector: EventSelector = opts.allFailed ? { allFailed: true } : opts.user ? { userRef: opts.user } : { eventIds: ids };
+      const settings = settingsFrom(cmd.optsWithGlobals<GlobalFlags>());
+      await withDatabase(settings, async (pool) => {
+        const interrupt = interruptSignal('wait');
+        try {
+          const result = await retry(pool, settings, selector, { dryRun: opts.dryRun, signal: interrupt.signal });
+          if (result.events.length === 0) {
+            if (!opts.json) process.stdout.write('Nothing to retry: no failed or waiting events match.\n');
+            return;
+          }
+          for (const { state, verdict } of result.events) {
+            process.stdout.write(opts.json ? `${JSON.stringify(stateJson(state, verdict))}\n` : `${describeState(state, verdict)}\n`);
+          }
+          if (opts.dryRun) {
+            if (!opts.json) process.stdout.write(`Would retry ${result.events.length} event(s); nothing was changed.\n`);
+            return;
+          }
+          const delivered = result.events.filter((e) => e.verdict === 'delivered').length;
+          if (!opts.json) process.stdout.write(`${delivered} of ${result.events.length} delivered.\n`);
+          if (delivered < result.events.length) process.exitCode = 1;
+        } finally {
+          interrupt.dispose();
+        }
+      });
+    });
+
+  program
+    .command('skip [event-ids...]')
+    .description('mark a failed event skipped (the backend will never take it) and un-park its user')
+    .option('--user <ref>', 'this user\'s failed event')
+    .action(async (ids: string[], opts: { user?: string }, cmd: Command) => {
+      if ((opts.user === undefined) === (ids.length === 0)) throw new UsageError('Say either --user <ref> or event ids.');
+      const settings = settingsFrom(cmd.optsWithGlobals<GlobalFlags>());
+      await withDatabase(settings, async (pool) => {
+        const result = await skip(pool, opts.user ? { userRef: opts.user } : { eventIds: ids });
+        if (result.skipped.length === 0) {
+          process.stdout.write('Nothing to skip: that user has no failed event.\n');
+          return;
+        }
+        for (const e of result.skipped) process.stdout.write(`skipped   ${e.action.padEnd(7)} ${e.username || e.userId} ${e.webhookId}\n`);
+        const users = result.skipped.map((e) => e.username || e.userId);
+        process.stdout.write(
+          `Un-parked ${[...new Set(users)].join(', ')}; their later events go now. To send the current state, run \`suekk-sync push ${result.skipped[0]!.userId}\`.\n`,
+        );
+      });
+    });
+}
+

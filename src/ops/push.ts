@@ -1,0 +1,83 @@
+/**
+ * push: send a user's current state now, through the outbox, behind whatever of theirs is still
+ * waiting (which becomes due now too). A parked user is refused: push never jumps a failed event.
+ */
+import { NOTIFY_CHANNEL } from '../capture/generate.ts';
+import type { Settings } from '../config.ts';
+import { WorkFailed } from '../errors.ts';
+import { withTransaction, type Pool } from '../db/pool.ts';
+import { enqueueBatch, type Action } from '../db/enqueue.ts';
+import { ensureDelivery } from './inline-delivery.ts';
+import { waitForFirstRound, type EventState, type Target, type Verdict } from './settle.ts';
+import { installedSource, resolveUserRef } from './source.ts';
+
+export interface PushResult {
+  userId: string;
+  username: string;
+  event: EventState;
+  verdict: Verdict;
+  /** The user's events that went (or tried to go) before this one. */
+  ahead: { state: EventState; verdict: Verdict }[];
+  delivery: 'relay' | 'inline';
+}
+
+export async function push(
+  pool: Pool,
+  settings: Settings,
+  ref: string,
+  options: { action?: Action; signal?: AbortSignal } = {},
+): Promise<PushResult> {
+  const source = await installedSource(pool);
+  const user = await resolveUserRef(pool, source, ref);
+  const { rows: parked } = await pool.query<{ parked: boolean }>(
+    'select parked from suekk_sync.streams where user_id = $1',
+    [user.userId],
+  );
+  if (parked[0]?.parked) {
+    throw new WorkFailed(
+      `User ${user.username || user.userId} is parked by a failed event; run \`suekk-sync retry --user ${user.userId}\` to send it again or \`suekk-sync skip --user ${user.userId}\` to drop it, then push.`,
+    );
+  }
+  const targets = await withTransaction(pool, async (client) => {
+    const batch = await enqueueBatch(client, source, {
+      filter: { userIds: [user.userId] },
+      limit: 1,
+      action: options.action ?? null,
+      eventSource: 'push',
+      runId: null,
+      priority: 0,
+    });
+    // "Sync this user now" means the whole stream of that user, in order.
+    const { rows } = await client.query<{ id: string; rounds: number }>(
+      `update suekk_sync.events set next_attempt_at = now()
+        where user_id = $1 and status = 'pending'
+        returning id::text, rounds`,
+      [user.userId],
+    );
+    await client.query(
+      'update suekk_sync.streams set next_attempt_at = now(), priority = 0 where user_id = $1 and not parked',
+      [user.userId],
+    );
+    await client.query('select pg_notify($1, $2)', [NOTIFY_CHANNEL, '']);
+    const own = batch.eventIds[0]!;
+    return rows
+      .filter((r) => BigInt(r.id) <= BigInt(own))
+      .map((r): Target => ({ id: r.id, roundsBefore: r.rounds }))
+      .sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
+  });
+  const delivery = await ensureDelivery(pool, settings);
+  try {
+    const { states, verdicts } = await waitForFirstRound(pool, targets, { signal: options.signal });
+    const event = states[states.length - 1]!;
+    return {
+      userId: user.userId,
+      username: user.username,
+      event,
+      verdict: verdicts.get(event.id)!,
+      ahead: states.slice(0, -1).map((state) => ({ state, verdict: verdicts.get(state.id)! })),
+      delivery: delivery.mode,
+    };
+  } finally {
+    await delivery.stop();
+  }
+}
