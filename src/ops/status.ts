@@ -1,0 +1,301 @@
+/**
+ * `status`: is capture on, is anything stuck, is a relay alive — in one read-only snapshot, as the
+ * `status --json` contract lays it out (DESIGN §5). `healthy` is false only for states that lose
+ * or hold back changes without anyone acting; everything else worth knowing is a warning.
+ */
+import { isDeepStrictEqual } from 'node:util';
+import type { SourceMapping } from '../config.ts';
+import { describeConnectError, type Pool, type PoolClient } from '../db/pool.ts';
+import { installedSchemaVersion, LATEST_SCHEMA_VERSION } from '../db/migrations.ts';
+import { CAPTURE_TRIGGER, TRUNCATE_TRIGGER } from '../capture/generate.ts';
+
+type Queryable = Pick<Pool | PoolClient, 'query'>;
+
+/** DESIGN §4: a relay is alive when it beat within this many seconds (it beats every 5). */
+export const RELAY_ALIVE_SECONDS = 15;
+/** Pending this long with no relay alive is a problem, not a moment's wait. */
+export const STALE_PENDING_SECONDS = 60;
+
+/** What the trigger calls on every write: one of them missing makes every write to users fail. */
+const CAPTURE_FUNCTIONS = ['user_payload', 'user_key', 'user_is_live', 'capture_row', 'capture_truncate'];
+
+export interface RelayInfo {
+  host: string;
+  pid: number;
+  version: string;
+  heartbeatAgeSeconds: number;
+  alive: boolean;
+}
+
+export interface QueueGauges {
+  /** Pending events, including the ones being sent right now. */
+  backlog: number;
+  /** Age of the oldest pending event since capture; null when nothing is pending. */
+  oldestPendingSeconds: number | null;
+  failed: number;
+  parkedUsers: number;
+  paused: boolean;
+}
+
+export interface StatusReport extends QueueGauges {
+  healthy: boolean;
+  /** Why `healthy` is false, each a sentence saying what to do. */
+  problems: string[];
+  /** Worth knowing, not unhealthy (paused, no relay yet, mapping edited since install). */
+  warnings: string[];
+  database: 'reachable';
+  /** null when suekk-sync is not installed. */
+  schemaVersion: number | null;
+  latestSchemaVersion: number;
+  /** The captured table, or null when capture is not installed. */
+  table: string | null;
+  trigger: { installed: boolean; enabled: boolean };
+  /** Whether the trigger sends NOTIFY (install --no-notify turns it off); null when not installed. */
+  notify: boolean | null;
+  /** Capture functions the trigger needs that are missing (a DBA dropped one). */
+  missingFunctions: string[];
+  /** The config file's mapping differs from the installed one; null when no config file was read. */
+  mappingChanged: boolean | null;
+  deliveredLast5m: number;
+  relays: RelayInfo[];
+}
+
+export interface UnreachableReport {
+  healthy: false;
+  problems: string[];
+  database: 'unreachable';
+}
+
+export interface StatusOptions {
+  /** The configured mapping, to tell whether install needs running again. */
+  source?: SourceMapping;
+  /** For the unreachable message (the password is never shown). */
+  databaseUrl?: string;
+}
+
+/** The numbers every view shares (status, metrics gauges, the tail-log live view). */
+export async function queueGauges(db: Queryable): Promise<QueueGauges> {
+  const { rows } = await db.query<QueueGauges>(
+    `select p.backlog, p.oldest as "oldestPendingSeconds",
+            (select count(*)::int from suekk_sync.events where status = 'failed') as failed,
+            (select count(*)::int from suekk_sync.streams where parked) as "parkedUsers",
+            coalesce((select paused from suekk_sync.state), false) as paused
+       from (select count(*)::int as backlog, extract(epoch from now() - min(created_at))::float8 as oldest
+               from suekk_sync.events where status = 'pending') p`,
+  );
+  return rows[0]!;
+}
+
+export async function getStatus(pool: Pool, options: StatusOptions = {}): Promise<StatusReport | UnreachableReport> {
+  let client: PoolClient;
+  try {
+    client = await pool.connect();
+  } catch (err) {
+    const why = options.databaseUrl
+      ? describeConnectError(err, options.databaseUrl).message
+      : `Cannot reach the database (${(err as Error).message}); check DATABASE_URL and that PostgreSQL is running.`;
+    return { healthy: false, problems: [why], database: 'unreachable' };
+  }
+  try {
+    // One snapshot, so the counts agree with each other.
+    await client.query('begin isolation level repeatable read read only');
+    const report = await readStatus(client, options);
+    await client.query('commit');
+    return report;
+  } catch (err) {
+    await client.query('rollback').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+function notInstalled(problem: string): StatusReport {
+  return {
+    healthy: false,
+    problems: [problem],
+    warnings: [],
+    database: 'reachable',
+    schemaVersion: null,
+    latestSchemaVersion: LATEST_SCHEMA_VERSION,
+    table: null,
+    trigger: { installed: false, enabled: false },
+    notify: null,
+    missingFunctions: [],
+    mappingChanged: null,
+    paused: false,
+    backlog: 0,
+    oldestPendingSeconds: null,
+    failed: 0,
+    parkedUsers: 0,
+    deliveredLast5m: 0,
+    relays: [],
+  };
+}
+
+async function readStatus(db: PoolClient, options: StatusOptions): Promise<StatusReport> {
+  const schemaVersion = await installedSchemaVersion(db);
+  if (schemaVersion === 0) {
+    return notInstalled('suekk-sync is not installed in this database; run `suekk-sync install`.');
+  }
+  const problems: string[] = [];
+  const warnings: string[] = [];
+  if (schemaVersion < LATEST_SCHEMA_VERSION) {
+    problems.push(
+      `The suekk_sync schema is at version ${schemaVersion} but this suekk-sync needs ${LATEST_SCHEMA_VERSION}, so relays refuse to start; run \`suekk-sync install\` to upgrade it.`,
+    );
+  } else if (schemaVersion > LATEST_SCHEMA_VERSION) {
+    problems.push(
+      `The suekk_sync schema is at version ${schemaVersion}, newer than this suekk-sync knows (${LATEST_SCHEMA_VERSION}); upgrade suekk-sync.`,
+    );
+  }
+
+  const { rows: stateRows } = await db.query<{
+    table: string | null;
+    exists: boolean;
+    notify: boolean | null;
+    mapping: (SourceMapping & Record<string, unknown>) | null;
+  }>(
+    `select source_table as table, to_regclass(source_table) is not null as exists, notify, mapping
+       from suekk_sync.state`,
+  );
+  const state = stateRows[0]!;
+  const table = state.table;
+
+  const trigger = { installed: false, enabled: false };
+  if (table === null) {
+    problems.push('Capture is not installed on any table (it was uninstalled), so changes are not captured; run `suekk-sync install`.');
+  } else if (!state.exists) {
+    problems.push(`The captured table ${table} no longer exists, so changes are not captured; restore it, or point source.table at the users table and run \`suekk-sync install\`.`);
+  } else {
+    const { rows } = await db.query<{ tgname: string; tgenabled: string }>(
+      'select tgname, tgenabled from pg_trigger where tgrelid = to_regclass($1) and tgname = any($2)',
+      [table, [CAPTURE_TRIGGER, TRUNCATE_TRIGGER]],
+    );
+    const found = new Map(rows.map((r) => [r.tgname, r.tgenabled]));
+    const missing = [CAPTURE_TRIGGER, TRUNCATE_TRIGGER].filter((name) => !found.has(name));
+    // 'O' fires in normal sessions, 'A' always; 'D' never and 'R' only under replication, so
+    // neither captures an ordinary writer's change.
+    const disabled = [...found].filter(([, mode]) => mode !== 'O' && mode !== 'A').map(([name]) => name);
+    trigger.installed = missing.length === 0;
+    trigger.enabled = trigger.installed && disabled.length === 0;
+    if (missing.length > 0) {
+      problems.push(`The capture trigger${plural(missing.length)} ${missing.join(' and ')} ${missing.length === 1 ? 'is' : 'are'} missing on ${table}, so changes are not captured; run \`suekk-sync install\`.`);
+    }
+    for (const name of disabled) {
+      problems.push(`The capture trigger ${name} on ${table} is disabled, so changes are not captured; run \`alter table ${table} enable trigger ${name}\` (or \`suekk-sync install\`).`);
+    }
+  }
+
+  const { rows: fnRows } = await db.query<{ proname: string }>(
+    `select p.proname from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+      where n.nspname = 'suekk_sync' and p.proname = any($1)`,
+    [CAPTURE_FUNCTIONS],
+  );
+  const present = new Set(fnRows.map((r) => r.proname));
+  const missingFunctions = table === null ? [] : CAPTURE_FUNCTIONS.filter((f) => !present.has(f)).map((f) => `suekk_sync.${f}`);
+  if (missingFunctions.length > 0) {
+    problems.push(`The capture function${plural(missingFunctions.length)} ${missingFunctions.join(', ')} ${missingFunctions.length === 1 ? 'is' : 'are'} missing, so every write to ${table} fails; run \`suekk-sync install\` to rebuild ${missingFunctions.length === 1 ? 'it' : 'them'}.`);
+  }
+
+  let mappingChanged: boolean | null = null;
+  if (options.source !== undefined && state.mapping !== null) {
+    const { table: configuredTable, ...configured } = options.source;
+    const { table: _installedTable, ...installed } = state.mapping;
+    mappingChanged = (await resolveTable(db, configuredTable)) !== table || !isDeepStrictEqual(configured, installed);
+    if (mappingChanged) {
+      warnings.push('The source mapping in the config file differs from the one installed; run `suekk-sync install` to apply it.');
+    }
+  }
+
+  const gauges = await queueGauges(db);
+  const { rows: deliveredRows } = await db.query<{ n: number }>(
+    `select count(*)::int as n from suekk_sync.events
+      where status = 'delivered' and delivered_at > now() - interval '5 minutes'`,
+  );
+  const { rows: relayRows } = await db.query<{ host: string; pid: number; version: string; age: number }>(
+    `select host, pid, version, greatest(0, extract(epoch from now() - heartbeat_at))::float8 as age
+       from suekk_sync.relays order by heartbeat_at desc`,
+  );
+  const relays = relayRows.map((r) => ({
+    host: r.host,
+    pid: r.pid,
+    version: r.version,
+    heartbeatAgeSeconds: Math.round(r.age * 10) / 10,
+    alive: r.age < RELAY_ALIVE_SECONDS,
+  }));
+  const alive = relays.filter((r) => r.alive).length;
+
+  if (gauges.failed > 0) {
+    problems.push(
+      `${count(gauges.failed, 'event')} failed and ${count(gauges.parkedUsers, 'user')} ${gauges.parkedUsers === 1 ? 'is' : 'are'} parked behind them; see why with \`suekk-sync tail-log --status failed\`, then \`suekk-sync retry --all-failed\` or \`suekk-sync skip --user <ref>\`.`,
+    );
+  }
+  const oldest = gauges.oldestPendingSeconds;
+  if (alive === 0 && oldest !== null && oldest > STALE_PENDING_SECONDS) {
+    problems.push(
+      `${count(gauges.backlog, 'event')} ${gauges.backlog === 1 ? 'waits' : 'wait'} (the oldest for ${formatAge(oldest)}) and no relay is alive; start \`suekk-sync relay\`.`,
+    );
+  } else if (alive === 0) {
+    warnings.push('No relay is alive; changes wait in the outbox until `suekk-sync relay` runs.');
+  }
+  if (gauges.paused) {
+    warnings.push(`Delivery is paused${gauges.backlog > 0 ? ` with ${count(gauges.backlog, 'event')} waiting` : ''}; run \`suekk-sync resume\` to deliver again.`);
+  }
+
+  return {
+    healthy: problems.length === 0,
+    problems,
+    warnings,
+    database: 'reachable',
+    schemaVersion,
+    latestSchemaVersion: LATEST_SCHEMA_VERSION,
+    table,
+    trigger,
+    notify: state.notify,
+    missingFunctions,
+    mappingChanged,
+    paused: gauges.paused,
+    backlog: gauges.backlog,
+    oldestPendingSeconds: oldest === null ? null : Math.round(oldest * 10) / 10,
+    failed: gauges.failed,
+    parkedUsers: gauges.parkedUsers,
+    deliveredLast5m: deliveredRows[0]!.n,
+    relays,
+  };
+}
+
+/** The table a configured name means, spelled as install records it; null when there is none. */
+async function resolveTable(db: PoolClient, name: string): Promise<string | null> {
+  // to_regclass raises on a malformed name; the savepoint keeps the snapshot's transaction usable.
+  await db.query('savepoint suekk_sync_table');
+  try {
+    const { rows } = await db.query<{ qualified: string | null }>(
+      `select format('%I.%I', n.nspname, c.relname) as qualified from pg_class c
+         join pg_namespace n on n.oid = c.relnamespace where c.oid = to_regclass($1)`,
+      [name],
+    );
+    await db.query('release savepoint suekk_sync_table');
+    return rows[0]?.qualified ?? null;
+  } catch {
+    await db.query('rollback to savepoint suekk_sync_table');
+    return null;
+  }
+}
+
+function plural(n: number): string {
+  return n === 1 ? '' : 's';
+}
+
+function count(n: number, noun: string): string {
+  return `${n} ${noun}${plural(n)}`;
+}
+
+/** 42s, 5m 3s, 2h 5m, 3d 4h: short enough for a table cell. */
+export function formatAge(seconds: number): string {
+  const s = Math.max(0, Math.floor(seconds));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
+  if (s < 86_400) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+  return `${Math.floor(s / 86_400)}d ${Math.floor((s % 86_400) / 3600)}h`;
+}
