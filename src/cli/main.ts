@@ -1,11 +1,15 @@
 import { Command } from 'commander';
 import { VERSION } from '../version.ts';
+import { registerDev } from './dev.ts';
 import { registerInstall } from './install.ts';
+import { registerPause } from './pause.ts';
 import { registerReceive } from './receive.ts';
 import { registerRelay } from './relay.ts';
 import { registerSyncCommands } from './sync-commands.ts';
 import { reportError } from './run.ts';
 import { registerServe } from './serve.ts';
+import { registerStatus } from './status.ts';
+import { registerTailLog } from './tail-log.ts';
 
 export function buildProgram(): Command {
   const program = new Command('suekk-sync')
@@ -18,8 +22,12 @@ export function buildProgram(): Command {
   registerInstall(program);
   registerRelay(program);
   registerSyncCommands(program);
+  registerPause(program);
+  registerTailLog(program);
+  registerStatus(program);
   registerServe(program);
   registerReceive(program);
+  registerDev(program);
   return program;
 }
 

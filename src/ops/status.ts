@@ -110,10 +110,10 @@ export async function getStatus(pool: Pool, options: StatusOptions = {}): Promis
   }
 }
 
-function notInstalled(problem: string): StatusReport {
+function notInstalled(): StatusReport {
   return {
     healthy: false,
-    problems: [problem],
+    problems: ['suekk-sync is not installed in this database; run `suekk-sync install`.'],
     warnings: [],
     database: 'reachable',
     schemaVersion: null,
@@ -136,7 +136,7 @@ function notInstalled(problem: string): StatusReport {
 async function readStatus(db: PoolClient, options: StatusOptions): Promise<StatusReport> {
   const schemaVersion = await installedSchemaVersion(db);
   if (schemaVersion === 0) {
-    return notInstalled('suekk-sync is not installed in this database; run `suekk-sync install`.');
+    return notInstalled();
   }
   const problems: string[] = [];
   const warnings: string[] = [];

@@ -17,9 +17,14 @@ interface PendingRelease {
   resolve: (result: ReleaseResult) => void;
 }
 
+type Entry = { outcome: EventOutcome } | { release: PendingRelease };
+
 export class OutcomeWriter {
-  private outcomes: EventOutcome[] = [];
-  private releases: PendingRelease[] = [];
+  /**
+   * One queue in arrival order: a batch may end anywhere, but a stream's release never lands in
+   * an earlier transaction than its outcomes (it would drop the lease they are checked against).
+   */
+  private queue: Entry[] = [];
   private running: Promise<void> | undefined;
   /** Called with the event ids whose outcome counted (the lease was still ours). */
   onRecorded: ((ids: Set<string>, outcomes: EventOutcome[]) => void) | undefined;
@@ -32,21 +37,21 @@ export class OutcomeWriter {
   ) {}
 
   add(outcome: EventOutcome): void {
-    this.outcomes.push(outcome);
+    this.queue.push({ outcome });
     this.kick();
   }
 
   /** With an outcome, both land in the same transaction (a failed event and its parked user). */
   release(release: StreamRelease, outcome?: EventOutcome): Promise<ReleaseResult> {
     return new Promise((resolve) => {
-      if (outcome) this.outcomes.push(outcome);
-      this.releases.push({ release, resolve });
+      if (outcome) this.queue.push({ outcome });
+      this.queue.push({ release: { release, resolve } });
       this.kick();
     });
   }
 
   get backlog(): number {
-    return this.outcomes.length + this.releases.length;
+    return this.queue.length;
   }
 
   /** Resolves once everything queued so far is written. */
@@ -64,8 +69,9 @@ export class OutcomeWriter {
   private async run(): Promise<void> {
     let failures = 0;
     while (this.backlog > 0) {
-      const outcomes = this.outcomes.splice(0, this.maxBatch);
-      const releases = this.releases.splice(0, this.maxBatch);
+      const entries = this.queue.splice(0, this.maxBatch);
+      const outcomes = entries.flatMap((e) => ('outcome' in e ? [e.outcome] : []));
+      const releases = entries.flatMap((e) => ('release' in e ? [e.release] : []));
       try {
         const client = await this.pool.connect();
         let result: Awaited<ReturnType<typeof recordOutcomes>>;
@@ -97,8 +103,7 @@ export class OutcomeWriter {
         }
       } catch (err) {
         // Put the batch back in front, in order, and try again: the database may be restarting.
-        this.outcomes.unshift(...outcomes);
-        this.releases.unshift(...releases);
+        this.queue.unshift(...entries);
         failures++;
         const level = isConnectionError(err) ? 'warn' : 'error';
         this.logger[level](

@@ -10,6 +10,7 @@ import { checkConnection, createPool, type Pool } from '../db/pool.ts';
 import { installedSchemaVersion, LATEST_SCHEMA_VERSION } from '../db/migrations.ts';
 import { createWebhookSender, parseBackendUrl } from '../webhook/sender.ts';
 import { parseSecrets } from '../webhook/signature.ts';
+import { startMetricsServer, type MetricsServer } from './metrics.ts';
 import { Relay } from './relay.ts';
 
 export async function assertSchemaCurrent(pool: Pool): Promise<void> {
@@ -54,7 +55,9 @@ export async function startRelay(settings: Settings, logger = createLogger(setti
     connections: Math.max(1, settings.relay.concurrency),
     retryAfterCapMs: settings.relay.retryAfterCapMs,
   });
+  let metrics: MetricsServer | undefined;
   const close = async () => {
+    await metrics?.close();
     await sender.close().catch(() => undefined);
     await pool.end().catch(() => undefined);
   };
@@ -83,6 +86,11 @@ export async function startRelay(settings: Settings, logger = createLogger(setti
       { backend: `${url.origin}${url.pathname}`, concurrency: settings.relay.concurrency, signingKeys: secrets.length },
       `Relay ${relay.id} starting, delivering to ${url.origin}${url.pathname}`,
     );
+    if (settings.relay.metricsPort !== undefined) {
+      // Before the relay starts, so a port that is taken fails start-up before anything is claimed.
+      metrics = await startMetricsServer({ port: settings.relay.metricsPort, relay, pool });
+      logger.info({ metricsPort: metrics.port }, `Serving /metrics, /healthz and /readyz on port ${metrics.port}`);
+    }
     await relay.start();
     return { relay, pool, logger, close };
   } catch (err) {

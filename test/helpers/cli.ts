@@ -15,6 +15,8 @@ export interface CliOptions {
   cwd?: string;
   timeoutMs?: number;
   input?: string;
+  /** In its own process group, so a test can signal the group as a terminal's Ctrl-C does. */
+  detached?: boolean;
 }
 
 /** An environment without the developer's own suekk-sync settings leaking into a test. */
@@ -44,6 +46,7 @@ export function startCli(args: string[], options: CliOptions = {}): ChildProcess
     env: cleanEnv(options.env),
     cwd: options.cwd,
     stdio: ['pipe', 'pipe', 'pipe'],
+    detached: options.detached ?? false,
   });
 }
 

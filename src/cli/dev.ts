@@ -1,0 +1,71 @@
+import type { Command } from 'commander';
+import { startDev } from '../dev/dev.ts';
+import type { GlobalFlags } from './context.ts';
+import { integerOption } from './serve.ts';
+
+interface DevFlags {
+  apiPort: string;
+  receiverPort: string;
+}
+
+// Only debugging dev itself warrants the relay's and the API's routine logs.
+function devLogLevel(env: NodeJS.ProcessEnv): string {
+  const level = (env.LOG_LEVEL ?? '').toLowerCase();
+  return level === 'debug' || level === 'trace' ? level : 'warn';
+}
+
+export function registerDev(program: Command): void {
+  program
+    .command('dev')
+    .description(
+      'everything on one machine: an embedded PostgreSQL with the users table, the API, a relay and a receiver printing each webhook',
+    )
+    .option('--api-port <port>', 'port of the register/profile API (0 picks a free one)', '8088')
+    .option('--receiver-port <port>', 'port of the webhook receiver (0 picks a free one)', '8080')
+    .option('--database-url <url>', 'use this PostgreSQL instead of the embedded one (DATABASE_URL is ignored)')
+    .action(async (opts: DevFlags, cmd: Command) => {
+      const apiPort = integerOption(opts.apiPort, '--api-port', 0, 65535);
+      const receiverPort = integerOption(opts.receiverPort, '--receiver-port', 0, 65535);
+      const { databaseUrl } = cmd.optsWithGlobals<GlobalFlags>();
+
+      // Handlers go in before anything starts: a Ctrl-C while PostgreSQL starts must still stop it.
+      const stop = new AbortController();
+      const onSignal = (signal: NodeJS.Signals) => {
+        if (stop.signal.aborted) {
+          // A second Ctrl-C for a stop that hangs. The embedded server is not in our process group;
+          // the exit hook of embedded.ts asks it to shut down as this process goes.
+          process.stderr.write(`suekk-sync: ${signal} again, exiting without waiting.\n`);
+          process.exit(1);
+        }
+        stop.abort();
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      try {
+        const session = await startDev({
+          cwd: process.cwd(),
+          apiPort,
+          receiverPort,
+          databaseUrl,
+          env: process.env,
+          logLevel: devLogLevel(process.env),
+          signal: stop.signal,
+        }).catch((err: unknown) => {
+          // Interrupted while starting: startDev has stopped what it started, which is all we asked.
+          if (stop.signal.aborted) return undefined;
+          throw err;
+        });
+        if (session !== undefined) {
+          if (!stop.signal.aborted) {
+            await new Promise((resolve) => stop.signal.addEventListener('abort', resolve, { once: true }));
+          }
+          process.stdout.write('\nStopping the API, the relay, the receiver, then PostgreSQL…\n');
+          await session.stop();
+        }
+        process.stdout.write('Stopped.\n');
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
+    });
+}

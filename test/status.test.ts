@@ -1,0 +1,184 @@
+/** `status` against a real database: what makes it unhealthy, its exit codes and the JSON contract. */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { DEFAULT_SOURCE } from '../src/config.ts';
+import { formatStatus } from '../src/cli/status.ts';
+import { getStatus, type StatusReport, type UnreachableReport } from '../src/ops/status.ts';
+import { runCli } from './helpers/cli.ts';
+import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
+import { addUsers } from './helpers/relay.ts';
+
+const CONTRACT_KEYS = [
+  'healthy',
+  'problems',
+  'database',
+  'schemaVersion',
+  'table',
+  'trigger',
+  'notify',
+  'paused',
+  'backlog',
+  'oldestPendingSeconds',
+  'failed',
+  'parkedUsers',
+  'deliveredLast5m',
+  'relays',
+];
+
+async function status(db: TestDatabase): Promise<StatusReport> {
+  const report = await getStatus(db.pool);
+  if (report.database !== 'reachable') throw new Error(`unreachable: ${report.problems.join(' ')}`);
+  return report;
+}
+
+async function beat(db: TestDatabase, agoSeconds = 0): Promise<void> {
+  await db.pool.query(
+    `insert into suekk_sync.relays (id, host, pid, version, heartbeat_at)
+     values ($1, 'relay-host', 4242, '0.1.0', now() - make_interval(secs => $2))`,
+    [`relay-${agoSeconds}`, agoSeconds],
+  );
+}
+
+t.test('a fresh install: healthy, exit 0, every contract key in --json', async (t) => {
+  const db = await createTestDatabase(t);
+  await addUsers(db, 2);
+  await db.pool.query(
+    "update suekk_sync.events set status = 'delivered', delivered_at = now() where id = (select min(id) from suekk_sync.events)",
+  );
+  const json = await runCli(['status', '--json'], { env: { DATABASE_URL: db.url } });
+  t.equal(json.code, 0, json.stderr);
+  const report = JSON.parse(json.stdout) as StatusReport;
+  for (const key of CONTRACT_KEYS) t.ok(key in report, `has ${key}`);
+  t.match(report, {
+    healthy: true,
+    problems: [],
+    database: 'reachable',
+    schemaVersion: 1,
+    table: 'public.users',
+    trigger: { installed: true, enabled: true },
+    notify: true,
+    paused: false,
+    backlog: 1,
+    failed: 0,
+    parkedUsers: 0,
+    deliveredLast5m: 1,
+    relays: [],
+    missingFunctions: [],
+    mappingChanged: null,
+  });
+  t.type(report.oldestPendingSeconds, 'number');
+  t.match(report.warnings, [/No relay is alive/]);
+  t.equal(json.stdout.trim().split('\n').length, 1, 'one object on one line');
+
+  const human = formatStatus(report);
+  t.match(human, /^healthy +yes$/m);
+  t.match(human, /^trigger +installed, enabled$/m);
+  t.match(human, /^backlog +1 pending, oldest \d+s$/m);
+  t.match(human, /^delivered \(5m\) +1$/m);
+  t.match(human, /Warnings:\n  - No relay is alive/);
+});
+
+t.test('a disabled trigger: unhealthy, exit 1, and the problem says how to enable it', async (t) => {
+  const db = await createTestDatabase(t);
+  await db.pool.query('alter table users disable trigger suekk_sync_capture');
+  // A config file whose mapping differs from the installed one adds a warning, not a problem.
+  const dir = mkdtempSync(join(tmpdir(), 'suekk-status-'));
+  const config = join(dir, 'suekk-sync.json');
+  writeFileSync(config, JSON.stringify({ source: { columns: { displayName: 'username' } } }));
+  const [json, human] = await Promise.all([
+    runCli(['status', '--json'], { env: { DATABASE_URL: db.url } }),
+    runCli(['--config', config, 'status'], { env: { DATABASE_URL: db.url } }),
+  ]);
+  t.equal(json.code, 1);
+  const report = JSON.parse(json.stdout) as StatusReport;
+  t.equal(report.healthy, false);
+  t.same(report.trigger, { installed: true, enabled: false });
+  t.match(report.problems, [/suekk_sync_capture on public\.users is disabled.*alter table public\.users enable trigger suekk_sync_capture/]);
+  t.equal(human.code, 1);
+  t.match(human.stdout, /^healthy +NO$/m);
+  t.match(human.stdout, /^trigger +installed, DISABLED$/m);
+  t.match(human.stdout, /Problems:\n  - The capture trigger suekk_sync_capture/);
+  t.match(human.stdout, /Warnings:\n(  - .*\n)*  - The source mapping in the config file differs from the one installed; run `suekk-sync install`/);
+  t.equal(human.stderr, '', 'the table says it all; no error line');
+
+  await db.pool.query('alter table users enable trigger suekk_sync_capture');
+  await db.pool.query('drop trigger suekk_sync_capture on users');
+  const dropped = await status(db);
+  t.same(dropped.trigger, { installed: false, enabled: false });
+  t.match(dropped.problems, [/suekk_sync_capture is missing on public\.users.*suekk-sync install/]);
+});
+
+t.test('failed events, old pending events without a relay, missing functions: unhealthy', async (t) => {
+  const db = await createTestDatabase(t);
+  const [first] = await addUsers(db, 2);
+
+  await db.pool.query("update suekk_sync.events set created_at = now() - interval '2 minutes'");
+  let report = await status(db);
+  t.equal(report.healthy, false);
+  t.match(report.problems, [/2 events wait \(the oldest for 2m \d+s\) and no relay is alive; start `suekk-sync relay`/]);
+
+  await beat(db, 30);
+  report = await status(db);
+  t.equal(report.healthy, false, 'a relay that stopped beating is not alive');
+  t.match(report.relays, [{ host: 'relay-host', pid: 4242, version: '0.1.0', alive: false }]);
+  t.ok(report.relays[0]!.heartbeatAgeSeconds >= 30);
+
+  await beat(db, 0);
+  report = await status(db);
+  t.equal(report.healthy, true, 'old pending events with a live relay are its business');
+  t.same(report.relays.map((r) => r.alive), [true, false], 'the freshest first');
+
+  await db.pool.query("update suekk_sync.events set status = 'failed' where user_id = $1", [first]);
+  await db.pool.query('update suekk_sync.streams set parked = true where user_id = $1', [first]);
+  report = await status(db);
+  t.equal(report.healthy, false);
+  t.equal(report.failed, 1);
+  t.equal(report.parkedUsers, 1);
+  t.equal(report.backlog, 1);
+  t.match(report.problems, [/1 event failed and 1 user is parked.*tail-log --status failed.*retry --all-failed.*skip --user/]);
+
+  await db.pool.query("update suekk_sync.events set status = 'skipped'");
+  await db.pool.query('drop function suekk_sync.user_payload(public.users)');
+  report = await status(db);
+  t.equal(report.healthy, false);
+  t.same(report.missingFunctions, ['suekk_sync.user_payload']);
+  t.match(report.problems, [/suekk_sync\.user_payload is missing, so every write to public\.users fails; run `suekk-sync install`/]);
+});
+
+t.test('paused and a changed mapping are warnings, not problems', async (t) => {
+  const db = await createTestDatabase(t);
+  await beat(db);
+  await db.pool.query('update suekk_sync.state set paused = true');
+  await addUsers(db, 1);
+  const same = await getStatus(db.pool, { source: DEFAULT_SOURCE });
+  t.match(same, { healthy: true, paused: true, mappingChanged: false, warnings: [/paused with 1 event waiting; run `suekk-sync resume`/] });
+  const spelledOtherwise = await getStatus(db.pool, { source: { ...DEFAULT_SOURCE, table: 'users' } });
+  t.match(spelledOtherwise, { mappingChanged: false }, 'the same table by another name');
+
+  const changed = await getStatus(db.pool, { source: { ...DEFAULT_SOURCE, columns: { ...DEFAULT_SOURCE.columns, avatar: "''" } } });
+  t.match(changed, { healthy: true, mappingChanged: true, warnings: [/differs from the one installed; run `suekk-sync install`/] });
+  const otherTable = await getStatus(db.pool, { source: { ...DEFAULT_SOURCE, table: 'suekk_sync.events' } });
+  t.match(otherTable, { mappingChanged: true });
+});
+
+t.test('not installed, or an unreachable database: unhealthy, exit 1, still one JSON object', async (t) => {
+  const bare = await createTestDatabase(t, 'users');
+  const notInstalled = await getStatus(bare.pool);
+  t.match(notInstalled, {
+    healthy: false,
+    database: 'reachable',
+    schemaVersion: null,
+    trigger: { installed: false, enabled: false },
+    problems: [/not installed in this database; run `suekk-sync install`/],
+  });
+
+  const unreachable = await runCli(['status', '--json'], { env: { DATABASE_URL: 'postgres://postgres:secret@127.0.0.1:1/nowhere' } });
+  t.equal(unreachable.code, 1);
+  const report = JSON.parse(unreachable.stdout) as UnreachableReport;
+  t.same(Object.keys(report), ['healthy', 'problems', 'database']);
+  t.match(report, { healthy: false, database: 'unreachable', problems: [/Cannot reach the database at postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:1/] });
+  t.notMatch(unreachable.stdout, /secret/, 'the password is not shown');
+  t.match(formatStatus(report), /^database +unreachable$/m);
+});
