@@ -3,22 +3,14 @@
  * object so the key order, the key set and the NULL handling are fixed by this file alone, whatever
  * shape the stored jsonb snapshot comes back in (jsonb reorders keys and may carry extra ones).
  */
+import { PAYLOAD_FIELDS } from '../config.ts';
 
 export type WebhookAction = 'created' | 'updated' | 'deleted';
 
 export const WEBHOOK_ACTIONS: readonly WebhookAction[] = ['created', 'updated', 'deleted'];
 
 /** The body's keys, in the order they are written. */
-export const WEBHOOK_BODY_KEYS = [
-  'id',
-  'email',
-  'username',
-  'displayName',
-  'avatar',
-  'role',
-  'isActive',
-  'action',
-] as const;
+export const WEBHOOK_BODY_KEYS = [...PAYLOAD_FIELDS, 'action'] as const;
 
 export type WebhookBodyKey = (typeof WEBHOOK_BODY_KEYS)[number];
 
