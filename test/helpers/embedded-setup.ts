@@ -4,18 +4,24 @@
  * this run and leaves its URL where test/helpers/server-url.ts looks. tap waits for this script to
  * exit before it runs any test, so the server must outlive it; the `after` script stops it.
  */
-import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { redactUrl } from '../../src/db/pool.ts';
-import { startEmbeddedPostgres, stopEmbeddedPostgres } from '../../src/dev/embedded.ts';
+import { isLeftBehind, startEmbeddedPostgres, stopEmbeddedPostgres } from '../../src/dev/embedded.ts';
 import { errorMessage } from '../../src/errors.ts';
-import { answers, EMBEDDED_URL_FILE, embeddedRunDir, MACHINE_URL } from './server-url.ts';
+import { answers, EMBEDDED_RUN_PREFIX, EMBEDDED_URL_FILE, embeddedRunDir, MACHINE_URL } from './server-url.ts';
 
 const runDir = embeddedRunDir();
 try {
-  // Left behind by an earlier run that was killed before its `after` script, under the same runner pid.
-  await stopEmbeddedPostgres(join(runDir, 'pgdata'));
-  rmSync(runDir, { recursive: true, force: true });
+  // Servers of earlier runs that were killed before their `after` script; live runs are left alone.
+  for (const entry of readdirSync(tmpdir()).filter((name) => name.startsWith(EMBEDDED_RUN_PREFIX))) {
+    const dir = join(tmpdir(), entry);
+    if (dir === runDir || isLeftBehind(join(dir, 'pgdata'))) {
+      await stopEmbeddedPostgres(join(dir, 'pgdata'));
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
 
   if (!process.env.SUEKK_TEST_DATABASE_URL && !(await answers(MACHINE_URL))) {
     // Run as root, the server's own user must be able to pass through; a strict umask would not let it.
@@ -24,6 +30,8 @@ try {
     const server = await startEmbeddedPostgres({
       dataDir: join(runDir, 'pgdata'),
       fast: true,
+      // Like the machine's server the tests otherwise use: some swap the user name in its URL.
+      trust: true,
       outliveProcess: true,
       // tap's runner: if it is killed, the next run knows this server was left behind.
       ownerPid: process.ppid,

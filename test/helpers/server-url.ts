@@ -17,8 +17,10 @@ export const MACHINE_URL = process.env.SUEKK_TEST_MACHINE_URL || 'postgres://pos
  * value: its pid names the run, so parallel runs never share (or stop) each other's server.
  */
 export function embeddedRunDir(runnerPid = process.ppid): string {
-  return join(tmpdir(), `suekk-sync-test-pg-${runnerPid}`);
+  return join(tmpdir(), `${EMBEDDED_RUN_PREFIX}${runnerPid}`);
 }
+
+export const EMBEDDED_RUN_PREFIX = 'suekk-sync-test-pg-';
 
 export const EMBEDDED_URL_FILE = 'url';
 
