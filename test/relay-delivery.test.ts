@@ -233,3 +233,29 @@ t.test('while the backend is clearly down the relay probes with one user at a ti
   t.notOk(relay.breakerOpen);
   t.ok(logs.some((l) => typeof l.msg === 'string' && (l.msg as string).startsWith('The backend looks down')));
 });
+
+t.test('--max-rps spaces requests out for a fragile backend', async (t) => {
+  const db = await createTestDatabase(t);
+  const receiver = await startReceiver(t);
+  await startTestRelay(t, db, receiver.url, { settings: { maxRps: 20, concurrency: 8 } });
+  await addUsers(db, 12);
+  await waitFor(() => receiver.delivered.length === 12, 'all delivered', 20_000);
+  // 12 requests at 20 a second start 550 ms apart end to end; arrival jitter takes a little off.
+  const span = receiver.requests[11]!.at - receiver.requests[0]!.at;
+  t.ok(span >= 440, `12 requests spread over ${Math.round(span)} ms (unlimited, they arrive within a few ms)`);
+});
+
+t.test('retention prunes delivered and skipped events past --retention, and keeps the rest', async (t) => {
+  const db = await createTestDatabase(t);
+  const receiver = await startReceiver(t);
+  await addUsers(db, 6);
+  await db.pool.query(`update suekk_sync.events set created_at = now() - interval '8 days',
+    status = case when id % 3 = 0 then 'failed' when id % 3 = 1 then 'delivered' else 'skipped' end`);
+  await db.pool.query("update suekk_sync.streams set next_attempt_at = null");
+  await addUsers(db, 1, 'fresh');
+  const before = await eventStatuses(db);
+  t.same(before, { failed: 2, delivered: 2, skipped: 2, pending: 1 });
+  await startTestRelay(t, db, receiver.url, { settings: { retentionMs: 7 * 86_400_000 }, maintenance: true });
+  await waitFor(async () => (await eventStatuses(db)).delivered === 1, 'the fresh one delivered');
+  t.same(await eventStatuses(db), { failed: 2, delivered: 1 }, 'old delivered and skipped pruned; failed kept; fresh kept');
+});

@@ -31,7 +31,7 @@ export async function startTestRelay(
   t: { teardown(fn: () => unknown): void },
   db: TestDatabase,
   url: string,
-  options: { settings?: Partial<RelaySettings>; secrets?: string[]; token?: string; listen?: boolean } = {},
+  options: { settings?: Partial<RelaySettings>; secrets?: string[]; token?: string; listen?: boolean; maintenance?: boolean } = {},
 ): Promise<TestRelay> {
   const settings = { ...FAST_RELAY, ...options.settings };
   const logs: Record<string, unknown>[] = [];
@@ -56,7 +56,7 @@ export async function startTestRelay(
     logger,
     listenUrl: options.listen === false ? undefined : db.url,
     heartbeat: true,
-    maintenance: false,
+    maintenance: options.maintenance ?? false,
   });
   await relay.start();
   let stopped = false;
