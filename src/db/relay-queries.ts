@@ -173,92 +173,79 @@ export type StreamRelease =
   | { userId: string; kind: 'return' };
 
 /**
- * Records round outcomes and releases streams in one transaction, so a stream can never go idle
- * while one of its delivered events is still marked pending. Returns the user ids whose release
- * had to wait (a writer held the row): the caller keeps those leases and tries again.
+ * Records round outcomes and releases streams in one statement (so one round trip, and atomic:
+ * a stream can never go idle while one of its delivered events is still marked pending). Returns
+ * the event ids that counted and the user ids whose release had to wait (a writer held the row,
+ * or the lease is gone): the caller tells those apart with stillHeld().
  */
 export async function recordOutcomes(
-  client: PoolClient,
+  db: Queryable,
   relayId: string,
   outcomes: EventOutcome[],
   releases: StreamRelease[],
 ): Promise<{ recorded: string[]; releasePending: string[] }> {
-  await client.query('begin');
-  try {
-    let recorded: string[] = [];
-    if (outcomes.length > 0) {
-      const { rows } = await client.query<{ id: string }>({
-        name: 'suekk_outcomes',
-        text: `update suekk_sync.events e
-            set status = o.status,
-                attempts = e.attempts + o.attempts,
-                rounds = e.rounds + 1,
-                last_status = o.http_status,
-                last_error = o.error,
-                last_response = o.response,
-                duration_ms = o.duration_ms,
-                delivered_at = case when o.status = 'delivered' then clock_timestamp() end,
-                next_attempt_at = coalesce(o.next_attempt_at, e.next_attempt_at)
-           from unnest($2::bigint[], $3::text[], $4::int[], $5::int[], $6::text[], $7::text[], $8::int[], $9::timestamptz[])
-                  as o(id, status, attempts, http_status, error, response, duration_ms, next_attempt_at),
-                suekk_sync.streams s
-          where e.id = o.id and e.status = 'pending'
-            and s.user_id = e.user_id and s.locked_by = $1
-          returning e.id`,
-        values: [
-          relayId,
-          outcomes.map((o) => o.eventId),
-          outcomes.map((o) => o.status),
-          outcomes.map((o) => o.attempts),
-          outcomes.map((o) => o.httpStatus),
-          outcomes.map((o) => o.error),
-          outcomes.map((o) => o.response),
-          outcomes.map((o) => o.durationMs),
-          outcomes.map((o) => o.nextAttemptAt),
-        ],
-      });
-      recorded = rows.map((r) => r.id);
-    }
-    let released = new Set<string>();
-    if (releases.length > 0) {
-      const { rows } = await client.query<{ user_id: string }>({
-        name: 'suekk_release',
-        text: `with r as (
-            select * from unnest($2::text[], $3::text[], $4::bigint[], $5::timestamptz[]) as r(user_id, kind, gen, next_attempt_at)
-          ), mine as (
-            select s.user_id from suekk_sync.streams s join r using (user_id)
-             where s.locked_by = $1
-             for update of s skip locked
-          )
-          update suekk_sync.streams s
-             set locked_by = null,
-                 locked_until = null,
-                 parked = s.parked or r.kind = 'park',
-                 next_attempt_at = case r.kind
-                   when 'idle' then case when s.gen = r.gen then null else s.next_attempt_at end
-                   when 'reschedule' then r.next_attempt_at
-                   else s.next_attempt_at end
-            from r join mine using (user_id)
-           where s.user_id = r.user_id
-          returning s.user_id`,
-        values: [
-          relayId,
-          releases.map((r) => r.userId),
-          releases.map((r) => r.kind),
-          releases.map((r) => (r.kind === 'idle' ? r.gen : null)),
-          releases.map((r) => (r.kind === 'reschedule' ? r.nextAttemptAt : null)),
-        ],
-      });
-      released = new Set(rows.map((r) => r.user_id));
-    }
-    await client.query('commit');
-    // Streams not released and no longer ours (lease lost) need no retry; only the writer-locked ones.
-    const releasePending = releases.map((r) => r.userId).filter((id) => !released.has(id));
-    return { recorded, releasePending };
-  } catch (err) {
-    await client.query('rollback').catch(() => undefined);
-    throw err;
-  }
+  const { rows } = await db.query<{ recorded: string[] | null; released: string[] | null }>({
+    name: 'suekk_record_outcomes',
+    text: `with o as (
+        select * from unnest($2::bigint[], $3::text[], $4::int[], $5::int[], $6::text[], $7::text[], $8::int[], $9::timestamptz[])
+          as o(id, status, attempts, http_status, error, response, duration_ms, next_attempt_at)
+      ), recorded as (
+        update suekk_sync.events e
+           set status = o.status,
+               attempts = e.attempts + o.attempts,
+               rounds = e.rounds + 1,
+               last_status = o.http_status,
+               last_error = o.error,
+               last_response = o.response,
+               duration_ms = o.duration_ms,
+               delivered_at = case when o.status = 'delivered' then clock_timestamp() end,
+               next_attempt_at = coalesce(o.next_attempt_at, e.next_attempt_at)
+          from o, suekk_sync.streams s
+         where e.id = o.id and e.status = 'pending'
+           and s.user_id = e.user_id and s.locked_by = $1
+        returning e.id
+      ), r as (
+        select * from unnest($10::text[], $11::text[], $12::bigint[], $13::timestamptz[]) as r(user_id, kind, gen, next_attempt_at)
+      ), mine as (
+        select s.user_id from suekk_sync.streams s join r using (user_id)
+         where s.locked_by = $1
+         for update of s skip locked
+      ), released as (
+        update suekk_sync.streams s
+           set locked_by = null,
+               locked_until = null,
+               parked = s.parked or r.kind = 'park',
+               next_attempt_at = case r.kind
+                 when 'idle' then case when s.gen = r.gen then null else s.next_attempt_at end
+                 when 'reschedule' then r.next_attempt_at
+                 else s.next_attempt_at end
+          from r join mine using (user_id)
+         where s.user_id = r.user_id
+        returning s.user_id
+      )
+      select (select array_agg(id::text) from recorded) as recorded,
+             (select array_agg(user_id) from released) as released`,
+    values: [
+      relayId,
+      outcomes.map((o) => o.eventId),
+      outcomes.map((o) => o.status),
+      outcomes.map((o) => o.attempts),
+      outcomes.map((o) => o.httpStatus),
+      outcomes.map((o) => o.error),
+      outcomes.map((o) => o.response),
+      outcomes.map((o) => o.durationMs),
+      outcomes.map((o) => o.nextAttemptAt),
+      releases.map((r) => r.userId),
+      releases.map((r) => r.kind),
+      releases.map((r) => (r.kind === 'idle' ? r.gen : null)),
+      releases.map((r) => (r.kind === 'reschedule' ? r.nextAttemptAt : null)),
+    ],
+  });
+  const released = new Set(rows[0]?.released ?? []);
+  return {
+    recorded: rows[0]?.recorded ?? [],
+    releasePending: releases.map((r) => r.userId).filter((id) => !released.has(id)),
+  };
 }
 
 /** Which of these users this relay still holds (to tell a lost lease from a writer's row lock). */

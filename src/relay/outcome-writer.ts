@@ -73,20 +73,13 @@ export class OutcomeWriter {
       const outcomes = entries.flatMap((e) => ('outcome' in e ? [e.outcome] : []));
       const releases = entries.flatMap((e) => ('release' in e ? [e.release] : []));
       try {
-        const client = await this.pool.connect();
-        let result: Awaited<ReturnType<typeof recordOutcomes>>;
-        let held = new Set<string>();
-        try {
-          result = await recordOutcomes(
-            client,
-            this.relayId,
-            outcomes,
-            releases.map((r) => r.release),
-          );
-          if (result.releasePending.length > 0) held = await stillHeld(client, this.relayId, result.releasePending);
-        } finally {
-          client.release();
-        }
+        const result = await recordOutcomes(
+          this.pool,
+          this.relayId,
+          outcomes,
+          releases.map((r) => r.release),
+        );
+        const held = result.releasePending.length > 0 ? await stillHeld(this.pool, this.relayId, result.releasePending) : new Set<string>();
         failures = 0;
         const recorded = new Set(result.recorded);
         if (recorded.size < outcomes.length) {

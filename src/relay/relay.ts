@@ -210,7 +210,9 @@ export class Relay extends EventEmitter<RelayEvents> {
         }
         for (const stream of claimed) this.startStream(stream);
         if (claimed.length < limit) {
-          await this.sleepUntilNextDue();
+          // Nothing else is due now. Only an empty claim asks when something will be: while
+          // streams are in flight, their ends wake the relay again anyway.
+          if (claimed.length === 0) await this.sleepUntilNextDue();
           break;
         }
       }
