@@ -112,7 +112,7 @@ t.test('relay --metrics-port serves them from the daemon, and a taken port is a 
   const port = await freePort();
   const env = { DATABASE_URL: db.url, BACKEND_SYNC_URL: receiver.url };
   const child = startCli(['relay', '--metrics-port', String(port), '--poll-interval-ms', '200'], { env });
-  const done = collect(child, 30_000);
+  const done = collect(child, 180_000);
   t.teardown(() => {
     if (child.exitCode === null) child.kill('SIGKILL');
     return done.catch(() => undefined);
@@ -125,7 +125,7 @@ t.test('relay --metrics-port serves them from the daemon, and a taken port is a 
   await addUsers(db, 2);
   await waitFor(async () => sample((await get(port, '/metrics')).body, 'suekk_sync_deliveries_total{outcome="delivered",action="created"}') === 2, 'two deliveries counted');
 
-  const taken = await collect(startCli(['relay', '--metrics-port', String(port)], { env }), 30_000);
+  const taken = await collect(startCli(["relay", "--metrics-port", String(port)], { env }), 120_000);
   t.equal(taken.code, 2);
   t.match(taken.stderr, new RegExp(`Cannot serve metrics on port ${port} \\(EADDRINUSE\\); choose another --metrics-port`));
 

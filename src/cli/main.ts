@@ -1,17 +1,39 @@
 import { Command } from 'commander';
 import { VERSION } from '../version.ts';
-import { registerDev } from './dev.ts';
-import { registerInstall } from './install.ts';
-import { registerPause } from './pause.ts';
-import { registerReceive } from './receive.ts';
-import { registerRelay } from './relay.ts';
-import { registerSyncCommands } from './sync-commands.ts';
 import { reportError } from './run.ts';
-import { registerServe } from './serve.ts';
-import { registerStatus } from './status.ts';
-import { registerTailLog } from './tail-log.ts';
 
-export function buildProgram(): Command {
+type Register = (program: Command) => void;
+
+/**
+ * Each command's module is loaded only when that command runs: the modules pull in fastify, ink,
+ * undici and the rest, and loading all of them cost every invocation about a second.
+ */
+const COMMANDS: Record<string, () => Promise<Register>> = {
+  install: () => import('./install.ts').then((m) => m.registerInstall),
+  relay: () => import('./relay.ts').then((m) => m.registerRelay),
+  resync: () => import('./sync-commands.ts').then((m) => m.registerSyncCommands),
+  pause: () => import('./pause.ts').then((m) => m.registerPause),
+  'tail-log': () => import('./tail-log.ts').then((m) => m.registerTailLog),
+  status: () => import('./status.ts').then((m) => m.registerStatus),
+  serve: () => import('./serve.ts').then((m) => m.registerServe),
+  receive: () => import('./receive.ts').then((m) => m.registerReceive),
+  dev: () => import('./dev.ts').then((m) => m.registerDev),
+};
+/** Commands registered by another command's module. */
+const ALIASES: Record<string, string> = { uninstall: 'install', push: 'resync', retry: 'resync', skip: 'resync', resume: 'pause' };
+const GLOBAL_OPTIONS_WITH_VALUE = new Set(['--config', '--database-url']);
+
+/** The command named on the command line, if any, skipping the global options. */
+export function commandName(args: string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (GLOBAL_OPTIONS_WITH_VALUE.has(arg)) i++;
+    else if (!arg.startsWith('-')) return arg;
+  }
+  return undefined;
+}
+
+export async function buildProgram(args: string[]): Promise<Command> {
   const program = new Command('suekk-sync')
     .description('Keeps a backend\'s copy of users in step with an auth database.')
     .version(VERSION)
@@ -19,20 +41,18 @@ export function buildProgram(): Command {
     .option('--database-url <url>', 'the auth database (default $DATABASE_URL)')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  registerInstall(program);
-  registerRelay(program);
-  registerSyncCommands(program);
-  registerPause(program);
-  registerTailLog(program);
-  registerStatus(program);
-  registerServe(program);
-  registerReceive(program);
-  registerDev(program);
+  const name = commandName(args);
+  const key = name === undefined ? undefined : (ALIASES[name] ?? name);
+  // Help, a typo or no command at all: register everything, so commander can list or suggest.
+  const wantsVersion = name === undefined && (args.includes('--version') || args.includes('-V'));
+  const loaders = wantsVersion ? [] : key !== undefined && COMMANDS[key] ? [COMMANDS[key]] : Object.values(COMMANDS);
+  for (const register of await Promise.all(loaders.map((load) => load()))) register(program);
   return program;
 }
 
 try {
-  await buildProgram().parseAsync(process.argv);
+  const program = await buildProgram(process.argv.slice(2));
+  await program.parseAsync(process.argv);
 } catch (err) {
   // Exit now: a half-started component must not keep a failed command alive.
   process.exit(reportError(err));
