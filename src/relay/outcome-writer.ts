@@ -54,6 +54,13 @@ export class OutcomeWriter {
     return this.queue.length;
   }
 
+  private abandoned = false;
+
+  /** Stops retrying (a stop whose deadline passed with the database gone); queued entries stay unwritten. */
+  abandon(): void {
+    this.abandoned = true;
+  }
+
   /** Resolves once everything queued so far is written. */
   async drain(): Promise<void> {
     while (this.running) await this.running;
@@ -62,13 +69,13 @@ export class OutcomeWriter {
   private kick(): void {
     this.running ??= this.run().finally(() => {
       this.running = undefined;
-      if (this.backlog > 0) this.kick();
+      if (this.backlog > 0 && !this.abandoned) this.kick();
     });
   }
 
   private async run(): Promise<void> {
     let failures = 0;
-    while (this.backlog > 0) {
+    while (this.backlog > 0 && !this.abandoned) {
       const entries = this.queue.splice(0, this.maxBatch);
       const outcomes = entries.flatMap((e) => ('outcome' in e ? [e.outcome] : []));
       const releases = entries.flatMap((e) => ('release' in e ? [e.release] : []));

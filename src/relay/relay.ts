@@ -343,6 +343,8 @@ export class Relay extends EventEmitter<RelayEvents> {
       try {
         return await read();
       } catch (err) {
+        // Stopping: the stream's lease hands it back by itself; nothing was sent for this read.
+        if (this.stopController.signal.aborted) throw err;
         this.noteDatabaseError(err, 'read');
         await sleep(Math.min(5_000, 100 * 2 ** failures));
       }
@@ -504,9 +506,27 @@ export class Relay extends EventEmitter<RelayEvents> {
     for (const timer of this.timers) clearInterval(timer);
     // Leases must outlive the requests still in flight.
     const renewal = setInterval(() => void this.renew(), Math.max(100, Math.floor(this.settings.leaseMs / 3)));
+    // Bounded: with the database gone, outcomes cannot land. What is not recorded stays pending
+    // under a lease that runs out, and is sent again (same webhook-id): at-least-once, never lost.
+    const giveUp = new AbortController();
+    const deadline = sleep(this.settings.timeoutMs + this.settings.leaseMs, giveUp.signal);
     try {
-      while (this.tasks.size > 0) await Promise.allSettled([...this.tasks]);
-      await this.writer.drain();
+      const settled = await Promise.race([
+        (async () => {
+          while (this.tasks.size > 0) await Promise.allSettled([...this.tasks]);
+          await this.writer.drain();
+          return true;
+        })(),
+        deadline.then(() => false),
+      ]);
+      giveUp.abort();
+      if (!settled) {
+        this.writer.abandon();
+        this.logger.warn(
+          { inFlight: this.tasks.size, unrecorded: this.writer.backlog },
+          'Stopping without recording every outcome (the database does not answer); those events stay pending and are sent again after their lease',
+        );
+      }
     } finally {
       clearInterval(renewal);
     }
