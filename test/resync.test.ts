@@ -133,3 +133,21 @@ t.test('live changes overtake a running resync', async (t) => {
   t.ok(position < 100, `the live change went at position ${position} of 301, not behind the resync`);
   await waitFor(() => receiver.delivered.length === 301, 'all delivered', 30_000);
 });
+
+t.test('resync --since sends only users updated at or after the instant', async (t) => {
+  const db = await createTestDatabase(t);
+  const receiver = await startReceiver(t);
+  await preexistingUsers(db, 10);
+  await db.pool.query(`alter table users disable trigger suekk_sync_capture;
+    update users set updated_at = '2020-01-01' where username in ('old1', 'old2', 'old3', 'old4', 'old5', 'old6', 'old7');
+    alter table users enable trigger suekk_sync_capture`);
+  const res = await runCli(['resync', '--since', '2024-06-01T00:00:00Z', '--json'], {
+    env: { DATABASE_URL: db.url, BACKEND_SYNC_URL: receiver.url },
+  });
+  t.equal(res.code, 0, res.stderr);
+  t.match(JSON.parse(res.stdout), { total: 3, enqueued: 3, delivered: 3 });
+  t.same(receiver.delivered.map((r) => r.body.username).sort(), ['old10', 'old8', 'old9']);
+  const bad = await runCli(['resync', '--since', 'yesterday-ish'], { env: { DATABASE_URL: db.url } });
+  t.equal(bad.code, 2);
+  t.match(bad.stderr, /is not a date/);
+});
