@@ -111,20 +111,3 @@ begin
                         else least(s.priority, excluded.priority) end;
 end
 $$;
-
--- A user's next pending events in capture order. Bitmap scans are off inside: with the generic
--- estimate of a few rows per user the planner may otherwise read and sort a hot user's whole
--- backlog on every fetch, where walking events_pending_by_user in order stops after p_limit rows.
--- ROWS states what a call returns: the default guess of 1000 made a claim of 100 users look
--- expensive enough to JIT-compile, which cost half a second per claim.
-create function suekk_sync.next_events(p_user_id text, p_after_id bigint, p_limit integer)
-returns setof suekk_sync.events
-language sql stable
-rows 20
-set enable_bitmapscan = off
-set search_path = pg_catalog, pg_temp
-as $$
-  select * from suekk_sync.events
-   where user_id = p_user_id and status = 'pending' and id > p_after_id
-   order by id limit p_limit
-$$;

@@ -101,7 +101,11 @@ export async function claimStreams(
              (select s.gen from suekk_sync.streams s where s.user_id = c.user_id) as snapshot_gen,
              ${EVENT_COLUMNS}
         from claimed c
-        left join lateral suekk_sync.next_events(c.user_id, 0, $4) e on true
+        left join lateral (
+          select * from suekk_sync.events e
+           where e.user_id = c.user_id and e.status = 'pending'
+           order by e.id limit $4
+        ) e on true
        order by c.user_id, e.id`,
     values: [relayId, limit, leaseMs, perStream],
   });
@@ -111,7 +115,11 @@ export async function claimStreams(
 export const FETCH_MORE_SQL = `select s.user_id, s.gen as snapshot_gen, ${EVENT_COLUMNS}
     from unnest($2::text[], $3::bigint[]) as c(user_id, after_id)
     join suekk_sync.streams s on s.user_id = c.user_id and s.locked_by = $1
-    left join lateral suekk_sync.next_events(c.user_id, c.after_id, $4) e on true
+    left join lateral (
+      select * from suekk_sync.events e
+       where e.user_id = c.user_id and e.status = 'pending' and e.id > c.after_id
+       order by e.id limit $4
+    ) e on true
    order by s.user_id, e.id`;
 
 /** The next events of streams this relay holds, after the ones it has already handled. */
@@ -273,9 +281,15 @@ export async function reviveStrandedStreams(db: Queryable): Promise<number> {
 
 /** Seconds until the next stream becomes due (database clock), or null when none waits. */
 export async function secondsUntilNextDue(db: Queryable): Promise<number | null> {
+  // One ordered probe of streams_due per priority, not a scan of every waiting stream.
   const { rows } = await db.query<{ s: number | null }>(
-    `select extract(epoch from min(next_attempt_at) - now())::float8 as s from suekk_sync.streams
-      where next_attempt_at is not null and not parked and locked_until is null`,
+    `select extract(epoch from least(
+        (select next_attempt_at from suekk_sync.streams
+          where priority = 0 and next_attempt_at is not null and not parked and locked_until is null
+          order by priority, next_attempt_at limit 1),
+        (select next_attempt_at from suekk_sync.streams
+          where priority = 1 and next_attempt_at is not null and not parked and locked_until is null
+          order by priority, next_attempt_at limit 1)) - now())::float8 as s`,
   );
   const s = rows[0]?.s ?? null;
   return s === null ? null : Math.max(0, s);

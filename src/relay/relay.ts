@@ -23,6 +23,7 @@ import {
   type ClaimedEvent,
   type ClaimedStream,
   type EventOutcome,
+  type StreamRelease,
 } from '../db/relay-queries.ts';
 import { NOTIFY_CHANNEL } from '../capture/generate.ts';
 import { buildWebhookBody } from '../webhook/body.ts';
@@ -418,7 +419,7 @@ export class Relay extends EventEmitter<RelayEvents> {
         { ...logFields, status: last?.status },
         `Event evt_${event.webhookId} is now failed because ${why}; user ${username} is parked until \`suekk-sync retry --user ${event.userId}\` or \`suekk-sync skip --user ${event.userId}\``,
       );
-      await this.writer.release({ userId: event.userId, kind: 'park' }, { ...base, status: 'failed', nextAttemptAt: null });
+      await this.releaseFully({ userId: event.userId, kind: 'park' }, { ...base, status: 'failed', nextAttemptAt: null });
       this.emit('delivery', { event, result, outcome: 'failed' });
       return false;
     }
@@ -426,12 +427,24 @@ export class Relay extends EventEmitter<RelayEvents> {
       { ...logFields, nextAttemptAt: next.at.toISOString(), delayMs: next.delayMs },
       `Next round for user ${username} in ${Math.round(next.delayMs / 1000)}s at ${next.at.toISOString()}; later events of this user wait behind it`,
     );
-    await this.writer.release(
+    await this.releaseFully(
       { userId: event.userId, kind: 'reschedule', nextAttemptAt: next.at },
       { ...base, status: 'pending', nextAttemptAt: next.at },
     );
     this.emit('delivery', { event, result, outcome: 'rescheduled', nextAttemptAt: next.at });
     return false;
+  }
+
+  /**
+   * A park or reschedule must land: left undone, the stream would come back due with its failed
+   * head skipped and a later event would go first. A writer holding the row only delays it.
+   */
+  private async releaseFully(release: StreamRelease, outcome: EventOutcome): Promise<void> {
+    let result = await this.writer.release(release, outcome);
+    while (result === 'locked') {
+      await sleep(LOCKED_RETRY_MS);
+      result = await this.writer.release(release);
+    }
   }
 
   private recordAttempt(outcome: AttemptOutcome): void {
