@@ -1,0 +1,132 @@
+/**
+ * A relay as the daemon builds it (src/relay/start.ts), from the public pieces: createPool with
+ * the daemon's pool size, createWebhookSender with one connection per concurrent user, Relay with
+ * LISTEN and heartbeat. Maintenance sweeps are off: a sweep at start would scan the whole
+ * pre-filled outbox inside the measured window, which is start-up cost, not throughput.
+ */
+import { pino } from 'pino';
+import { createPool, type Pool } from '../../src/db/pool.ts';
+import { createLogger, type Logger } from '../../src/logger.ts';
+import { Relay } from '../../src/relay/relay.ts';
+import { createWebhookSender } from '../../src/webhook/sender.ts';
+import { RELAY_SETTINGS } from './config.ts';
+import type { BenchContext } from './context.ts';
+
+export interface BenchRelay {
+  relay: Relay;
+  pool: Pool;
+  /** Statements the relay sent, by prepared-statement name (or the text's start), with total ms. */
+  queries: Map<string, { n: number; ms: number }>;
+  stop(): Promise<void>;
+}
+
+type QueryFn = (...args: unknown[]) => Promise<unknown>;
+
+/**
+ * Counts the relay's database round trips (pool.query and the queries of checked-out clients,
+ * which the outcome writer uses) and their latency as the relay sees it. Wrapping, not editing:
+ * the relay's code is untouched, and one Map update per query is noise next to a round trip.
+ */
+function countQueries(pool: Pool): Map<string, { n: number; ms: number }> {
+  const stats = new Map<string, { n: number; ms: number }>();
+  const wrap = (target: { query: QueryFn }) => {
+    const original = target.query.bind(target);
+    target.query = (...args: unknown[]) => {
+      const first = args[0] as string | { name?: string; text?: string };
+      const key = typeof first === 'string' ? first : (first.name ?? first.text ?? '?');
+      const label = key.replace(/\s+/g, ' ').trim().slice(0, 48);
+      const started = performance.now();
+      const done = () => {
+        const s = stats.get(label) ?? { n: 0, ms: 0 };
+        s.n++;
+        s.ms += performance.now() - started;
+        stats.set(label, s);
+      };
+      const result = original(...args);
+      // Callback-style calls (none in the relay) are passed through uncounted.
+      if (result && typeof (result as Promise<unknown>).then === 'function') void (result as Promise<unknown>).then(done, done);
+      return result;
+    };
+  };
+  wrap(pool as unknown as { query: QueryFn });
+  const wrapped = new WeakSet<object>();
+  pool.on('acquire', (client) => {
+    if (wrapped.has(client)) return;
+    wrapped.add(client);
+    wrap(client as unknown as { query: QueryFn });
+  });
+  return stats;
+}
+
+export type RelayLogging = 'warn' | 'info-devnull';
+
+function benchLogger(logging: RelayLogging): Logger {
+  if (logging === 'warn') return createLogger('warn');
+  // Every delivery logged at info, written synchronously to /dev/null as a file-backed stdout
+  // would be: the formatting and the write syscall are the cost; where the bytes go is not.
+  // (createLogger types its destination as a Node stream; pino takes its own SonicBoom as well.)
+  return createLogger('info', pino.destination({ dest: '/dev/null', sync: true }) as unknown as NodeJS.WritableStream);
+}
+
+/**
+ * `--relay-db-options '<libpq options>'` (e.g. `-c synchronous_commit=off`): server settings for
+ * the relay's own connections only, through the connection string, so a database-side idea can
+ * be measured before anyone changes the code. Empty by default: the relay as shipped.
+ */
+export function withDbOptions(databaseUrl: string, options: string | undefined): string {
+  if (!options) return databaseUrl;
+  const u = new URL(databaseUrl);
+  u.searchParams.set('options', options);
+  return u.toString();
+}
+
+export async function startBenchRelay(
+  ctx: BenchContext,
+  databaseUrl: string,
+  logging: RelayLogging = 'warn',
+): Promise<BenchRelay> {
+  const settings = RELAY_SETTINGS;
+  const receiverUrl = ctx.receiver.url;
+  databaseUrl = withDbOptions(databaseUrl, ctx.relayDbOptions);
+  const pool = createPool(databaseUrl, {
+    // The daemon's formula (src/relay/start.ts).
+    max: Math.min(10, 3 + Math.ceil(settings.concurrency / 16)),
+    applicationName: 'suekk-sync relay',
+  });
+  const sender = createWebhookSender({
+    url: receiverUrl,
+    secrets: [],
+    timeoutMs: settings.timeoutMs,
+    connections: Math.max(1, settings.concurrency),
+    retryAfterCapMs: settings.retryAfterCapMs,
+  });
+  const queries = countQueries(pool);
+  const relay = new Relay({
+    pool,
+    sender,
+    settings,
+    logger: benchLogger(logging),
+    listenUrl: databaseUrl,
+    heartbeat: true,
+    maintenance: false,
+  });
+  await relay.start();
+  return {
+    relay,
+    pool,
+    queries,
+    async stop() {
+      await relay.stop();
+      await sender.close();
+      await pool.end();
+    },
+  };
+}
+
+/** Events not yet delivered (pending or failed): 0 means every event was delivered and marked. */
+export async function undelivered(pool: Pool): Promise<number> {
+  const { rows } = await pool.query<{ n: number }>(
+    "select count(*)::int as n from suekk_sync.events where status <> 'delivered'",
+  );
+  return rows[0]!.n;
+}

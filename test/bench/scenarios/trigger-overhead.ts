@@ -1,0 +1,161 @@
+/**
+ * trigger_overhead: what capture costs a writer. Four clients run single-row, payload-changing
+ * UPDATEs (each its own transaction, synchronous_commit on, so every commit waits for its WAL
+ * flush) against three otherwise identical databases:
+ *   without      the users table alone;
+ *   with         `install` (trigger + NOTIFY);
+ *   no_notify    `install --no-notify` (trigger, no NOTIFY: no commit-time notify lock).
+ * No relay runs: this is the writer's cost alone (the outbox grows by a few thousand rows).
+ *
+ * Short rounds alternate between the three, the order rotating each cycle, so machine noise
+ * (other tests, checkpoints) falls on all three alike; tps is the mean over each one's rounds.
+ *
+ * pgbench drives the clients when it is installed (its per-transaction client cost is tiny, so
+ * the ratio is not diluted by the client); otherwise four node-postgres clients do.
+ */
+import { execFile, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import type { BenchContext } from '../context.ts';
+import { analyze, seedUsers, type TemplateKind } from '../db.ts';
+import { mean, round } from '../stats.ts';
+
+type Config = 'without' | 'with' | 'no_notify';
+const TEMPLATES: Record<Config, TemplateKind> = { without: 'users', with: 'suekk', no_notify: 'suekk_no_notify' };
+
+export interface TriggerOverheadResult {
+  tps_without: number;
+  tps_with: number;
+  ratio: number;
+  tps_with_no_notify: number;
+  ratio_no_notify: number;
+  driver: 'pgbench' | 'node-postgres';
+  rounds: Record<Config, number[]>;
+}
+
+function hasPgbench(): Promise<boolean> {
+  return new Promise((resolve) => execFile('pgbench', ['--version'], (err) => resolve(!err)));
+}
+
+/** One pgbench round; tps as pgbench reports it (without connection time). */
+function pgbenchRound(ctx: BenchContext, url: string, script: string, seconds: number, clients: number): Promise<number> {
+  const u = new URL(url);
+  const args = [
+    '-n', // no vacuum of pgbench's own tables (there are none)
+    '-c', String(clients),
+    '-j', String(Math.min(clients, 2)),
+    '-T', String(seconds),
+    '-M', 'prepared',
+    '-f', script,
+    '-h', u.hostname,
+    '-p', u.port || '5432',
+    '-U', decodeURIComponent(u.username || 'postgres'),
+    u.pathname.slice(1),
+  ];
+  return new Promise((resolve, reject) => {
+    const child = spawn('pgbench', args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...(u.password ? { PGPASSWORD: decodeURIComponent(u.password) } : {}) },
+    });
+    ctx.track(child);
+    ctx.extraPids.cli = [child.pid!];
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    child.once('error', reject);
+    child.once('exit', (code) => {
+      ctx.extraPids.cli = [];
+      const tps = /tps = ([\d.]+) \(without initial connection time\)/.exec(out)?.[1];
+      if (code !== 0 || tps === undefined) reject(new Error(`pgbench failed (${code}): ${out.slice(-500)}`));
+      else resolve(Number(tps));
+    });
+  });
+}
+
+/** The fallback: `clients` connections, each updating back to back for `seconds`. */
+async function nodeRound(url: string, seconds: number, clients: number, users: number): Promise<number> {
+  const conns = await Promise.all(
+    Array.from({ length: clients }, async () => {
+      const c = new pg.Client({ connectionString: url, application_name: 'suekk-bench trigger' });
+      await c.connect();
+      return c;
+    }),
+  );
+  let done = 0;
+  const end = performance.now() + seconds * 1000;
+  const t0 = performance.now();
+  await Promise.all(
+    conns.map(async (c) => {
+      while (performance.now() < end) {
+        const n = 1 + Math.floor(Math.random() * users);
+        await c.query({
+          name: 'bench_trigger_update',
+          text: 'update users set first_name = $1, updated_at = now() where username = $2',
+          values: [`p${n}_${Math.floor(Math.random() * 1e9)}`, `u${n}`],
+        });
+        done++;
+      }
+    }),
+  );
+  const tps = (done * 1000) / (performance.now() - t0);
+  await Promise.all(conns.map((c) => c.end()));
+  return tps;
+}
+
+export async function runTriggerOverhead(ctx: BenchContext): Promise<TriggerOverheadResult> {
+  const { clients, users, roundSeconds, cycles } = ctx.sizes.trigger;
+  const configs: Config[] = ['without', 'with', 'no_notify'];
+  const dbs = {} as Record<Config, { name: string; url: string }>;
+  const dir = mkdtempSync(join(tmpdir(), 'suekk-bench-'));
+  try {
+    for (const c of configs) {
+      dbs[c] = await ctx.dbs.clone(TEMPLATES[c], `trigger_${c}`);
+      await seedUsers(dbs[c].url, 1, users, false);
+      await analyze(dbs[c].url, ['users']);
+    }
+    const script = join(dir, 'update.sql');
+    // A payload-changing update of a random user: every transaction is one captured event.
+    writeFileSync(
+      script,
+      `\\set n random(1, ${users})
+update users set first_name = 'p' || :n || '_' || floor(random() * 1000000000)::bigint, updated_at = now() where username = 'u' || :n;
+`,
+    );
+    const driver = (await hasPgbench()) ? 'pgbench' : 'node-postgres';
+    const round1 = (c: Config) =>
+      driver === 'pgbench' ? pgbenchRound(ctx, dbs[c].url, script, roundSeconds, clients) : nodeRound(dbs[c].url, roundSeconds, clients, users);
+
+    // A short warm-up of each: caches, prepared statements, the first WAL segments.
+    for (const c of configs) await round1(c);
+    const rounds: Record<Config, number[]> = { without: [], with: [], no_notify: [] };
+    await ctx.measureCpu('trigger_overhead', async () => {
+      for (let cycle = 0; cycle < cycles; cycle++) {
+        const order = configs.map((_, i) => configs[(i + cycle) % configs.length]!);
+        for (const c of order) rounds[c].push(await round1(c));
+      }
+    });
+    const tps = (c: Config) => mean(rounds[c]);
+    const result: TriggerOverheadResult = {
+      tps_without: round(tps('without')),
+      tps_with: round(tps('with')),
+      ratio: round(tps('with') / tps('without'), 3),
+      tps_with_no_notify: round(tps('no_notify')),
+      ratio_no_notify: round(tps('no_notify') / tps('without'), 3),
+      driver,
+      rounds: {
+        without: rounds.without.map((r) => round(r)),
+        with: rounds.with.map((r) => round(r)),
+        no_notify: rounds.no_notify.map((r) => round(r)),
+      },
+    };
+    ctx.log(
+      `  trigger overhead (${driver}, ${clients} clients): without ${result.tps_without} tps, with ${result.tps_with} tps (×${result.ratio}), --no-notify ${result.tps_with_no_notify} tps (×${result.ratio_no_notify})`,
+    );
+    return result;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    for (const c of configs) if (dbs[c]) await ctx.dbs.drop(dbs[c].name);
+  }
+}
