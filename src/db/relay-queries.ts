@@ -101,11 +101,7 @@ export async function claimStreams(
              (select s.gen from suekk_sync.streams s where s.user_id = c.user_id) as snapshot_gen,
              ${EVENT_COLUMNS}
         from claimed c
-        left join lateral (
-          select * from suekk_sync.events e
-           where e.user_id = c.user_id and e.status = 'pending'
-           order by e.id limit $4
-        ) e on true
+        left join lateral suekk_sync.next_events(c.user_id, 0, $4) e on true
        order by c.user_id, e.id`,
     values: [relayId, limit, leaseMs, perStream],
   });
@@ -115,11 +111,7 @@ export async function claimStreams(
 export const FETCH_MORE_SQL = `select s.user_id, s.gen as snapshot_gen, ${EVENT_COLUMNS}
     from unnest($2::text[], $3::bigint[]) as c(user_id, after_id)
     join suekk_sync.streams s on s.user_id = c.user_id and s.locked_by = $1
-    left join lateral (
-      select * from suekk_sync.events e
-       where e.user_id = c.user_id and e.status = 'pending' and e.id > c.after_id
-       order by e.id limit $4
-    ) e on true
+    left join lateral suekk_sync.next_events(c.user_id, c.after_id, $4) e on true
    order by s.user_id, e.id`;
 
 /** The next events of streams this relay holds, after the ones it has already handled. */
