@@ -1,5 +1,8 @@
 /**
- * The relay's hot-path SQL: one statement per batch, never one per event. Every statement that
+ * The relay's hot-path SQL: one statement per batch, never one per event. The statements are
+ * deliberately not named (prepared): a prepared statement falls back to a generic plan after five
+ * runs, and for these joins of unnested arrays against tables of 100k rows that plan took seconds
+ * per batch in the resync benchmark. Planned with the actual arrays, each takes milliseconds. Every statement that
  * records an outcome re-checks, in its own WHERE, that the lease is still this relay's, so a relay
  * whose lease lapsed can never overwrite what another relay did.
  */
@@ -81,7 +84,6 @@ export async function claimStreams(
   perStream: number,
 ): Promise<ClaimedStream[]> {
   const { rows } = await db.query<EventRow>({
-    name: 'suekk_claim',
     text: `with candidates as (
         select user_id from suekk_sync.streams
          where next_attempt_at <= now() and not parked
@@ -122,7 +124,6 @@ export async function fetchMoreEvents(
   perStream: number,
 ): Promise<ClaimedStream[]> {
   const { rows } = await db.query<EventRow>({
-    name: 'suekk_fetch_more',
     text: FETCH_MORE_SQL,
     values: [relayId, cursors.map((c) => c.userId), cursors.map((c) => c.afterId), perStream],
   });
@@ -133,7 +134,6 @@ export async function fetchMoreEvents(
 export async function renewLeases(db: Queryable, relayId: string, userIds: string[], leaseMs: number): Promise<string[]> {
   if (userIds.length === 0) return [];
   const { rows } = await db.query<{ user_id: string }>({
-    name: 'suekk_renew',
     text: `with mine as (
         select user_id from suekk_sync.streams
          where user_id = any($2::text[]) and locked_by = $1
@@ -185,7 +185,6 @@ export async function recordOutcomes(
   releases: StreamRelease[],
 ): Promise<{ recorded: string[]; releasePending: string[] }> {
   const { rows } = await db.query<{ recorded: string[] | null; released: string[] | null }>({
-    name: 'suekk_record_outcomes',
     text: `with o as (
         select * from unnest($2::bigint[], $3::text[], $4::int[], $5::int[], $6::text[], $7::text[], $8::int[], $9::timestamptz[])
           as o(id, status, attempts, http_status, error, response, duration_ms, next_attempt_at)
