@@ -22,6 +22,8 @@ export interface BenchContext {
   /** CPU per group while `work` runs, logged under `label` and kept for the JSON's diagnostics. */
   measureCpu<T>(label: string, work: () => Promise<T>): Promise<{ value: T; cpu: CpuReport | undefined }>;
   diagnostics: Record<string, unknown>;
+  /** Where the relays' own log lines (level warn and above) go: a file, counted at the end. */
+  relayLog: NodeJS.WritableStream;
   /** --relay-db-options: libpq `options` for the relay's connections (an experiment knob). */
   relayDbOptions?: string;
   /** Set by --profile: the measured drain runs are profiled. */

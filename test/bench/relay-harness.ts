@@ -60,8 +60,9 @@ function countQueries(pool: Pool): Map<string, { n: number; ms: number }> {
 
 export type RelayLogging = 'warn' | 'info-devnull';
 
-function benchLogger(logging: RelayLogging): Logger {
-  if (logging === 'warn') return createLogger('warn');
+function benchLogger(ctx: BenchContext, logging: RelayLogging): Logger {
+  // Warnings go to the run's relay log (its path is printed at the end), not into the table.
+  if (logging === 'warn') return createLogger('warn', ctx.relayLog as unknown as NodeJS.WritableStream);
   // Every delivery logged at info, written synchronously to /dev/null as a file-backed stdout
   // would be: the formatting and the write syscall are the cost; where the bytes go is not.
   // (createLogger types its destination as a Node stream; pino takes its own SonicBoom as well.)
@@ -105,7 +106,7 @@ export async function startBenchRelay(
     pool,
     sender,
     settings,
-    logger: benchLogger(logging),
+    logger: benchLogger(ctx, logging),
     listenUrl: databaseUrl,
     heartbeat: true,
     maintenance: false,

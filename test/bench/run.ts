@@ -13,9 +13,10 @@
  * and drops every database it created when it ends, fails or is interrupted.
  */
 import type { ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
-import { resolve } from 'node:path';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { pino } from 'pino';
 import pg from 'pg';
 import { FULL, QUICK } from './config.ts';
 import { createContext, type BenchContext } from './context.ts';
@@ -96,6 +97,9 @@ async function main(): Promise<number> {
   const abandoned = await dbs.dropAbandoned();
   if (abandoned.length > 0) log(`Dropped ${abandoned.length} database(s) left by an earlier, killed bench run.`);
 
+  // The relays log warnings (lost leases, slow database…) here rather than over the table.
+  const relayLogFile = join(tmpdir(), `suekk-bench-${process.pid}.relay.log`);
+  const relayLog = pino.destination({ dest: relayLogFile, sync: true });
   let receiver: Receiver | undefined;
   const children = new Set<ChildProcess>();
   let cleaning: Promise<void> | undefined;
@@ -132,6 +136,7 @@ async function main(): Promise<number> {
   try {
     receiver = await Receiver.start();
     const ctx: BenchContext = createContext({
+      relayLog: relayLog as unknown as NodeJS.WritableStream,
       dbs,
       receiver,
       sizes: args.quick ? QUICK : FULL,
@@ -180,10 +185,27 @@ async function main(): Promise<number> {
 
   results.machine.load_avg_end = loadAverage();
   results.machine.total_seconds = Math.round((performance.now() - started) / 1000);
+  // What the relays logged at warn and above, counted by level (lost leases, a slow database…).
+  let relayLines: string[] = [];
+  try {
+    relayLines = readFileSync(relayLogFile, 'utf8').split('\n').filter((l) => l.trim() !== '');
+  } catch {
+    // No file: nothing was logged.
+  }
+  const relayLevels: Record<string, number> = {};
+  for (const l of relayLines) {
+    const level = /"level":"(\w+)"/.exec(l)?.[1] ?? '?';
+    relayLevels[level] = (relayLevels[level] ?? 0) + 1;
+  }
+  if (relayLines.length === 0) rmSync(relayLogFile, { force: true });
+  else results.diagnostics.relay_log = { file: relayLogFile, lines: relayLevels };
   const out = resolve(args.out);
   writeFileSync(out, `${JSON.stringify(resultsJson(results), null, 2)}\n`);
   log(`\n${table(results)}\n`);
   log(`load average: start ${results.machine.load_avg_start.join(' ')}, end ${results.machine.load_avg_end.join(' ')}; ${results.machine.total_seconds} s in all`);
+  if (relayLines.length > 0) {
+    log(`The relays logged ${Object.entries(relayLevels).map(([l, n]) => `${n} ${l}`).join(', ')}: ${relayLogFile}`);
+  }
   log(`Results written to ${out}`);
   return Object.keys(results.errors).length > 0 ? 1 : 0;
 }

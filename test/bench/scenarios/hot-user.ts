@@ -21,6 +21,11 @@ export interface HotUserResult {
   cost: number;
   /** The hot user's own delivery rate while the others drained (serial, one request at a time). */
   hot_eps: number;
+  /**
+   * The relay's CPU µs per delivered event (medians), with and without the hot user: far less
+   * sensitive to other processes than throughput, so a cross-check when the machine is noisy.
+   */
+  relay_cpu_us_per_event: { with: number; without: number };
   runs: { with: DrainRun[]; without: DrainRun[] };
 }
 
@@ -45,6 +50,10 @@ export async function runHotUser(ctx: BenchContext): Promise<HotUserResult> {
     others_eps_without: round(othersEpsWithout),
     cost: round(1 - othersEps / othersEpsWithout, 3),
     hot_eps: round(hotEps),
+    relay_cpu_us_per_event: {
+      with: median(withHot.map((r) => r.cpu_us_per_event?.bench ?? 0)),
+      without: median(without.map((r) => r.cpu_us_per_event?.bench ?? 0)),
+    },
     runs: { with: withHot, without },
   };
 }
