@@ -88,7 +88,7 @@ export async function resyncDryRun(pool: Pool, scope: ResyncScope): Promise<DryR
   return previewUsers(pool, source, toEnqueueFilter(await filterFor(pool, scope), null));
 }
 
-async function progressOf(pool: Pool, runId: string): Promise<Omit<ResyncProgress, 'total' | 'rate' | 'elapsedMs' | 'enqueueDone' | 'runId'>> {
+async function progressOf(pool: Pool, runId: string, countBlocked: boolean): Promise<Omit<ResyncProgress, 'total' | 'rate' | 'elapsedMs' | 'enqueueDone' | 'runId'>> {
   const { rows } = await pool.query<{
     enqueued: number;
     delivered: number;
@@ -106,8 +106,9 @@ async function progressOf(pool: Pool, runId: string): Promise<Omit<ResyncProgres
   );
   const r = rows[0]!;
   let blocked = 0;
-  // Only worth asking once the queue is short: which of the rest sit behind a held-back event.
-  if (r.pending_fresh > 0 && r.pending_fresh <= 10_000) {
+  // Only worth asking once enqueueing is over and the queue is short: which of the rest sit
+  // behind a held-back event. Asked after every batch, it throttled enqueueing itself.
+  if (countBlocked && r.pending_fresh > 0 && r.pending_fresh <= 10_000) {
     const { rows: b } = await pool.query<{ n: number }>(
       `select count(*)::int as n from suekk_sync.events e
         where e.run_id = $1 and e.status = 'pending' and e.rounds = 0
@@ -160,7 +161,7 @@ export async function resync(pool: Pool, settings: Settings, options: ResyncOpti
   let deliveredAtStart: number | undefined;
 
   const snapshot = async (): Promise<ResyncProgress> => {
-    const p = await progressOf(pool, run.runId);
+    const p = await progressOf(pool, run.runId, enqueueDone);
     deliveredAtStart ??= p.delivered;
     const elapsedMs = performance.now() - started;
     return {
