@@ -59,7 +59,7 @@ export async function ownPostgres(t: Teardown): Promise<OwnPostgres> {
 /** The relay CLI as a process; killed at teardown if still running. */
 export function relayProcess(t: Teardown, env: Record<string, string>, flags: string[] = []) {
   const child: ChildProcess = startCli(['relay', ...flags], { env: { LOG_LEVEL: 'info', ...env } });
-  const done: Promise<CliResult> = collect(child, 120_000);
+  const done: Promise<CliResult> = collect(child, 240_000);
   t.teardown(async () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     await done.catch(() => undefined);
