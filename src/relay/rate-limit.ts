@@ -9,8 +9,8 @@ export class RateLimiter {
     this.intervalMs = maxRps > 0 ? 1000 / maxRps : 0;
   }
 
-  /** Waits for the next slot; false when the wait was cut short. */
-  async take(signal?: AbortSignal): Promise<boolean> {
+  /** Waits for the next slot; false when the wait was cut short. Unlimited answers at once, not in a promise. */
+  take(signal?: AbortSignal): true | Promise<boolean> {
     if (this.intervalMs === 0) return true;
     const now = performance.now();
     const slot = Math.max(now, this.nextSlot);

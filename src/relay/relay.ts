@@ -355,16 +355,17 @@ export class Relay extends EventEmitter<RelayEvents> {
   /** One round for one event; true when the stream may go on to its next event. */
   private async deliver(event: ClaimedEvent, state: StreamState): Promise<boolean> {
     const username = typeof event.payload.username === 'string' && event.payload.username !== '' ? event.payload.username : event.userId;
-    const logFields = {
+    const webhookId = `evt_${event.webhookId}`;
+    const logFields = () => ({
       eventId: event.id,
-      webhookId: `evt_${event.webhookId}`,
+      webhookId,
       userId: event.userId,
       action: event.action,
       source: event.source,
       round: event.rounds + 1,
-    };
+    });
     const result = await deliverRound(
-      { webhookId: `evt_${event.webhookId}`, body: buildWebhookBody(event.payload, event.action), username, logFields },
+      { webhookId, body: buildWebhookBody(event.payload, event.action), username, logFields },
       {
         sender: this.sender,
         logger: this.logger,
@@ -373,7 +374,7 @@ export class Relay extends EventEmitter<RelayEvents> {
         backoffMs: this.settings.backoffMs,
         stopSignal: this.stopController.signal,
         attemptSignal: state.attempt.signal,
-        onAttempt: (outcome) => this.recordAttempt(outcome),
+        onAttempt: this.onAttempt,
       },
     );
     const last = result.last;
@@ -387,8 +388,8 @@ export class Relay extends EventEmitter<RelayEvents> {
     };
 
     if (result.kind === 'delivered') {
-      this.logger.info(
-        { ...logFields, attempt: result.attempts, status: last?.status, durationMs: last?.durationMs },
+      if (this.logger.isLevelEnabled('info')) this.logger.info(
+        { ...logFields(), attempt: result.attempts, status: last?.status, durationMs: last?.durationMs },
         `User ${username} synced to backend (action: ${event.action})`,
       );
       this.writer.add({ ...base, status: 'delivered', nextAttemptAt: null });
@@ -397,7 +398,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     }
     if (result.kind === 'aborted') {
       if (result.attempts > 0) {
-        this.logger.info({ ...logFields, attempts: result.attempts }, 'Stopped before the round finished; the event stays pending and keeps its webhook-id');
+        this.logger.info({ ...logFields(), attempts: result.attempts }, 'Stopped before the round finished; the event stays pending and keeps its webhook-id');
       }
       await this.writer.release({ userId: event.userId, kind: 'return' });
       this.emit('delivery', { event, result, outcome: 'returned' });
@@ -405,7 +406,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     }
 
     this.logger.error(
-      { ...logFields, attempts: result.attempts, status: last?.status, error: last?.error },
+      { ...logFields(), attempts: result.attempts, status: last?.status, error: last?.error },
       `Failed to sync user ${username} after ${result.attempts} attempts`,
     );
     const next = result.kind === 'retryable'
@@ -416,7 +417,7 @@ export class Relay extends EventEmitter<RelayEvents> {
         ? `the backend rejected it (HTTP ${last?.status})`
         : `it still failed ${Math.round(this.settings.giveUpAfterMs / 60_000)} minutes after capture`;
       this.logger.error(
-        { ...logFields, status: last?.status },
+        { ...logFields(), status: last?.status },
         `Event evt_${event.webhookId} is now failed because ${why}; user ${username} is parked until \`suekk-sync retry --user ${event.userId}\` or \`suekk-sync skip --user ${event.userId}\``,
       );
       await this.releaseFully({ userId: event.userId, kind: 'park' }, { ...base, status: 'failed', nextAttemptAt: null });
@@ -424,7 +425,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       return false;
     }
     this.logger.warn(
-      { ...logFields, nextAttemptAt: next.at.toISOString(), delayMs: next.delayMs },
+      { ...logFields(), nextAttemptAt: next.at.toISOString(), delayMs: next.delayMs },
       `Next round for user ${username} in ${Math.round(next.delayMs / 1000)}s at ${next.at.toISOString()}; later events of this user wait behind it`,
     );
     await this.releaseFully(
@@ -446,6 +447,8 @@ export class Relay extends EventEmitter<RelayEvents> {
       result = await this.writer.release(release);
     }
   }
+
+  private readonly onAttempt = (outcome: AttemptOutcome): void => this.recordAttempt(outcome);
 
   private recordAttempt(outcome: AttemptOutcome): void {
     const change = this.breaker.record(outcome);

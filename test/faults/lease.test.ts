@@ -40,17 +40,21 @@ t.test('a stalled relay aborts its request before its lease ends; no concurrent 
       if ((open.get(user) ?? 0) > 0) overlaps.push(`${user} ${seen.webhookId}`);
       open.set(user, (open.get(user) ?? 0) + 1);
       let closed = false;
-      res.on('close', () => {
+      const close = (): void => {
         if (closed) return;
         closed = true;
         seen.closedAt = performance.now();
         open.set(user, open.get(user)! - 1);
-      });
+      };
+      res.on('close', close);
       const delay = slowFirst ? 6_000 : 5;
       slowFirst = false;
       setTimeout(() => {
         if (res.destroyed) return;
         seen.answered = true;
+        // Answered is over for this check: the response's 'close' event can come after the
+        // relay, already holding the answer, has sent the user's next request.
+        close();
         res.writeHead(200, { 'content-type': 'application/json' });
         res.end('{"success":true}');
       }, delay);
