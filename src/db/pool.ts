@@ -20,6 +20,8 @@ export interface PoolOptions {
   applicationName?: string;
   /** Called for errors of idle connections (e.g. the server restarted); the pool replaces them. */
   onIdleError?: (err: Error) => void;
+  /** Commits of this pool's sessions return before their WAL is flushed (`synchronous_commit=off`). */
+  asyncCommit?: boolean;
 }
 
 export function createPool(url: string, options: PoolOptions = {}): Pool {
@@ -28,6 +30,7 @@ export function createPool(url: string, options: PoolOptions = {}): Pool {
     max: options.max ?? 10,
     application_name: options.applicationName ?? 'suekk-sync',
     connectionTimeoutMillis: 10_000,
+    ...(options.asyncCommit ? { options: '-c synchronous_commit=off' } : {}),
     // A connection the server killed must not crash the process: pg emits these on the pool.
   });
   pool.on('error', (err) => options.onIdleError?.(err));

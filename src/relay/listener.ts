@@ -17,6 +17,8 @@ export interface ListenerHandlers {
   onWake: () => void;
   /** A non-empty payload: a control message such as `pause` or `resume`. */
   onControl: (payload: string) => void;
+  /** The LISTEN connection dropped (the server may have gone away). */
+  onLost?: (err: Error) => void;
 }
 
 export class Listener {
@@ -56,7 +58,10 @@ export class Listener {
     });
     subscriber.events.on('reconnect', (attempt) => {
       this.connected = false;
-      if (attempt === 1) this.logger.warn('Lost the LISTEN connection to the database; reconnecting');
+      if (attempt === 1) {
+        this.logger.warn('Lost the LISTEN connection to the database; reconnecting');
+        this.handlers.onLost?.(new Error('the LISTEN connection was lost'));
+      }
     });
     let reconnecting = false;
     subscriber.events.on('reconnect', () => (reconnecting = true));
@@ -72,6 +77,7 @@ export class Listener {
       this.connected = false;
       if (this.closing) return;
       this.logger.warn({ err: { message: err.message } }, 'The LISTEN connection failed; opening a new one');
+      this.handlers.onLost?.(err);
       void subscriber.close().catch(() => undefined);
       setTimeout(() => {
         if (!this.closing) void this.open().catch((e: Error) => this.subscriberFailed(e));

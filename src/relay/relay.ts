@@ -119,6 +119,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       ? new Listener(options.listenUrl, this.logger, {
           onWake: () => this.wake(),
           onControl: (payload) => this.control(payload),
+          onLost: (err) => this.connectionLost(err),
         })
       : undefined;
   }
@@ -150,6 +151,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   }
 
   private async startParts(): Promise<void> {
+    this.pool.on('error', this.onPoolError);
     if (this.options.heartbeat !== false) {
       await registerRelay(this.pool, { id: this.id, host: hostname(), pid: process.pid, version: VERSION });
       this.every(HEARTBEAT_MS, () => this.beat());
@@ -221,8 +223,27 @@ export class Relay extends EventEmitter<RelayEvents> {
     if (this.streams.size === 0) this.emit('idle');
   }
 
+  /**
+   * A connection to the database dropped: the server may have crashed, and with asynchronous
+   * commit the newest leases may not have survived it, so another relay could claim those users as
+   * soon as the server is back. Stop every request in flight now (the events stay pending and keep
+   * their webhook-ids); each stream is handed back and claimed again once the database answers.
+   */
+  private connectionLost(err: Error): void {
+    if (/timeout exceeded when trying to connect/i.test(err.message)) return; // a busy pool, not a lost server
+    if (this.streams.size === 0) return;
+    this.logger.warn(
+      { err: { message: err.message }, streams: this.streams.size },
+      'A database connection dropped; stopping the requests in flight until the leases are confirmed',
+    );
+    for (const state of this.streams.values()) state.attempt.abort();
+  }
+
+  private readonly onPoolError = (err: Error): void => this.connectionLost(err);
+
   private noteDatabaseError(err: unknown, what: string): void {
     if (isConnectionError(err)) {
+      this.connectionLost(err as Error);
       if (!this.databaseDown) {
         this.logger.warn({ err: { message: (err as Error).message } }, `The database is unreachable (${what}); retrying`);
       }
@@ -547,6 +568,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       clearInterval(renewal);
     }
     await this.listener?.stop();
+    this.pool.off('error', this.onPoolError);
     try {
       await this.pool.query('select pg_notify($1, $2)', [NOTIFY_CHANNEL, '']);
       if (this.options.heartbeat !== false) await unregisterRelay(this.pool, this.id);

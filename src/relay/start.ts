@@ -45,6 +45,11 @@ export async function startRelay(settings: Settings, logger = createLogger(setti
   const pool = createPool(databaseUrl, {
     max: Math.min(10, 3 + Math.ceil(settings.relay.concurrency / 16)),
     applicationName: 'suekk-sync relay',
+    // Every claim, renewal and outcome is a commit; waiting for its WAL flush was the largest part
+    // of commit-to-delivery latency. What a crash can lose: outcomes (the events are sent again,
+    // same webhook-id) and leases of the last moments, which the relay covers by stopping its
+    // requests the moment it sees a connection drop (Relay.connectionLost).
+    asyncCommit: true,
     onIdleError: (err) => logger.warn({ err: { message: err.message } }, 'A database connection dropped; the pool replaces it'),
   });
   const sender = createWebhookSender({
