@@ -95,6 +95,8 @@ export class Relay extends EventEmitter<RelayEvents> {
   private readonly stopController = new AbortController();
   private readonly streams = new Map<string, StreamState>();
   private readonly tasks = new Set<Promise<void>>();
+  private sending = 0;
+  private readonly placeWaiters: (() => void)[] = [];
   private readonly timers: NodeJS.Timeout[] = [];
   private dueTimer: NodeJS.Timeout | undefined;
   private claiming = false;
@@ -194,11 +196,42 @@ export class Relay extends EventEmitter<RelayEvents> {
     return this.breaker.open ? 1 : this.settings.concurrency;
   }
 
+  /**
+   * Streams claimed beyond the sending capacity wait here, lease held, for a sender to free up.
+   * Without them a finished stream's place stayed empty for a whole claim round trip, so under
+   * load a third of the places were empty, and a hot user, which never waits for a claim, took
+   * a far larger share of the relay than its one place.
+   */
+  private reserve(): number {
+    return Math.ceil(this.capacity() / 2);
+  }
+
+  /** Waits for one of `capacity()` places to send in; give it back with leaveSendingPlace(). */
+  private takeSendingPlace(): Promise<void> | undefined {
+    if (this.sending < this.capacity()) {
+      this.sending++;
+      return undefined;
+    }
+    return new Promise((resolve) => this.placeWaiters.push(resolve));
+  }
+
+  private leaveSendingPlace(): void {
+    this.sending--;
+    this.admitWaiting();
+  }
+
+  private admitWaiting(): void {
+    while (this.sending < this.capacity() && this.placeWaiters.length > 0) {
+      this.sending++;
+      this.placeWaiters.shift()!();
+    }
+  }
+
   private async claimLoop(): Promise<void> {
     do {
       this.wakeRequested = false;
       while (!this.stopController.signal.aborted && !this.paused) {
-        const free = this.capacity() - this.streams.size;
+        const free = this.capacity() + this.reserve() - this.streams.size;
         if (free <= 0) break;
         const limit = Math.min(free, this.settings.batchSize);
         let claimed: ClaimedStream[];
@@ -282,7 +315,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     // The claim's lease started at the database's now(), a moment before this line: count from here
     // minus nothing, but abort a little early so the request ends before another relay may start.
     this.armLease(state, performance.now());
-    const task = this.runStream(claimed, state)
+    const task = this.runStreamInPlace(claimed, state)
       .catch((err: unknown) => {
         this.logger.error({ err: { message: (err as Error).message }, userId: claimed.userId }, 'Stream task failed');
       })
@@ -317,6 +350,16 @@ export class Relay extends EventEmitter<RelayEvents> {
       }
     } catch (err) {
       this.noteDatabaseError(err, 'lease renewal');
+    }
+  }
+
+  private async runStreamInPlace(claimed: ClaimedStream, state: StreamState): Promise<void> {
+    const waiting = this.takeSendingPlace();
+    if (waiting) await waiting;
+    try {
+      await this.runStream(claimed, state);
+    } finally {
+      this.leaveSendingPlace();
     }
   }
 
@@ -480,6 +523,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       );
     } else if (change === 'closed') {
       this.logger.info('The backend answers again; delivering at full concurrency');
+      this.admitWaiting();
       this.wake();
     }
     this.emit('attempt', outcome);
