@@ -43,6 +43,8 @@ const HEARTBEAT_MS = 5_000;
 const MAINTENANCE_MS = 60_000;
 /** A writer holds the stream row for the length of its transaction: look again shortly. */
 const LOCKED_RETRY_MS = 25;
+/** Events a stream sends before it lets a waiting stream have its place (when one waits). */
+const TURN_EVENTS = 5;
 
 export interface RelayOptions {
   pool: Pool;
@@ -369,6 +371,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     let queue = claimed.events;
     let mayHaveMore = queue.length >= EVENTS_PER_FETCH;
     let lastId: string | undefined;
+    let sentInTurn = 0;
 
     for (;;) {
       if (this.stopController.signal.aborted || this.paused || state.attempt.signal.aborted) {
@@ -399,6 +402,14 @@ export class Relay extends EventEmitter<RelayEvents> {
       lastId = event.id;
       const done = await this.deliver(event, state);
       if (!done) return;
+      if (++sentInTurn >= TURN_EVENTS && this.placeWaiters.length > 0) {
+        // A user with a backlog takes turns with the users waiting for a place instead of
+        // keeping its place for thousands of events: its lease and order stay as they are.
+        sentInTurn = 0;
+        this.leaveSendingPlace();
+        const waiting = this.takeSendingPlace();
+        if (waiting) await waiting;
+      }
     }
   }
 
