@@ -156,3 +156,19 @@ t.test('fetching a hot user\'s next events reads a bounded amount, however long 
   t.equal(rows.length, 20, 'and it returns the first 20, in order');
   t.same(rows.map((r: { id: string }) => Number(r.id)), [...rows.map((r: { id: string }) => Number(r.id))].sort((a, b) => a - b));
 });
+
+t.test('a user with a backlog takes turns with the users waiting for a place', async (t) => {
+  const db = await createTestDatabase(t);
+  const receiver = await startReceiver(t);
+  const [hot] = await addUsers(db, 1, 'backlog');
+  for (let i = 0; i < 40; i++) await db.pool.query('update users set first_name = $2 where id = $1', [hot, `v${i}`]);
+  // Due after the hot user's stream: without turns they would wait for all of its 41 events.
+  const others = await addUsers(db, 3, 'waiting');
+  await startTestRelay(t, db, receiver.url, { settings: { concurrency: 1 } });
+  await waitFor(() => receiver.delivered.length === 44, 'every event delivered', 20_000);
+  const order = receiver.delivered.map((r) => String(r.body.id));
+  const lastOther = Math.max(...others.map((id) => order.indexOf(id)));
+  t.ok(lastOther < 30, `the three waiting users were served by delivery ${lastOther + 1} of 44, not after the backlog`);
+  const hotNames = receiver.delivered.filter((r) => r.body.id === hot).map((r) => String(r.body.displayName).split(' ')[0]);
+  t.same(hotNames.slice(1), Array.from({ length: 40 }, (_, i) => `v${i}`), 'the backlog still in capture order');
+});
