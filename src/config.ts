@@ -178,12 +178,11 @@ export function readConfigFile(path: string | undefined, cwd: string): { file: C
     return { file: {} };
   }
   let raw: unknown;
+  const text = readFileSync(full, 'utf8');
   try {
-    raw = JSON.parse(readFileSync(full, 'utf8'));
+    raw = JSON.parse(text);
   } catch (err) {
-    throw new UsageError(
-      `Config file ${full} is not valid JSON (${(err as Error).message}); fix the file.`,
-    );
+    throw new UsageError(`Config file ${full} is not valid JSON (${describeJsonError(err as Error, text)}); fix the file.`);
   }
   const parsed = fileSchema.safeParse(raw);
   if (!parsed.success) {
@@ -197,6 +196,32 @@ export function readConfigFile(path: string | undefined, cwd: string): { file: C
     throw new UsageError(`Config file ${full} has an error at ${detail}; fix that key.`);
   }
   return { file: parsed.data, path: full };
+}
+
+/**
+ * V8's JSON.parse message without the piece of the text it quotes: a config file holds secrets and
+ * the database password, and the quote is exactly the text around the mistake. Where the message
+ * gives a position (or the quote pins one down), it becomes a line and column instead.
+ */
+export function describeJsonError(err: Error, text: string): string {
+  const firstLine = err.message.split('\n')[0]!;
+  const quoted = /^(.*?), (?:(\.\.\.)?"(.*)"(?:\.\.\.)? is not valid JSON)$/s.exec(firstLine);
+  let what = quoted ? quoted[1]! : firstLine.replace(/ (?:in JSON )?at position \d+.*$/, '');
+  let position: number | undefined;
+  const at = / at position (\d+)/.exec(firstLine);
+  if (at) position = Number(at[1]);
+  else if (quoted?.[2] !== undefined) {
+    // V8 quotes ten characters either side of the offending one.
+    const start = text.indexOf(quoted[3]!);
+    if (start >= 0) position = start + 10;
+  }
+  // The offending character itself may be the first of a secret.
+  what = what.replace(/^Unexpected token '.*'$/s, 'an unexpected character');
+  if (position === undefined || position > text.length) return what;
+  const before = text.slice(0, position);
+  const line = before.split('\n').length;
+  const column = position - before.lastIndexOf('\n');
+  return `${what} at line ${line}, column ${column}`;
 }
 
 function splitSecrets(value: string | string[] | undefined): string[] {

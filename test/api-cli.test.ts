@@ -13,7 +13,23 @@ t.test('serve refuses to start without what it needs', async (t) => {
   t.equal(noSecret.code, 2);
   t.match(noSecret.stderr, /^suekk-sync: JWT_SECRET is not set; /);
   t.equal(badPort.code, 2);
-  t.match(badPort.stderr, /--port must be a whole number from 0 to 65535, not "70000"/);
+  t.match(badPort.stderr, /^error: option '--port <port>' argument '70000' is invalid\. It must be a whole number, from 0 to 65535\.$/m);
+});
+
+t.test('serve, receive and dev share one whole-number check: exit 2 naming the option, the value and the range', async (t) => {
+  const runs: [string[], RegExp][] = [
+    [['serve', '--register-limit', '0'], /option '--register-limit <n>' argument '0' is invalid\. It must be a whole number, 1 or more\./],
+    [['serve', '--login-limit', '1e3'], /option '--login-limit <n>' argument '1e3' is invalid/],
+    [['receive', '--port', ''], /option '--port <port>' argument '' is invalid\. It must be a whole number, from 0 to 65535\./],
+    [['receive', '--delay-ms', 'soon'], /option '--delay-ms <ms>' argument 'soon' is invalid\. It must be a whole number, 0 or more\./],
+    [['dev', '--api-port', '0x50'], /option '--api-port <port>' argument '0x50' is invalid/],
+    [['dev', '--receiver-port', '65536'], /option '--receiver-port <port>' argument '65536' is invalid/],
+  ];
+  const results = await Promise.all(runs.map(([args]) => runCli(args, { env: { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/x', JWT_SECRET } })));
+  for (const [i, [args, message]] of runs.entries()) {
+    t.equal(results[i]!.code, 2, args.join(' '));
+    t.match(results[i]!.stderr, message);
+  }
 });
 
 t.test('serve answers on the printed address, warns when not installed, and stops on SIGTERM', async (t) => {

@@ -146,6 +146,33 @@ t.test('a mapped column cannot be dropped; an unmapped one can, and writes keep 
   t.same(rows, [{ action: 'created' }]);
 });
 
+t.test('the boolean field and the primary key are protected too; updates and deletes keep capturing', async (t) => {
+  const db = await createTestDatabase(t);
+  const { rows: added } = await db.pool.query<{ id: string }>(
+    "insert into users (email, username, password) values ('k@x.io', 'keeper', 'h') returning id",
+  );
+  await refused(t, db.pool.query('alter table users alter column is_active type text'), /user_payload/);
+  await refused(t, db.pool.query('alter table users drop column is_active'), /user_payload/);
+  await refused(t, db.pool.query('alter table users alter column id type text'), /suekk_sync\.user_(payload|key)/);
+  await refused(t, db.pool.query('alter table users drop column id'), /suekk_sync\.user_(payload|key)/);
+  const { rows: types } = await db.pool.query<{ attname: string; type: string }>(
+    "select attname, format_type(atttypid, atttypmod) as type from pg_attribute where attrelid = 'users'::regclass and attname in ('id', 'is_active') order by attname",
+  );
+  t.same(types, [{ attname: 'id', type: 'uuid' }, { attname: 'is_active', type: 'boolean' }], 'both columns as they were');
+  const id = added[0]!.id;
+  await db.pool.query('update users set is_active = false where id = $1', [id]);
+  await db.pool.query('update users set deleted_at = now() where id = $1', [id]);
+  const { rows } = await db.pool.query<{ action: string; active: boolean }>(
+    "select action, (payload->>'isActive')::boolean as active from suekk_sync.events where user_id = $1 order by id",
+    [id],
+  );
+  t.same(rows, [
+    { action: 'created', active: true },
+    { action: 'updated', active: false },
+    { action: 'deleted', active: false },
+  ]);
+});
+
 t.test('a writer role with rights on users only can still write users', async (t) => {
   const db = await createTestDatabase(t);
   const role = `suekk_writer_${db.name.slice(-8)}`;

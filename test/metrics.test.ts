@@ -3,7 +3,7 @@ import { createServer } from 'node:net';
 import t from 'tap';
 import { setPaused } from '../src/ops/pause.ts';
 import { startMetricsServer } from '../src/relay/metrics.ts';
-import { collect, startCli } from './helpers/cli.ts';
+import { collect, settled, startCli } from './helpers/cli.ts';
 import { createTestDatabase } from './helpers/db.ts';
 import { startReceiver, waitFor } from './helpers/receiver.ts';
 import { addUsers, eventStatuses, startTestRelay } from './helpers/relay.ts';
@@ -115,7 +115,7 @@ t.test('relay --metrics-port serves them from the daemon, and a taken port is a 
   const done = collect(child, 180_000);
   t.teardown(() => {
     if (child.exitCode === null) child.kill('SIGKILL');
-    return done.catch(() => undefined);
+    return settled(done);
   });
   await waitFor(
     async () => (await get(port, '/readyz').catch(() => ({ status: 0 }))).status === 200,

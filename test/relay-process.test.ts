@@ -2,7 +2,7 @@
 import type { ChildProcess } from 'node:child_process';
 import t from 'tap';
 import { createTestDatabase } from './helpers/db.ts';
-import { collect, runCli, startCli } from './helpers/cli.ts';
+import { collect, runCli, settled, startCli } from './helpers/cli.ts';
 import { startReceiver, waitFor, type ReceivedRequest } from './helpers/receiver.ts';
 import { addUsers, eventStatuses } from './helpers/relay.ts';
 
@@ -13,7 +13,7 @@ function relayProcess(t: { teardown(fn: () => unknown): void }, env: Record<stri
   const done = collect(child, 120_000);
   t.teardown(async () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    await done.catch(() => undefined);
+    await settled(done);
   });
   return { child, done };
 }

@@ -67,6 +67,7 @@ t.test('a fresh install: healthy, exit 0, every contract key in --json', async (
     relays: [],
     missingFunctions: [],
     mappingChanged: null,
+    drift: [],
   });
   t.type(report.oldestPendingSeconds, 'number');
   t.match(report.warnings, [/No relay is alive/]);
@@ -75,6 +76,7 @@ t.test('a fresh install: healthy, exit 0, every contract key in --json', async (
   const human = formatStatus(report);
   t.match(human, /^healthy +yes$/m);
   t.match(human, /^trigger +installed, enabled$/m);
+  t.match(human, /^capture +as installed$/m);
   t.match(human, /^backlog +1 pending, oldest \d+s$/m);
   t.match(human, /^delivered \(5m\) +1$/m);
   t.match(human, /Warnings:\n  - No relay is alive/);
@@ -145,6 +147,84 @@ t.test('failed events, old pending events without a relay, missing functions: un
   t.equal(report.healthy, false);
   t.same(report.missingFunctions, ['suekk_sync.user_payload']);
   t.match(report.problems, [/suekk_sync\.user_payload is missing, so every write to public\.users fails; run `suekk-sync install`/]);
+});
+
+t.test('a hand-edited accessor, trigger function or trigger is drift: unhealthy, named, fixed by install', async (t) => {
+  const db = await createTestDatabase(t);
+  const env = { DATABASE_URL: db.url };
+  // Still valid and still capturing, so nothing but the comparison can notice: avatar left out.
+  await db.pool.query(
+    `create or replace function suekk_sync.user_payload(u public.users) returns jsonb language sql stable
+     begin atomic select jsonb_build_object('id', (u).id::text, 'email', (u).email, 'username', (u).username,
+       'displayName', (u).username, 'avatar', null::text, 'role', (u).role, 'isActive', (u).is_active); end`,
+  );
+  // The trigger function without its NOTIFY, as a DBA might "optimise" it.
+  const { rows } = await db.pool.query<{ src: string }>("select prosrc as src from pg_proc where proname = 'capture_row'");
+  t.match(rows[0]!.src, /pg_notify/, 'the installed trigger function notifies');
+  await db.pool.query(
+    `create or replace function suekk_sync.capture_row() returns trigger language plpgsql security definer
+     set search_path = pg_catalog, pg_temp as $f$${rows[0]!.src.replace(/perform pg_notify\([^)]*\);/, 'null;')}$f$`,
+  );
+  const [json, human] = await Promise.all([runCli(['status', '--json'], { env }), runCli(['status'], { env })]);
+  t.equal(json.code, 1, 'drift is unhealthy');
+  const report = JSON.parse(json.stdout) as StatusReport;
+  t.same(report.drift, ['suekk_sync.user_payload', 'suekk_sync.capture_row']);
+  t.same(report.trigger, { installed: true, enabled: true }, 'the trigger itself is fine');
+  t.match(report.problems, [
+    /^The capture function suekk_sync\.user_payload differs from what `suekk-sync install` generates from the recorded mapping .*; run `suekk-sync install` to rebuild it/,
+    /^The capture function suekk_sync\.capture_row differs .*; run `suekk-sync install`/,
+  ]);
+  t.equal(report.problems.length, 2, 'one sentence per drifted function');
+  t.equal(human.code, 1);
+  t.match(human.stdout, /^capture +DRIFTED: suekk_sync\.user_payload, suekk_sync\.capture_row$/m);
+  t.match(human.stdout, /Problems:\n  - The capture function suekk_sync\.user_payload differs/);
+
+  // A trigger recreated by hand for inserts only.
+  await db.pool.query('create or replace trigger suekk_sync_capture after insert on users for each row execute function suekk_sync.capture_row()');
+  const trigger = await status(db);
+  t.ok(trigger.drift?.includes('trigger suekk_sync_capture'), 'the narrowed trigger is drift');
+  t.match(trigger.problems, [/./, /./, /^The capture trigger suekk_sync_capture on public\.users differs from what `suekk-sync install` creates.*run `suekk-sync install`/]);
+
+  const installed = await runCli(['install'], { env });
+  t.equal(installed.code, 0, installed.stderr);
+  const repaired = await status(db);
+  t.match(repaired, { healthy: true, drift: [], problems: [] }, 'install, as the sentence says, ends the drift');
+});
+
+t.test('a retyped mapped column, a changed primary key and a renamed table are drift too', async (t) => {
+  const db = await createTestDatabase(t);
+  // Postgres refuses to drop or retype is_active while the generated function depends on it; a DBA
+  // who replaced the function first (here by a PL/pgSQL one, which records no dependency) can drop
+  // it and add it back as text.
+  await db.pool.query(
+    `create or replace function suekk_sync.user_payload(u public.users) returns jsonb language plpgsql stable as $f$
+     begin return jsonb_build_object('id', u.id::text, 'email', u.email, 'username', u.username, 'displayName', u.username,
+       'avatar', u.avatar, 'role', u.role, 'isActive', true); end $f$`,
+  );
+  // (Added without a default: a default would rewrite the table, which the row type the other
+  // generated functions take forbids.)
+  await db.pool.query('alter table users drop column is_active');
+  await db.pool.query('alter table users add column is_active text');
+  const retyped = await status(db);
+  t.equal(retyped.healthy, false);
+  t.same(retyped.drift, ['mapping']);
+  t.match(retyped.problems, [
+    /^The installed mapping no longer fits public\.users \(source\.columns\.isActive = "is_active" does not work on public\.users: it must be a boolean expression\), .*run `suekk-sync install`\.$/,
+  ]);
+
+  const keyed = await createTestDatabase(t);
+  await keyed.pool.query('alter table users drop constraint users_pkey, add constraint users_email_pkey primary key (email)');
+  const rekeyed = await status(keyed);
+  t.ok(rekeyed.drift?.includes('public.users primary key'));
+  t.match(rekeyed.problems, [/^The primary key of public\.users is now email, but capture was installed keyed on id.*run `suekk-sync install`.*resync --all/]);
+
+  const renamed = await createTestDatabase(t);
+  await renamed.pool.query('alter table users rename to accounts');
+  const moved = await status(renamed);
+  t.match(moved, { healthy: false, table: 'public.users', trigger: { installed: true, enabled: true }, drift: null });
+  t.match(moved.problems, [/^The captured table public\.users was renamed or moved to public\.accounts, .*set source\.table to public\.accounts and run `suekk-sync install`, or rename it back\.$/]);
+  await renamed.pool.query('alter table accounts rename to users');
+  t.match(await status(renamed), { healthy: true, drift: [] }, 'renamed back: nothing drifted');
 });
 
 t.test('paused and a changed mapping are warnings, not problems', async (t) => {

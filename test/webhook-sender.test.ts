@@ -7,6 +7,7 @@ import { UsageError } from '../src/errors.ts';
 import { USER_AGENT } from '../src/version.ts';
 import { buildWebhookBody } from '../src/webhook/body.ts';
 import { createWebhookSender, parseBackendUrl, type WebhookSenderOptions } from '../src/webhook/sender.ts';
+import { dropPartialTail, redactCredentials } from '../src/webhook/redact.ts';
 import { generateSecret, parseSecrets, verifyWebhook } from '../src/webhook/signature.ts';
 
 interface Received {
@@ -267,6 +268,32 @@ t.test('credentials echoed back by the backend are not recorded', async (t) => {
   }
   t.match(outcome.responseSnippet, '"authorization":"Bearer [redacted]"');
   t.match(outcome.responseSnippet, '"webhook-signature":"v1,[redacted]"');
+});
+
+t.test('an answer is cleaned of known values in any echo, of credential shapes, and of a cut-off secret at its end', async (t) => {
+  const known = ['tok/en+value', 'sekrit-token-value'];
+  t.equal(redactCredentials('a tok/en+value b tok%2Fen%2Bvalue c tok\\/en+value', known), 'a [redacted] b [redacted] c [redacted]');
+  t.equal(
+    redactCredentials('sig v1,abc\\/defghijklmnopqrstuvwxyz0123= key whsec_QUJD\\/REVG= auth Bearer abc.def-ghi', []),
+    'sig v1,[redacted] key [redacted] auth Bearer [redacted]',
+  );
+  t.equal(redactCredentials('go to https://sync:hunter22@login.example/x', []), 'go to https://sync:[redacted]@login.example/x');
+  t.equal(redactCredentials('jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl end', []), 'jwt [redacted] end');
+  t.equal(redactCredentials('Bearer token required', []), 'Bearer token required', 'a sentence about tokens stays');
+  t.equal(dropPartialTail('… the token is sekrit-tok', known), '… the token is [redacted]');
+  t.equal(dropPartialTail('… ends with sek', known), '… ends with sek', 'three characters say nothing');
+});
+
+t.test('a redirect to an address carrying the token or a signature records the address without them', async (t) => {
+  const receiver = await startReceiver(t, (req, res) => {
+    const signature = String(req.headers['webhook-signature']);
+    res.writeHead(302, { location: `https://login.example/cb?token=sekrit-token-value&sig=${encodeURIComponent(signature)}` });
+    res.end();
+  });
+  const outcome = await sender(t, { url: receiver.url, token: 'sekrit-token-value', secrets: parseSecrets(secretNew) }).send({ webhookId, body });
+  const signature = receiver.requests[0]!.headers['webhook-signature'] as string;
+  t.match(outcome, { kind: 'rejected', status: 302, error: /^HTTP 302: redirects are not followed \(Location: https:\/\/login\.example\/cb\?token=\[redacted\]&sig=/ });
+  t.notOk(outcome.error!.includes(encodeURIComponent(signature.slice(3))), 'no signature');
 });
 
 t.test('connections to the backend are bounded', async (t) => {

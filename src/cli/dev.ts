@@ -1,11 +1,11 @@
 import type { Command } from 'commander';
 import { startDev } from '../dev/dev.ts';
 import type { GlobalFlags } from './context.ts';
-import { integerOption } from './serve.ts';
+import { intOption } from './options.ts';
 
 interface DevFlags {
-  apiPort: string;
-  receiverPort: string;
+  apiPort: number;
+  receiverPort: number;
 }
 
 // Only debugging dev itself warrants the relay's and the API's routine logs.
@@ -20,12 +20,11 @@ export function registerDev(program: Command): void {
     .description(
       'everything on one machine: an embedded PostgreSQL with the users table, the API, a relay and a receiver printing each webhook',
     )
-    .option('--api-port <port>', 'port of the register/profile API (0 picks a free one)', '8088')
-    .option('--receiver-port <port>', 'port of the webhook receiver (0 picks a free one)', '8080')
+    .option('--api-port <port>', 'port of the register/profile API (0 picks a free one)', intOption(0, 65535), 8088)
+    .option('--receiver-port <port>', 'port of the webhook receiver (0 picks a free one)', intOption(0, 65535), 8080)
     .option('--database-url <url>', 'use this PostgreSQL instead of the embedded one (DATABASE_URL is ignored)')
     .action(async (opts: DevFlags, cmd: Command) => {
-      const apiPort = integerOption(opts.apiPort, '--api-port', 0, 65535);
-      const receiverPort = integerOption(opts.receiverPort, '--receiver-port', 0, 65535);
+      const { apiPort, receiverPort } = opts;
       const { databaseUrl } = cmd.optsWithGlobals<GlobalFlags>();
 
       // Handlers go in before anything starts: a Ctrl-C while PostgreSQL starts must still stop it.

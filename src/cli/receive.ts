@@ -3,15 +3,16 @@ import { createReceiver, type ReceivedWebhook } from '../dev/receiver.ts';
 import { UsageError } from '../errors.ts';
 import { parseSecrets } from '../webhook/index.ts';
 import { settingsFrom, type GlobalFlags } from './context.ts';
-import { integerOption, untilSignal } from './serve.ts';
+import { intOption } from './options.ts';
+import { untilSignal } from './serve.ts';
 
 interface ReceiveFlags {
-  port: string;
+  port: number;
   host: string;
   secret: string[];
   token?: string;
   failRate: string;
-  delayMs: string;
+  delayMs: number;
   json?: boolean;
 }
 
@@ -43,7 +44,7 @@ export function registerReceive(program: Command): void {
   program
     .command('receive')
     .description('run a webhook receiver for development that prints every event the relay delivers')
-    .option('--port <port>', 'port to listen on (0 picks a free one)', '8080')
+    .option('--port <port>', 'port to listen on (0 picks a free one)', intOption(0, 65535), 8080)
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option(
       '--secret <whsec>',
@@ -53,12 +54,11 @@ export function registerReceive(program: Command): void {
     )
     .option('--token <token>', 'require Authorization: Bearer <token> (default $BACKEND_SYNC_TOKEN)')
     .option('--fail-rate <rate>', 'answer this fraction (0..1) of requests with 503, to exercise retries', '0')
-    .option('--delay-ms <ms>', 'wait this long before answering each request', '0')
+    .option('--delay-ms <ms>', 'wait this long before answering each request', intOption(0), 0)
     .option('--json', 'print one JSON object per request instead of a readable line')
     .action(async (opts: ReceiveFlags, cmd: Command) => {
-      const port = integerOption(opts.port, '--port', 0, 65535);
+      const { port, delayMs } = opts;
       const failRate = failRateOption(opts.failRate);
-      const delayMs = integerOption(opts.delayMs, '--delay-ms', 0);
       const settings = settingsFrom(cmd.optsWithGlobals<GlobalFlags>(), {
         webhookSecret: opts.secret.length > 0 ? opts.secret.join(',') : undefined,
         backendSyncToken: opts.token,

@@ -5,16 +5,7 @@ import { requireDatabaseUrl } from '../config.ts';
 import { checkConnection, createPool } from '../db/pool.ts';
 import { errorMessage, UsageError } from '../errors.ts';
 import { settingsFrom, type GlobalFlags } from './context.ts';
-
-/** A whole-number flag within bounds, or a usage error naming the flag. */
-export function integerOption(value: string, flag: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
-  const n = Number(value);
-  if (!/^\d+$/.test(value.trim()) || n < min || n > max) {
-    const range = max === Number.MAX_SAFE_INTEGER ? `at least ${min}` : `from ${min} to ${max}`;
-    throw new UsageError(`${flag} must be a whole number ${range}, not "${value}".`);
-  }
-  return n;
-}
+import { intOption } from './options.ts';
 
 /**
  * Resolves on the first SIGINT or SIGTERM. The handlers go away with it, so a second signal while
@@ -36,27 +27,24 @@ export function untilSignal(): Promise<NodeJS.Signals> {
 const MIN_JWT_SECRET_BYTES = 32;
 
 interface ServeFlags {
-  port: string;
+  port: number;
   host: string;
-  registerLimit: string;
-  loginLimit: string;
+  registerLimit: number;
+  loginLimit: number;
 }
 
 export function registerServe(program: Command): void {
   program
     .command('serve')
     .description('run the register/profile HTTP API (it writes users; the trigger and relay sync them)')
-    .option('--port <port>', 'port to listen on (0 picks a free one)', '8088')
+    .option('--port <port>', 'port to listen on (0 picks a free one)', intOption(0, 65535), 8088)
     .option('--host <host>', 'address to listen on', '127.0.0.1')
-    .option('--register-limit <n>', 'registrations per client address per minute', '5')
-    .option('--login-limit <n>', 'logins per client address per minute', '10')
+    .option('--register-limit <n>', 'registrations per client address per minute', intOption(1), 5)
+    .option('--login-limit <n>', 'logins per client address per minute', intOption(1), 10)
     .action(async (opts: ServeFlags, cmd: Command) => {
       const settings = settingsFrom(cmd.optsWithGlobals<GlobalFlags>());
-      const port = integerOption(opts.port, '--port', 0, 65535);
-      const rateLimits = {
-        register: integerOption(opts.registerLimit, '--register-limit', 1),
-        login: integerOption(opts.loginLimit, '--login-limit', 1),
-      };
+      const port = opts.port;
+      const rateLimits = { register: opts.registerLimit, login: opts.loginLimit };
       const jwtSecret = settings.jwtSecret;
       if (jwtSecret === undefined) {
         throw new UsageError(

@@ -42,6 +42,7 @@ export function formatStatus(report: StatusReport | UnreachableReport): string {
       ['schema version', schema],
       ['table', r.table ?? '—'],
       ['trigger', r.trigger.installed ? (r.trigger.enabled ? 'installed, enabled' : 'installed, DISABLED') : 'MISSING'],
+      ['capture', r.drift === null ? (r.table === null ? '—' : 'not checked') : r.drift.length === 0 ? 'as installed' : `DRIFTED: ${r.drift.join(', ')}`],
       ['notify', r.notify === null ? '—' : r.notify ? 'on' : 'off (relays poll)'],
       ['paused', r.paused ? 'YES' : 'no'],
       ['backlog', `${r.backlog} pending${r.oldestPendingSeconds === null ? '' : `, oldest ${formatAge(r.oldestPendingSeconds)}`}`],

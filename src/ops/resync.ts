@@ -131,9 +131,10 @@ async function progressOf(pool: Pool, runId: string, countBlocked: boolean): Pro
 
 async function startRun(pool: Pool, filter: StoredFilter, action: Action | undefined, resume: boolean) {
   if (resume) {
+    // resync_runs.id, not the text "id" of the output, or run 9 would count as later than run 10.
     const { rows } = await pool.query<{ id: string; filter: StoredFilter; action: Action | null; cursor: string | null }>(
       `select id::text, filter, action, cursor from suekk_sync.resync_runs
-        where finished_at is null order by id desc limit 1`,
+        where finished_at is null order by resync_runs.id desc limit 1`,
     );
     const run = rows[0];
     if (!run) throw new UsageError('There is no interrupted resync to resume; start one with --all, --user or --since.');

@@ -41,8 +41,9 @@ async function selectEvents(pool: Pool, selector: EventSelector, statuses: strin
     ({ sql: where, values } = eventIdCondition(selector.eventIds));
   }
   values.push(statuses);
+  // events.id, not the text "id" of the output: capture order is numeric.
   const { rows } = await pool.query<{ id: string }>(
-    `select id::text from suekk_sync.events where ${where} and status = any($${values.length}::text[]) order by id`,
+    `select id::text from suekk_sync.events where ${where} and status = any($${values.length}::text[]) order by events.id`,
     values,
   );
   return eventStates(pool, rows.map((r) => r.id));

@@ -24,12 +24,13 @@ export interface EventState {
 }
 
 export async function eventStates(pool: Pool, ids: string[]): Promise<EventState[]> {
+  // ORDER BY prefers the output column "id", which is text here ('10' before '9'); events.id is not.
   const { rows } = await pool.query<EventState>(
     `select id::text, 'evt_' || webhook_id as "webhookId", user_id as "userId",
             coalesce(payload->>'username', '') as username, action, status, attempts, rounds,
             last_status as "httpStatus", last_error as error, last_response as response,
             duration_ms as "durationMs", next_attempt_at as "nextAttemptAt"
-       from suekk_sync.events where id = any($1::bigint[]) order by id`,
+       from suekk_sync.events where id = any($1::bigint[]) order by events.id`,
     [ids],
   );
   return rows;

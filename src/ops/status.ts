@@ -7,6 +7,7 @@ import { isDeepStrictEqual } from 'node:util';
 import type { SourceMapping } from '../config.ts';
 import { describeConnectError, type Pool, type PoolClient } from '../db/pool.ts';
 import { installedSchemaVersion, LATEST_SCHEMA_VERSION } from '../db/migrations.ts';
+import { checkCaptureDrift } from '../capture/drift.ts';
 import { CAPTURE_TRIGGER, TRUNCATE_TRIGGER } from '../capture/generate.ts';
 
 type Queryable = Pick<Pool | PoolClient, 'query'>;
@@ -56,6 +57,12 @@ export interface StatusReport extends QueueGauges {
   missingFunctions: string[];
   /** The config file's mapping differs from the installed one; null when no config file was read. */
   mappingChanged: boolean | null;
+  /**
+   * What no longer matches what install made of its recorded state (a function or trigger edited
+   * by hand, the mapping no longer fitting the table); empty when all matches, null when it could
+   * not be checked (not installed, table gone, or not allowed: see warnings).
+   */
+  drift: string[] | null;
   deliveredLast5m: number;
   relays: RelayInfo[];
 }
@@ -101,7 +108,17 @@ export async function getStatus(pool: Pool, options: StatusOptions = {}): Promis
     await client.query('begin isolation level repeatable read read only');
     const report = await readStatus(client, options);
     await client.query('commit');
-    return report;
+    // Outside the snapshot: comparing needs a transaction that may write (it is rolled back).
+    if (report.table !== null && report.schemaVersion === LATEST_SCHEMA_VERSION && report.tableExists) {
+      const drift = await checkCaptureDrift(client, report.missingFunctions);
+      report.problems.push(...drift.problems);
+      report.warnings.push(...drift.warnings);
+      report.drift = drift.checked ? drift.drifted : null;
+      report.missingFunctions.push(...drift.missing);
+      report.healthy = report.problems.length === 0;
+    }
+    const { tableExists: _, ...rest } = report;
+    return rest;
   } catch (err) {
     await client.query('rollback').catch(() => undefined);
     throw err;
@@ -123,6 +140,7 @@ function notInstalled(): StatusReport {
     notify: null,
     missingFunctions: [],
     mappingChanged: null,
+    drift: null,
     paused: false,
     backlog: 0,
     oldestPendingSeconds: null,
@@ -133,10 +151,10 @@ function notInstalled(): StatusReport {
   };
 }
 
-async function readStatus(db: PoolClient, options: StatusOptions): Promise<StatusReport> {
+async function readStatus(db: PoolClient, options: StatusOptions): Promise<StatusReport & { tableExists: boolean }> {
   const schemaVersion = await installedSchemaVersion(db);
   if (schemaVersion === 0) {
-    return notInstalled();
+    return { ...notInstalled(), tableExists: false };
   }
   const problems: string[] = [];
   const warnings: string[] = [];
@@ -163,14 +181,32 @@ async function readStatus(db: PoolClient, options: StatusOptions): Promise<Statu
   const table = state.table;
 
   const trigger = { installed: false, enabled: false };
+  // Where the capture trigger is now: the recorded table, or the name it was renamed to.
+  let capturedOn: string | null = null;
   if (table === null) {
     problems.push('Capture is not installed on any table (it was uninstalled), so changes are not captured; run `suekk-sync install`.');
   } else if (!state.exists) {
-    problems.push(`The captured table ${table} no longer exists, so changes are not captured; restore it, or point source.table at the users table and run \`suekk-sync install\`.`);
+    const { rows } = await db.query<{ qualified: string }>(
+      `select format('%I.%I', n.nspname, c.relname) as qualified
+         from pg_trigger t join pg_class c on c.oid = t.tgrelid join pg_namespace n on n.oid = c.relnamespace
+        where t.tgname = $1 and t.tgfoid = to_regprocedure('suekk_sync.capture_row()')`,
+      [CAPTURE_TRIGGER],
+    );
+    capturedOn = rows[0]?.qualified ?? null;
+    if (capturedOn !== null) {
+      problems.push(
+        `The captured table ${table} was renamed or moved to ${capturedOn}, so TRUNCATE on it fails and resync, push and retry look for the old name; set source.table to ${capturedOn} and run \`suekk-sync install\`, or rename it back.`,
+      );
+    } else {
+      problems.push(`The captured table ${table} no longer exists, so changes are not captured; restore it, or point source.table at the users table and run \`suekk-sync install\`.`);
+    }
   } else {
+    capturedOn = table;
+  }
+  if (capturedOn !== null) {
     const { rows } = await db.query<{ tgname: string; tgenabled: string }>(
       'select tgname, tgenabled from pg_trigger where tgrelid = to_regclass($1) and tgname = any($2)',
-      [table, [CAPTURE_TRIGGER, TRUNCATE_TRIGGER]],
+      [capturedOn, [CAPTURE_TRIGGER, TRUNCATE_TRIGGER]],
     );
     const found = new Map(rows.map((r) => [r.tgname, r.tgenabled]));
     const missing = [CAPTURE_TRIGGER, TRUNCATE_TRIGGER].filter((name) => !found.has(name));
@@ -180,10 +216,10 @@ async function readStatus(db: PoolClient, options: StatusOptions): Promise<Statu
     trigger.installed = missing.length === 0;
     trigger.enabled = trigger.installed && disabled.length === 0;
     if (missing.length > 0) {
-      problems.push(`The capture trigger${plural(missing.length)} ${missing.join(' and ')} ${missing.length === 1 ? 'is' : 'are'} missing on ${table}, so changes are not captured; run \`suekk-sync install\`.`);
+      problems.push(`The capture trigger${plural(missing.length)} ${missing.join(' and ')} ${missing.length === 1 ? 'is' : 'are'} missing on ${capturedOn}, so changes are not captured; run \`suekk-sync install\`.`);
     }
     for (const name of disabled) {
-      problems.push(`The capture trigger ${name} on ${table} is disabled, so changes are not captured; run \`alter table ${table} enable trigger ${name}\` (or \`suekk-sync install\`).`);
+      problems.push(`The capture trigger ${name} on ${capturedOn} is disabled, so changes are not captured; run \`alter table ${capturedOn} enable trigger ${name}\` (or \`suekk-sync install\`).`);
     }
   }
 
@@ -255,6 +291,8 @@ async function readStatus(db: PoolClient, options: StatusOptions): Promise<Statu
     notify: state.notify,
     missingFunctions,
     mappingChanged,
+    drift: null,
+    tableExists: state.exists,
     paused: gauges.paused,
     backlog: gauges.backlog,
     oldestPendingSeconds: oldest === null ? null : Math.round(oldest * 10) / 10,

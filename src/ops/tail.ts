@@ -42,6 +42,8 @@ export interface TailFilter {
   userId?: string;
 }
 
+// Selecting id::text names the output column "id", and ORDER BY prefers an output column: every
+// "order by" here names events.id, or ids would sort as text ('10' before '9').
 const COLUMNS = `id::text, 'evt_' || webhook_id::text as "webhookId", user_id as "userId",
   coalesce(payload->>'username', '') as username, action, source, status, attempts, rounds,
   last_status as "httpStatus", duration_ms as "durationMs", last_error as error,
@@ -76,7 +78,7 @@ export async function recentEntries(db: Queryable, filter: TailFilter, limit: nu
   const clause = where(filter, [], values);
   values.push(limit);
   const { rows } = await db.query<LogEntry>(
-    `select ${COLUMNS} from suekk_sync.events ${clause} order by id desc limit $${values.length}`,
+    `select ${COLUMNS} from suekk_sync.events ${clause} order by events.id desc limit $${values.length}`,
     values,
   );
   return rows.reverse();
@@ -212,7 +214,7 @@ export class LogFollower {
       const clause = where({ userId: this.userId }, ['id > $1'], values);
       values.push(PAGE);
       const { rows } = await this.db.query<LogEntry>(
-        `select ${COLUMNS} from suekk_sync.events ${clause} order by id limit $${values.length}`,
+        `select ${COLUMNS} from suekk_sync.events ${clause} order by events.id limit $${values.length}`,
         values,
       );
       all.push(...rows);
@@ -226,7 +228,7 @@ export class LogFollower {
     const clause = where({ userId: this.userId }, ["status in ('pending', 'failed')", 'id <= $1'], values);
     values.push(MAX_TRACKED);
     const { rows } = await this.db.query<LogEntry>(
-      `select ${COLUMNS} from suekk_sync.events ${clause} order by id limit $${values.length}`,
+      `select ${COLUMNS} from suekk_sync.events ${clause} order by events.id limit $${values.length}`,
       values,
     );
     return rows;

@@ -8,6 +8,7 @@ import { Pool } from 'undici';
 import type { Dispatcher } from 'undici';
 import { UsageError } from '../errors.ts';
 import { USER_AGENT } from '../version.ts';
+import { dropPartialTail, redactCredentials } from './redact.ts';
 import { signWebhook, type WebhookSecret } from './signature.ts';
 
 export type AttemptKind = 'delivered' | 'retryable' | 'rejected';
@@ -87,6 +88,11 @@ export function createWebhookSender(options: WebhookSenderOptions): WebhookSende
   const retryAfterCapMs = options.retryAfterCapMs ?? 30_000;
   if (!(timeoutMs > 0)) throw new TypeError('timeoutMs must be a positive number of milliseconds');
   const path = url.pathname + url.search;
+  // Every form of the signing keys a backend could echo; the token and signatures join per send.
+  const secretForms = secrets.flatMap((s) => {
+    const encoded = s.key.toString('base64');
+    return [`whsec_${encoded}`, encoded.replace(/=+$/, ''), s.key.toString('base64url'), s.key.toString('hex')];
+  });
 
   // undici's own timeouts catch a silent peer early and name the phase; the per-attempt abort
   // timer in send() is what bounds the attempt as a whole.
@@ -154,8 +160,10 @@ export function createWebhookSender(options: WebhookSenderOptions): WebhookSende
       // (by the size limit, the timeout or the peer): the backend has answered.
       const answered = () => {
         const text = Buffer.concat(head, headBytes).toString('utf8', 0, SNIPPET_BYTES);
-        const snippet = redact(text, token, signature).slice(0, SNIPPET_CHARS).trim();
-        settle(classify(status!, responseHeaders, snippet, elapsed()));
+        const known = [...(token ? [token] : []), ...(signature?.split(' ').map((e) => e.slice(3)) ?? []), ...secretForms];
+        const clean = (raw: string) => redactCredentials(raw, known);
+        const snippet = dropPartialTail(clean(text).slice(0, SNIPPET_CHARS), known).trim();
+        settle(classify(status!, responseHeaders, snippet, elapsed(), clean));
       };
       const stop = (why: 'aborted' | 'timeout') => {
         if (settled || stopped !== undefined) return;
@@ -216,6 +224,7 @@ export function createWebhookSender(options: WebhookSenderOptions): WebhookSende
     headers: Record<string, string | string[] | undefined>,
     snippet: string,
     durationMs: number,
+    clean: (raw: string) => string,
   ): AttemptOutcome {
     const outcome: AttemptOutcome = { kind: 'rejected', status, durationMs };
     if (snippet !== '') outcome.responseSnippet = snippet;
@@ -225,7 +234,9 @@ export function createWebhookSender(options: WebhookSenderOptions): WebhookSende
     }
     if (status >= 300 && status < 400) {
       const location = headerValue(headers.location);
-      outcome.error = `HTTP ${status}: redirects are not followed (Location: ${location ?? 'none'})`;
+      // The address may carry the token or a signature back, as a login redirect's query does.
+      const where = location === undefined ? 'none' : clean(location).slice(0, ERROR_SNIPPET_CHARS);
+      outcome.error = `HTTP ${status}: redirects are not followed (Location: ${where})`;
       return outcome;
     }
     const start = snippet.replace(/\s+/g, ' ').slice(0, ERROR_SNIPPET_CHARS);
@@ -245,16 +256,6 @@ export function createWebhookSender(options: WebhookSenderOptions): WebhookSende
 
 function headerValue(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
-}
-
-// A debugging backend may echo the request back; its credentials must not land in the event log.
-function redact(text: string, token: string | undefined, signature: string | undefined): string {
-  let out = text;
-  if (token !== undefined && token !== '') out = out.split(token).join('[redacted]');
-  if (signature !== undefined) {
-    for (const entry of signature.split(' ')) out = out.split(entry.slice(3)).join('[redacted]');
-  }
-  return out;
 }
 
 /** `Retry-After` as delay-seconds or an HTTP date, in ms, capped; undefined when unreadable. */

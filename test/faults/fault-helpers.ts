@@ -8,7 +8,7 @@ import { DEFAULT_SOURCE } from '../../src/config.ts';
 import { createPool, type Pool } from '../../src/db/pool.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../src/dev/embedded.ts';
 import type { TestDatabase } from '../helpers/db.ts';
-import { collect, startCli, type CliResult } from '../helpers/cli.ts';
+import { collect, settled, startCli, type CliResult } from '../helpers/cli.ts';
 import type { ReceivedRequest } from '../helpers/receiver.ts';
 
 type Teardown = { teardown(fn: () => unknown): void };
@@ -62,7 +62,7 @@ export function relayProcess(t: Teardown, env: Record<string, string>, flags: st
   const done: Promise<CliResult> = collect(child, 240_000);
   t.teardown(async () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    await done.catch(() => undefined);
+    await settled(done);
   });
   return { child, done };
 }

@@ -1,5 +1,9 @@
-/** Runs the real executable, as an operator would, and collects what it printed. */
+/**
+ * Runs the real executable, as an operator would, and collects what it printed. Everything it
+ * prints is swept for secrets (helpers/secrets.ts): a leak fails the test that started it.
+ */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { findLeaks, SecretLeakError, secretsGiven, type KnownSecret, type Leak, type LeakKind } from './secrets.ts';
 
 export const BIN = new URL('../../bin/suekk-sync.js', import.meta.url).pathname;
 
@@ -17,7 +21,25 @@ export interface CliOptions {
   input?: string;
   /** In its own process group, so a test can signal the group as a terminal's Ctrl-C does. */
   detached?: boolean;
+  /** More secrets to sweep its output for, besides those in env and flags and the registered ones. */
+  secrets?: KnownSecret[];
+  /** Credential shapes this command prints on purpose. */
+  allowLeaks?: LeakKind[];
 }
+
+interface Capture {
+  stdout: string;
+  stderr: string;
+  closed: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Set once the sweep ran at exit; undefined before. */
+  leaks?: Leak[];
+  /** A collect() takes over reporting the leaks. */
+  collected: boolean;
+  /** The command, for messages (its flags may hold the secrets). */
+  label: string;
+}
+
+const captures = new WeakMap<ChildProcess, Capture>();
 
 /** An environment without the developer's own suekk-sync settings leaking into a test. */
 export function cleanEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
@@ -42,29 +64,71 @@ export function cleanEnv(extra: Record<string, string | undefined> = {}): NodeJS
 }
 
 export function startCli(args: string[], options: CliOptions = {}): ChildProcess {
-  return spawn(process.execPath, [BIN, ...args], {
-    env: cleanEnv(options.env),
+  const env = cleanEnv(options.env);
+  const child = spawn(process.execPath, [BIN, ...args], {
+    env,
     cwd: options.cwd,
     stdio: ['pipe', 'pipe', 'pipe'],
     detached: options.detached ?? false,
   });
+  const capture: Capture = {
+    stdout: '',
+    stderr: '',
+    collected: false,
+    label: `suekk-sync ${args.find((a, i) => !a.startsWith('-') && !['--config', '--database-url'].includes(args[i - 1] ?? '')) ?? ''}`.trim(),
+    closed: new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal }))),
+  };
+  captures.set(child, capture);
+  // Recorded from the start, so collect() called later still sees everything.
+  child.stdout?.setEncoding('utf8').on('data', (d: string) => (capture.stdout += d));
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => (capture.stderr += d));
+  const given = [...secretsGiven(env, args), ...(options.secrets ?? [])];
+  const sweepOptions = { secrets: given, allow: options.allowLeaks };
+  void capture.closed.then(() => {
+    capture.leaks = [
+      ...findLeaks(capture.stdout, 'stdout', sweepOptions),
+      ...findLeaks(capture.stderr, 'stderr', sweepOptions),
+    ];
+    // Nobody collects this run's output: fail whichever test is running, as tap does for any
+    // uncaught error, rather than let the leak pass unseen.
+    if (capture.leaks.length > 0 && !capture.collected) {
+      const error = new SecretLeakError(capture.leaks, capture.label);
+      setImmediate(() => {
+        throw error;
+      });
+    }
+  });
+  return child;
 }
 
+/** What the child printed, once it has exited; rejects when that includes a secret. */
 export function collect(child: ChildProcess, timeoutMs = 60_000): Promise<CliResult> {
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const capture = captures.get(child);
+  if (capture === undefined) throw new Error('collect() takes a child started by startCli()');
+  capture.collected = true;
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`CLI did not finish within ${timeoutMs} ms; stdout: ${stdout}\nstderr: ${stderr}`));
+      reject(new Error(`CLI did not finish within ${timeoutMs} ms; stdout: ${capture.stdout}\nstderr: ${capture.stderr}`));
     }, timeoutMs);
-    child.on('close', (code, signal) => {
+    void capture.closed.then(async ({ code, signal }) => {
       clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
+      // The sweep runs on the same 'close' event; let it finish first.
+      while (capture.leaks === undefined) await new Promise((r) => setImmediate(r));
+      if (capture.leaks.length > 0) reject(new SecretLeakError(capture.leaks, capture.label));
+      else resolve({ code, signal, stdout: capture.stdout, stderr: capture.stderr });
     });
   });
+}
+
+/** For a teardown: waits for a run whose outcome no longer matters, except a leaked secret. */
+export function settled(done: Promise<CliResult>): Promise<void> {
+  return done.then(
+    () => undefined,
+    (err: unknown) => {
+      if (err instanceof SecretLeakError) throw err;
+    },
+  );
 }
 
 export async function runCli(args: string[], options: CliOptions = {}): Promise<CliResult> {

@@ -6,6 +6,7 @@ import { Relay } from '../../src/relay/relay.ts';
 import { createWebhookSender } from '../../src/webhook/sender.ts';
 import { parseSecrets } from '../../src/webhook/signature.ts';
 import type { TestDatabase } from './db.ts';
+import { findLeaks, SecretLeakError, type KnownSecret, type Leak } from './secrets.ts';
 
 /** Small delays so rounds, schedules and leases play out in a test's time. */
 export const FAST_RELAY: RelaySettings = {
@@ -24,6 +25,8 @@ export const FAST_RELAY: RelaySettings = {
 export interface TestRelay {
   relay: Relay;
   logs: Record<string, unknown>[];
+  /** Secrets found in `logs`; only filled with `expectLeaks`, otherwise a leak fails the test. */
+  leaks: Leak[];
   stop(): Promise<void>;
 }
 
@@ -31,13 +34,37 @@ export async function startTestRelay(
   t: { teardown(fn: () => unknown): void },
   db: TestDatabase,
   url: string,
-  options: { settings?: Partial<RelaySettings>; secrets?: string[]; token?: string; listen?: boolean; maintenance?: boolean } = {},
+  options: {
+    settings?: Partial<RelaySettings>;
+    secrets?: string[];
+    token?: string;
+    listen?: boolean;
+    maintenance?: boolean;
+    /** Record leaks in `leaks` instead of failing: for the test that shows the sweep works. */
+    expectLeaks?: boolean;
+  } = {},
 ): Promise<TestRelay> {
   const settings = { ...FAST_RELAY, ...options.settings };
   const logs: Record<string, unknown>[] = [];
+  const leaks: Leak[] = [];
+  const given: KnownSecret[] = [
+    ...(options.secrets ?? []).map((value, i) => ({ label: `webhook secret ${i + 1} given to the relay`, value })),
+    ...(options.token ? [{ label: 'bearer token given to the relay', value: options.token }] : []),
+  ];
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString('utf8').split('\n')) if (line) logs.push(JSON.parse(line) as Record<string, unknown>);
+      for (const line of chunk.toString('utf8').split('\n')) {
+        if (!line) continue;
+        logs.push(JSON.parse(line) as Record<string, unknown>);
+        const found = findLeaks(line, `relay log line ${logs.length}`, { secrets: given });
+        leaks.push(...found);
+        // Thrown outside the logger, so tap fails the running test instead of pino swallowing it.
+        if (found.length > 0 && !options.expectLeaks) {
+          setImmediate(() => {
+            throw new SecretLeakError(found, 'The in-process relay');
+          });
+        }
+      }
       done();
     },
   });
@@ -67,7 +94,7 @@ export async function startTestRelay(
     await sender.close();
   };
   t.teardown(stop);
-  return { relay, logs, stop };
+  return { relay, logs, leaks, stop };
 }
 
 export async function addUsers(db: TestDatabase, count: number, prefix = 'user'): Promise<string[]> {

@@ -2,6 +2,9 @@
 import { DEFAULT_SOURCE, type Settings } from '../../src/config.ts';
 import { FAST_RELAY } from './relay.ts';
 
+/** Known secret values for tests; every captured output is swept for them (helpers/secrets.ts). */
+export { TEST_SECRETS } from './secrets.ts';
+
 export function testSettings(databaseUrl: string, backendSyncUrl?: string, overrides: Partial<Settings> = {}): Settings {
   return {
     databaseUrl,
