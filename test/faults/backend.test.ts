@@ -124,7 +124,7 @@ t.test('a 50 MB answer and an answer that never comes: bounded time and memory, 
     '--poll-interval-ms', '200', '--concurrency', '8',
   ]);
   const pid = relay.child.pid!;
-  await waitFor(async () => (await db.pool.query('select 1 from suekk_sync.relays')).rowCount === 1, 'the relay up', 20_000);
+  await waitFor(async () => (await db.pool.query('select 1 from suekk_sync.relays')).rowCount === 1, 'the relay up', 60_000);
   await new Promise((r) => setTimeout(r, 300));
   const baselineKb = rssKb(pid);
   const huge = await addUsers(db, 4, 'huge');
