@@ -118,28 +118,29 @@ export async function enqueueBatch(
     values.push(options.notifyChannel);
     notify = `case when exists (select from events) then pg_notify($${values.length}, '') end`;
   }
+  // The rows go straight from the locked scan into the insert: carrying each whole row through a
+  // CTE first cost about a fifth more. Identity values follow the scan, so the last event is the
+  // last key (user_key is the key as text), which is the cursor.
   const { rows } = await db.query<{ n: number; last_key: string | null; ids: string[] | null }>({
-    text: `with batch as (
-        select u as r, u.${pk} as k from ${source.table} u ${where}
+    text: `with events as (
+        insert into suekk_sync.events (user_id, action, payload, source, run_id, application_name)
+        select suekk_sync.user_key(u),
+               coalesce($2::text, case when suekk_sync.user_is_live(u) then 'created' else 'deleted' end),
+               suekk_sync.user_payload(u), $3, $4::bigint, current_setting('application_name', true)
+          from ${source.table} u ${where}
          order by u.${pk} limit $1
          for share of u
-      ), last as (
-        select b.k::text as k from batch b order by b.k desc limit 1
-      ), events as (
-        insert into suekk_sync.events (user_id, action, payload, source, run_id, application_name)
-        select suekk_sync.user_key(b.r),
-               coalesce($2::text, case when suekk_sync.user_is_live(b.r) then 'created' else 'deleted' end),
-               suekk_sync.user_payload(b.r), $3, $4::bigint, current_setting('application_name', true)
-          from batch b order by b.k
         returning user_id, id
       ), streams as (
         insert into suekk_sync.streams as s (user_id, next_attempt_at, priority)
-        select distinct user_id, clock_timestamp(), $5::smallint from events
+        select user_id, clock_timestamp(), $5::smallint from events
         on conflict (user_id) do update
           set gen = s.gen + 1,
               next_attempt_at = coalesce(s.next_attempt_at, excluded.next_attempt_at),
               priority = case when s.next_attempt_at is null then excluded.priority
                               else least(s.priority, excluded.priority) end
+      ), last as (
+        select e.user_id as k from events e order by e.id desc limit 1
       )${run}
       select (select count(*) from events)::int as n,
              (select k from last) as last_key,
