@@ -1,6 +1,6 @@
 /** resync against a real database and receiver: batches, races, resume, priority, the CLI. */
 import t from 'tap';
-import { resync } from '../src/ops/resync.ts';
+import { resync, type ResyncProgress } from '../src/ops/resync.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { runCli } from './helpers/cli.ts';
 import { startReceiver, waitFor } from './helpers/receiver.ts';
@@ -8,9 +8,9 @@ import { addUsers, eventStatuses, startTestRelay } from './helpers/relay.ts';
 import { testSettings } from './helpers/settings.ts';
 
 /** Users that exist before suekk-sync could see them: the drift resync repairs. */
-async function preexistingUsers(db: TestDatabase, count: number): Promise<void> {
+async function preexistingUsers(db: TestDatabase, count: number, prefix = 'old'): Promise<void> {
   await db.pool.query('alter table users disable trigger suekk_sync_capture');
-  await addUsers(db, count, 'old');
+  await addUsers(db, count, prefix);
   await db.pool.query('alter table users enable trigger suekk_sync_capture');
 }
 
@@ -150,4 +150,113 @@ t.test('resync --since sends only users updated at or after the instant', async 
   const bad = await runCli(['resync', '--since', 'yesterday-ish'], { env: { DATABASE_URL: db.url } });
   t.equal(bad.code, 2);
   t.match(bad.stderr, /is not a date/);
+});
+
+/** The run's counts the slow, obvious way: every event of the run, and what is ahead of each. */
+async function groundTruth(db: TestDatabase, runId: string) {
+  const { rows } = await db.pool.query<Record<string, number>>(
+    `select count(*)::int as enqueued,
+            count(*) filter (where status in ('delivered', 'skipped'))::int as delivered,
+            count(*) filter (where status = 'failed')::int as failed,
+            count(*) filter (where status = 'pending' and rounds > 0)::int as waiting,
+            count(*) filter (where status = 'pending' and rounds = 0 and exists (
+              select 1 from suekk_sync.events p where p.user_id = e.user_id and p.id < e.id
+                 and (p.status = 'failed' or (p.status = 'pending' and p.rounds > 0))))::int as blocked,
+            count(*) filter (where status = 'pending' and rounds = 0 and not exists (
+              select 1 from suekk_sync.events p where p.user_id = e.user_id and p.id < e.id
+                 and (p.status = 'failed' or (p.status = 'pending' and p.rounds > 0))))::int as queued
+       from suekk_sync.events e where run_id = $1`,
+    [runId],
+  );
+  return rows[0]!;
+}
+
+t.test('resync counts are exact: delivered, failed, waiting, and blocked behind held-back events', async (t) => {
+  const db = await createTestDatabase(t);
+  // Users named f* and g* are refused (400, failed at once), w* and h* answered 503 (waiting an hour).
+  const receiver = await startReceiver(t, (req) => {
+    const name = String(req.body.username);
+    return { status: /^[fg]/.test(name) ? 400 : /^[wh]/.test(name) ? 503 : 200 };
+  });
+  await preexistingUsers(db, 20, 'ok');
+  await preexistingUsers(db, 3, 'g');
+  await preexistingUsers(db, 2, 'h');
+  await startTestRelay(t, db, receiver.url, { settings: { maxAttempts: 1, retryScheduleMs: [3_600_000], giveUpAfterMs: 7_200_000 } });
+  // f* and w* already have a live change held back when the resync starts: theirs wait behind it.
+  await addUsers(db, 4, 'f');
+  await addUsers(db, 2, 'w');
+  let held: unknown;
+  await waitFor(
+    async () => {
+      const { rows } = await db.pool.query<{ status: string; rounds: number; username: string }>(
+        "select status, rounds, payload->>'username' as username from suekk_sync.events order by id",
+      );
+      held = rows;
+      return rows.filter((r) => r.status === 'failed').length === 4 && rows.filter((r) => r.status === 'pending' && r.rounds > 0).length === 2;
+    },
+    'the live changes of f* failed and of w* waiting',
+    15_000,
+    () => held,
+  );
+  const reports: ResyncProgress[] = [];
+  const result = await resync(db.pool, testSettings(db.url, receiver.url), {
+    scope: { all: true },
+    batchSize: 7,
+    progressIntervalMs: 0,
+    onProgress: (p) => reports.push(p),
+  });
+  t.match(result, { total: 31, enqueued: 31, delivered: 20, failed: 3, waiting: 2, blocked: 6, queued: 0, interrupted: false, delivery: 'relay' });
+  t.same(await groundTruth(db, result.runId), { enqueued: 31, delivered: 20, failed: 3, waiting: 2, blocked: 6, queued: 0 });
+  t.ok(reports.length > 3, `${reports.length} reports`);
+  for (const p of reports) {
+    if (p.delivered + p.failed + p.waiting + p.blocked + p.queued !== p.enqueued || p.delivered < 0) {
+      t.fail(`a report that does not add up: ${JSON.stringify(p)}`);
+    }
+  }
+  t.same(
+    reports.map((p) => p.enqueued),
+    [...reports.map((p) => p.enqueued)].sort((a, b) => a - b),
+    'the enqueued figure never goes back',
+  );
+});
+
+t.test('while waiting, enqueueing keeps at most maxQueued events of the run ahead of the relays', async (t) => {
+  const db = await createTestDatabase(t);
+  const receiver = await startReceiver(t, () => ({ status: 200, delayMs: 2 }));
+  await preexistingUsers(db, 300);
+  await startTestRelay(t, db, receiver.url, { settings: { concurrency: 2, batchSize: 5 } });
+  let maxOpen = 0;
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      const { rows } = await db.pool.query<{ n: number }>("select count(*)::int as n from suekk_sync.events where status = 'pending'");
+      maxOpen = Math.max(maxOpen, rows[0]!.n);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  })();
+  const reports: ResyncProgress[] = [];
+  const result = await resync(db.pool, testSettings(db.url, receiver.url), {
+    scope: { all: true },
+    batchSize: 10,
+    maxQueued: 40,
+    progressIntervalMs: 0,
+    onProgress: (p) => reports.push(p),
+  });
+  sampling = false;
+  await sampler;
+  t.match(result, { enqueued: 300, delivered: 300, queued: 0 });
+  t.ok(maxOpen <= 50, `at most maxQueued + a batch pending at once (${maxOpen})`);
+  t.ok(Math.max(...reports.map((p) => p.queued)) <= 50, 'and the reports say so');
+  t.equal(receiver.delivered.length, 300);
+});
+
+t.test('resync --no-wait --json enqueues and reports exact counts without waiting', async (t) => {
+  const db = await createTestDatabase(t);
+  await preexistingUsers(db, 45);
+  const res = await runCli(['resync', '--all', '--no-wait', '--json', '--batch-size', '10'], { env: { DATABASE_URL: db.url } });
+  t.equal(res.code, 0, res.stderr);
+  const summary = JSON.parse(res.stdout) as Record<string, unknown>;
+  t.match(summary, { total: 45, enqueued: 45, delivered: 0, failed: 0, waiting: 0, blocked: 0, queued: 45, interrupted: false, delivery: 'none' });
+  const { rows } = await db.pool.query('select enqueued::int, cursor is not null as has_cursor, finished_at is not null as finished from suekk_sync.resync_runs');
+  t.same(rows, [{ enqueued: 45, has_cursor: true, finished: true }]);
 });

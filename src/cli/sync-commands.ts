@@ -151,13 +151,16 @@ export function registerSyncCommands(program: Command): void {
               resume: opts.resume,
               signal: interrupt.signal,
               progressIntervalMs: tty ? 200 : 1000,
-              onProgress: (p) => {
-                if (view) view.update(p);
-                else if (!opts.json && performance.now() - lastPlain >= 2000) {
-                  lastPlain = performance.now();
-                  process.stdout.write(`${plainProgress(p)}\n`);
-                }
-              },
+              // --json prints only the summary: no progress to count for.
+              onProgress: opts.json
+                ? undefined
+                : (p) => {
+                    if (view) view.update(p);
+                    else if (performance.now() - lastPlain >= 2000) {
+                      lastPlain = performance.now();
+                      process.stdout.write(`${plainProgress(p)}\n`);
+                    }
+                  },
             });
             view?.done();
             const allDelivered = result.delivered === result.enqueued && !result.interrupted;

@@ -6,7 +6,7 @@
 import { NOTIFY_CHANNEL } from '../capture/generate.ts';
 import type { Settings } from '../config.ts';
 import { UsageError } from '../errors.ts';
-import { withTransaction, type Pool } from '../db/pool.ts';
+import type { Pool } from '../db/pool.ts';
 import { enqueueBatch, previewUsers, type Action, type EnqueueFilter } from '../db/enqueue.ts';
 import { sleep } from '../relay/sleep.ts';
 import { ensureDelivery } from './inline-delivery.ts';
@@ -47,7 +47,13 @@ export interface ResyncOptions {
   /** Aborting stops enqueueing after the current batch, and stops waiting. */
   signal?: AbortSignal;
   onProgress?: (progress: ResyncProgress) => void;
+  /** At least this long between progress reports (default 250 ms); counting the run may space them further. */
   progressIntervalMs?: number;
+  /**
+   * When waiting: how many of the run's events may be queued for the relays before enqueueing
+   * pauses for them (default 20 batches, at least 20 000).
+   */
+  maxQueued?: number;
 }
 
 export interface ResyncResult extends ResyncProgress {
@@ -88,64 +94,93 @@ export async function resyncDryRun(pool: Pool, scope: ResyncScope): Promise<DryR
   return previewUsers(pool, source, toEnqueueFilter(await filterFor(pool, scope), null));
 }
 
-async function progressOf(pool: Pool, runId: string, countBlocked: boolean): Promise<Omit<ResyncProgress, 'total' | 'rate' | 'elapsedMs' | 'enqueueDone' | 'runId'>> {
-  const { rows } = await pool.query<{
-    enqueued: number;
-    delivered: number;
-    failed: number;
-    waiting: number;
-    pending_fresh: number;
-  }>(
-    `select count(*)::int as enqueued,
-            count(*) filter (where status in ('delivered', 'skipped'))::int as delivered,
-            count(*) filter (where status = 'failed')::int as failed,
-            count(*) filter (where status = 'pending' and rounds > 0)::int as waiting,
-            count(*) filter (where status = 'pending' and rounds = 0)::int as pending_fresh
-       from suekk_sync.events where run_id = $1`,
+/** The run's counts as one snapshot of the database (see countRun). */
+interface RunCounts {
+  enqueued: number;
+  delivered: number;
+  failed: number;
+  waiting: number;
+  blocked: number;
+  queued: number;
+}
+
+/**
+ * The run's counts, exact, in one statement (one snapshot). Only the run's undelivered events are
+ * read (events_open_by_run); "delivered" (delivered or skipped) is the rest of what the run
+ * enqueued, from its row in resync_runs, which each batch advances in its own statement. So a poll
+ * costs the run's backlog, not the run: a million delivered events cost nothing.
+ *
+ * "blocked" are fresh events behind an earlier event of their user that failed or waits for its
+ * next round. They are found from those held-back events (events_failed_by_user and
+ * events_waiting_by_user, normally a handful), one index probe per held-back user, and only when
+ * the run has fresh events at all.
+ */
+async function countRun(pool: Pool, runId: string): Promise<RunCounts> {
+  const { rows } = await pool.query<{ enqueued: string; fresh: number; waiting: number; failed: number; blocked: number | null }>(
+    `select r.enqueued::text as enqueued, o.fresh, o.waiting, o.failed,
+            case when o.fresh > 0 then (
+              with held as (
+                select user_id, min(id) as first_id from (
+                  select user_id, id from suekk_sync.events where status = 'failed'
+                  union all
+                  select user_id, id from suekk_sync.events where status = 'pending' and rounds > 0
+                ) h group by user_id
+              )
+              select coalesce(sum(c.n), 0)::int from held
+               cross join lateral (
+                 select count(*) as n from suekk_sync.events e
+                  where e.user_id = held.user_id and e.status = 'pending' and e.id > held.first_id
+                    and e.run_id = $1::bigint and e.rounds = 0) c
+            ) end as blocked
+       from suekk_sync.resync_runs r
+      cross join lateral (
+        select count(*) filter (where e.status = 'pending' and e.rounds = 0)::int as fresh,
+               count(*) filter (where e.status = 'pending' and e.rounds > 0)::int as waiting,
+               count(*) filter (where e.status = 'failed')::int as failed
+          from suekk_sync.events e
+         where e.run_id = r.id and e.status in ('pending', 'failed')
+      ) o
+      where r.id = $1::bigint`,
     [runId],
   );
-  const r = rows[0]!;
-  let blocked = 0;
-  // Only worth asking once enqueueing is over and the queue is short: which of the rest sit
-  // behind a held-back event. Asked after every batch, it throttled enqueueing itself.
-  if (countBlocked && r.pending_fresh > 0 && r.pending_fresh <= 10_000) {
-    const { rows: b } = await pool.query<{ n: number }>(
-      `select count(*)::int as n from suekk_sync.events e
-        where e.run_id = $1 and e.status = 'pending' and e.rounds = 0
-          and exists (select 1 from suekk_sync.events p
-                       where p.user_id = e.user_id and p.id < e.id
-                         and (p.status = 'failed' or (p.status = 'pending' and p.rounds > 0)))`,
-      [runId],
-    );
-    blocked = b[0]!.n;
-  }
+  const r = rows[0];
+  if (!r) throw new Error(`resync run ${runId} is gone`);
+  const enqueued = Number(r.enqueued);
+  const blocked = Math.min(r.blocked ?? 0, r.fresh);
   return {
-    enqueued: r.enqueued,
-    delivered: r.delivered,
+    enqueued,
+    delivered: enqueued - r.fresh - r.waiting - r.failed,
     failed: r.failed,
     waiting: r.waiting,
     blocked,
-    queued: r.pending_fresh - blocked,
+    queued: r.fresh - blocked,
   };
 }
 
 async function startRun(pool: Pool, filter: StoredFilter, action: Action | undefined, resume: boolean) {
   if (resume) {
     // resync_runs.id, not the text "id" of the output, or run 9 would count as later than run 10.
-    const { rows } = await pool.query<{ id: string; filter: StoredFilter; action: Action | null; cursor: string | null }>(
-      `select id::text, filter, action, cursor from suekk_sync.resync_runs
+    const { rows } = await pool.query<{ id: string; filter: StoredFilter; action: Action | null; cursor: string | null; enqueued: string }>(
+      `select id::text, filter, action, cursor, enqueued::text from suekk_sync.resync_runs
         where finished_at is null order by resync_runs.id desc limit 1`,
     );
     const run = rows[0];
     if (!run) throw new UsageError('There is no interrupted resync to resume; start one with --all, --user or --since.');
-    return { runId: run.id, filter: run.filter, action: run.action ?? undefined, cursor: run.cursor };
+    return { runId: run.id, filter: run.filter, action: run.action ?? undefined, cursor: run.cursor, enqueued: Number(run.enqueued) };
   }
   const { rows } = await pool.query<{ id: string }>(
     'insert into suekk_sync.resync_runs (filter, action) values ($1, $2) returning id::text',
     [filter, action ?? null],
   );
-  return { runId: rows[0]!.id, filter, action, cursor: null as string | null };
+  return { runId: rows[0]!.id, filter, action, cursor: null as string | null, enqueued: 0 };
 }
+
+/**
+ * Counting the run costs the database time in proportion to its backlog; polls are spaced at
+ * least COUNT_SPACING times the last count's duration apart, so counting never takes more than
+ * about 1/COUNT_SPACING of a core, whatever the interval asked for.
+ */
+const COUNT_SPACING = 20;
 
 export async function resync(pool: Pool, settings: Settings, options: ResyncOptions): Promise<ResyncResult> {
   if (!options.resume && !options.scope) throw new UsageError('Say what to resync: --all, --user <ref> or --since <iso>.');
@@ -155,76 +190,141 @@ export async function resync(pool: Pool, settings: Settings, options: ResyncOpti
   const wait = options.wait ?? true;
   const delivery = wait ? await ensureDelivery(pool, settings) : undefined;
   const batchSize = options.batchSize ?? 1000;
+  const interval = options.progressIntervalMs ?? 250;
+  const maxQueued = options.maxQueued ?? Math.max(20 * batchSize, 20_000);
   const started = performance.now();
   const total = (await previewUsers(pool, source, toEnqueueFilter(run.filter, null), 0)).count;
+  let enqueued = run.enqueued;
   let enqueueDone = false;
-  let interrupted = false;
   let deliveredAtStart: number | undefined;
 
-  const snapshot = async (): Promise<ResyncProgress> => {
-    const p = await progressOf(pool, run.runId, enqueueDone);
-    deliveredAtStart ??= p.delivered;
+  // The last counts read, when, and what reading them cost.
+  let counts: RunCounts | undefined;
+  let countedAt = Number.NEGATIVE_INFINITY;
+  let countMs = 0;
+  let counting: Promise<RunCounts> | undefined;
+  /** What the run had enqueued at the last count and was no longer queued (delivered, failed, held back). */
+  let settledAtCount = 0;
+  const count = (): Promise<RunCounts> => {
+    counting ??= (async () => {
+      const t0 = performance.now();
+      try {
+        const c = await countRun(pool, run.runId);
+        countMs = performance.now() - t0;
+        countedAt = performance.now();
+        counts = c;
+        settledAtCount = c.enqueued - c.queued;
+        deliveredAtStart ??= c.delivered;
+        return c;
+      } finally {
+        counting = undefined;
+      }
+    })();
+    return counting;
+  };
+  /** The earliest a next count may start (it may be asked for, and be free, sooner when waiting on it). */
+  const nextCountAt = (minInterval: number) => countedAt + Math.max(minInterval, COUNT_SPACING * countMs);
+
+  const progress = (): ResyncProgress => {
+    const c = counts ?? { enqueued, delivered: 0, failed: 0, waiting: 0, blocked: 0, queued: enqueued };
     const elapsedMs = performance.now() - started;
     return {
       runId: run.runId,
       total,
-      ...p,
-      rate: elapsedMs > 0 ? ((p.delivered - deliveredAtStart) * 1000) / elapsedMs : 0,
+      ...c,
+      // Batches committed since the last count: known here exactly, still queued.
+      enqueued: Math.max(enqueued, c.enqueued),
+      queued: c.queued + Math.max(0, enqueued - c.enqueued),
+      rate: elapsedMs > 0 && deliveredAtStart !== undefined ? ((c.delivered - deliveredAtStart) * 1000) / elapsedMs : 0,
       elapsedMs,
       enqueueDone,
     };
   };
 
-  let lastReport = 0;
-  const report = async (force = false) => {
+  // While enqueueing, a count runs beside the batches (never holding them up), at most one at a
+  // time; between counts the reports still show the enqueued figure move.
+  let lastReport = Number.NEGATIVE_INFINITY;
+  let asyncError: unknown;
+  const report = () => {
+    lastReport = performance.now();
+    options.onProgress?.(progress());
+  };
+  const reportWhileEnqueueing = () => {
     if (!options.onProgress) return;
     const now = performance.now();
-    if (!force && now - lastReport < (options.progressIntervalMs ?? 250)) return;
-    lastReport = now;
-    options.onProgress(await snapshot());
+    if (counting === undefined && now >= nextCountAt(interval)) {
+      count().then(report).catch((err: unknown) => (asyncError ??= err));
+    }
+    if (now - lastReport >= interval) report();
+  };
+
+  /**
+   * When waiting, enqueueing keeps at most maxQueued of the run's events queued ahead of the
+   * relays, then waits for half of them to go: enqueueing further ahead would not deliver anything
+   * sooner, and it keeps the outbox, and each count, the size of the queue rather than of the run.
+   */
+  const holdBack = async () => {
+    if (enqueued - settledAtCount <= maxQueued) return;
+    let previous: { at: number; settled: number } | undefined;
+    while (!options.signal?.aborted) {
+      // Counting is spaced by its cost: until the next count, the estimate stands and we wait.
+      const early = nextCountAt(0) - performance.now();
+      if (early > 0 && !(await sleep(early, options.signal))) return;
+      if (counting) await counting.catch(() => undefined);
+      const c = await count();
+      report();
+      if (c.queued <= maxQueued / 2) return;
+      // Sleep about as long as the relays need to bring the queue down to half, by their pace.
+      const now = performance.now();
+      const settled = c.enqueued - c.queued;
+      const pace = previous && settled > previous.settled ? (settled - previous.settled) / (now - previous.at) : undefined;
+      previous = { at: now, settled };
+      const forecast = pace === undefined ? interval : (c.queued - maxQueued / 2) / pace;
+      if (!(await sleep(Math.max(Math.min(forecast, 1000), 50), options.signal))) return;
+    }
   };
 
   try {
     let cursor = run.cursor;
     while (!options.signal?.aborted) {
-      const batch = await withTransaction(pool, async (client) => {
-        const result = await enqueueBatch(client, source, {
-          filter: toEnqueueFilter(run.filter, cursor),
-          limit: batchSize,
-          action: (run.action as Action | undefined) ?? null,
-          eventSource: 'resync',
-          runId: run.runId,
-          priority: 1,
-        });
-        await client.query(
-          `update suekk_sync.resync_runs set cursor = coalesce($2, cursor), enqueued = enqueued + $3,
-                  finished_at = case when $3 < $4 then now() end
-            where id = $1`,
-          [run.runId, result.lastKey, result.enqueued, batchSize],
-        );
-        if (result.enqueued > 0) await client.query('select pg_notify($1, $2)', [NOTIFY_CHANNEL, '']);
-        return result;
+      const batch = await enqueueBatch(pool, source, {
+        filter: toEnqueueFilter(run.filter, cursor),
+        limit: batchSize,
+        action: (run.action as Action | undefined) ?? null,
+        eventSource: 'resync',
+        runId: run.runId,
+        priority: 1,
+        returnIds: false,
+        recordRun: true,
+        notifyChannel: NOTIFY_CHANNEL,
       });
+      enqueued += batch.enqueued;
       cursor = batch.lastKey ?? cursor;
-      await report();
+      if (asyncError !== undefined) throw asyncError;
       if (batch.enqueued < batchSize) {
         enqueueDone = true;
         break;
       }
+      reportWhileEnqueueing();
+      if (wait) await holdBack();
     }
-    interrupted = !enqueueDone;
+    if (counting) await counting.catch(() => undefined);
+    const interrupted = !enqueueDone;
     if (wait && !interrupted) {
       for (;;) {
-        const p = await snapshot();
-        options.onProgress?.(p);
-        if (p.queued === 0 || options.signal?.aborted) break;
-        await sleep(options.progressIntervalMs ?? 250, options.signal);
+        const c = await count();
+        report();
+        if (c.queued === 0 || options.signal?.aborted) break;
+        await sleep(Math.max(0, nextCountAt(Math.min(interval, 250)) - performance.now()), options.signal);
       }
+    } else {
+      await count();
     }
-    const final = await snapshot();
-    await report(true);
+    const final = progress();
+    report();
     return { ...final, interrupted: interrupted || (options.signal?.aborted ?? false), delivery: delivery?.mode ?? 'none' };
   } finally {
+    if (counting) await counting.catch(() => undefined);
     await delivery?.stop();
   }
 }
