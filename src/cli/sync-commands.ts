@@ -85,6 +85,7 @@ async function renderResyncView(): Promise<{ update(p: ResyncProgress): void; do
     },
     done() {
       instance?.unmount();
+      instance = undefined;
     },
   };
 }
@@ -139,7 +140,7 @@ export function registerSyncCommands(program: Command): void {
             return;
           }
           const tty = process.stdout.isTTY === true && !opts.json;
-          const view = tty ? await renderResyncView() : undefined;
+          let view = tty ? await renderResyncView() : undefined;
           let lastPlain = 0;
           const interrupt = interruptSignal('batch');
           try {
@@ -163,6 +164,7 @@ export function registerSyncCommands(program: Command): void {
                   },
             });
             view?.done();
+            view = undefined;
             const allDelivered = result.delivered === result.enqueued && !result.interrupted;
             if (opts.json) {
               process.stdout.write(`${JSON.stringify({ ...result, rate: Math.round(result.rate), elapsedMs: Math.round(result.elapsedMs) })}\n`);
@@ -179,6 +181,8 @@ export function registerSyncCommands(program: Command): void {
             if (opts.wait && !allDelivered) process.exitCode = 1;
             if (!opts.wait && result.interrupted) process.exitCode = 1;
           } finally {
+            // An error must not leave the view mounted: it would keep the process alive.
+            view?.done();
             interrupt.dispose();
           }
         });
