@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { DEFAULT_SOURCE } from '../src/config.ts';
 import { formatStatus } from '../src/cli/status.ts';
+import { LATEST_SCHEMA_VERSION } from '../src/db/migrations.ts';
 import { getStatus, type StatusReport, type UnreachableReport } from '../src/ops/status.ts';
 import { runCli } from './helpers/cli.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
@@ -55,7 +56,7 @@ t.test('a fresh install: healthy, exit 0, every contract key in --json', async (
     healthy: true,
     problems: [],
     database: 'reachable',
-    schemaVersion: 1,
+    schemaVersion: LATEST_SCHEMA_VERSION,
     table: 'public.users',
     trigger: { installed: true, enabled: true },
     notify: true,
