@@ -174,19 +174,8 @@ declare
   ev_payload jsonb;
   captured_at timestamptz;${woke}
 begin
-  if tg_op = 'INSERT' then
-    if suekk_sync.user_is_live(new) then
-      ev_key := suekk_sync.user_key(new);
-      ev_action := 'created';
-      ev_payload := suekk_sync.user_payload(new);
-    end if;
-  elsif tg_op = 'DELETE' then
-    if suekk_sync.user_is_live(old) then
-      ev_key := suekk_sync.user_key(old);
-      ev_action := 'deleted';
-      ev_payload := suekk_sync.user_payload(old);
-    end if;
-  else
+  -- UPDATE first: the common case is tested first.
+  if tg_op = 'UPDATE' then
     old_key := suekk_sync.user_key(old);
     new_key := suekk_sync.user_key(new);
     old_live := suekk_sync.user_is_live(old);
@@ -216,6 +205,17 @@ ${recordEvent('old_key', "'deleted'", 'suekk_sync.user_payload(old)', options.no
       ev_action := 'created';
       ev_payload := suekk_sync.user_payload(new);
     end if;
+  elsif tg_op = 'INSERT' then
+    if suekk_sync.user_is_live(new) then
+      ev_key := suekk_sync.user_key(new);
+      ev_action := 'created';
+      ev_payload := suekk_sync.user_payload(new);
+    end if;
+  elsif suekk_sync.user_is_live(old) then
+    -- DELETE
+    ev_key := suekk_sync.user_key(old);
+    ev_action := 'deleted';
+    ev_payload := suekk_sync.user_payload(old);
   end if;
   if ev_key is not null then
 ${recordEvent('ev_key', 'ev_action', 'ev_payload', options.notify, '    ')}
