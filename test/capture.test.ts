@@ -201,3 +201,111 @@ t.test('one constant NOTIFY per transaction, none for a change that captures not
   listener.release();
   t.same(received, ['suekk_sync:']);
 });
+
+/**
+ * A listener that tells how many wake-ups each step sent: a marker notification after the step
+ * arrives after everything the step's transactions sent (notifications arrive in commit order).
+ */
+async function wakeCounter(t: { teardown(fn: () => unknown): void }, db: TestDatabase) {
+  const listener = await db.pool.connect();
+  let wakes = 0;
+  let marks = 0;
+  listener.on('notification', (n) => {
+    if (n.payload === '') wakes++;
+    else marks++;
+  });
+  await listener.query('listen suekk_sync');
+  t.teardown(async () => {
+    await listener.query('unlisten *');
+    listener.release();
+  });
+  return async (step: () => Promise<unknown>): Promise<number> => {
+    const before = wakes;
+    const marksBefore = marks;
+    await step();
+    await db.pool.query("select pg_notify('suekk_sync', 'mark')");
+    const deadline = Date.now() + 10_000;
+    while (marks === marksBefore) {
+      if (Date.now() > deadline) throw new Error('the marker notification never arrived');
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    return wakes - before;
+  };
+}
+
+t.test('NOTIFY only when a change wakes an idle stream (or one whose lease ran out)', async (t) => {
+  const db = await createTestDatabase(t);
+  const wakesOf = await wakeCounter(t, db);
+  const stream = (id: string, set: string) => db.pool.query(`update suekk_sync.streams set ${set} where user_id = $1`, [id]);
+  let id = '';
+  t.equal(await wakesOf(async () => (id = await addUser(db, 'nina'))), 1, 'a new user: its stream wakes');
+  t.equal(await wakesOf(() => db.pool.query("update users set first_name = 'N2' where id = $1", [id])), 0, 'stream already due: nothing to wake');
+  await stream(id, 'next_attempt_at = null');
+  t.equal(await wakesOf(() => db.pool.query("update users set first_name = 'N3' where id = $1", [id])), 1, 'stream idle: woken');
+  await stream(id, "locked_by = 'relay-a', locked_until = now() + interval '1 minute'");
+  t.equal(await wakesOf(() => db.pool.query("update users set first_name = 'N4' where id = $1", [id])), 0, 'held by a relay: it sees the new generation');
+  await stream(id, "locked_until = now() - interval '1 second'");
+  t.equal(await wakesOf(() => db.pool.query("update users set first_name = 'N5' where id = $1", [id])), 1, 'held under a lease that ran out: woken');
+  await stream(id, 'locked_by = null, locked_until = null, parked = true');
+  t.equal(await wakesOf(() => db.pool.query("update users set first_name = 'N6' where id = $1", [id])), 0, 'parked: waits for an operator');
+  await stream(id, 'parked = false, next_attempt_at = null');
+  t.equal(await wakesOf(() => db.pool.query('update users set last_login_at = now() where id = $1', [id])), 0, 'nothing captured');
+  const rolledBack = await wakesOf(async () => {
+    const client = await db.pool.connect();
+    try {
+      await client.query('begin');
+      await client.query("update users set first_name = 'N7' where id = $1", [id]);
+      await client.query('rollback');
+    } finally {
+      client.release();
+    }
+  });
+  t.equal(rolledBack, 0, 'rolled back');
+  let other = '';
+  const both = await wakesOf(async () => {
+    const client = await db.pool.connect();
+    try {
+      await client.query('begin');
+      await client.query("update users set first_name = 'N8' where id = $1", [id]);
+      other = (await client.query<{ id: string }>(
+        "insert into users (email, username, password) values ('o@x.io', 'olga', 'h') returning id",
+      )).rows[0]!.id;
+      await client.query('commit');
+    } finally {
+      client.release();
+    }
+  });
+  t.equal(both, 1, 'two streams woken in one transaction: one notification');
+  await db.pool.query('update suekk_sync.streams set next_attempt_at = null');
+  t.equal(await wakesOf(() => db.pool.query('truncate users')), 1, 'TRUNCATE wakes');
+  const rows = await events(db);
+  t.same(rows.slice(-2).map((r) => [r.action, r.user_id]).sort(), [['deleted', id], ['deleted', other]].sort());
+  const { rows: streams } = await db.pool.query<{ due: boolean }>('select next_attempt_at is not null as due from suekk_sync.streams');
+  t.same(streams, [{ due: true }, { due: true }]);
+});
+
+t.test('a primary key change wakes both streams with one notification', async (t) => {
+  const db = await createTestDatabase(t);
+  const wakesOf = await wakeCounter(t, db);
+  const oldId = await addUser(db, 'piet');
+  await db.pool.query('update suekk_sync.streams set next_attempt_at = null');
+  const newId = '00000000-0000-4000-8000-000000000002';
+  t.equal(await wakesOf(() => db.pool.query('update users set id = $2 where id = $1', [oldId, newId])), 1);
+  const { rows } = await db.pool.query<{ user_id: string; gen: string; due: boolean }>(
+    'select user_id, gen::text, next_attempt_at is not null as due from suekk_sync.streams order by user_id',
+  );
+  t.same(rows, [
+    { user_id: newId, gen: '0', due: true },
+    { user_id: oldId, gen: '1', due: true },
+  ].sort((a, b) => (a.user_id < b.user_id ? -1 : 1)));
+});
+
+t.test('the payload function is inlined into its callers: not planned again in every transaction', async (t) => {
+  const db = await createTestDatabase(t);
+  const { rows } = await db.pool.query<{ 'QUERY PLAN': string }>(
+    'explain (verbose, costs off) select suekk_sync.user_payload(u), suekk_sync.user_key(u), suekk_sync.user_is_live(u) from users u',
+  );
+  const output = rows.map((r) => r['QUERY PLAN']).join('\n');
+  t.match(output, /jsonb_build_object\('id'/, 'the mapping expressions appear in the plan');
+  t.notMatch(output, /user_payload|user_key|user_is_live/, 'no function call left');
+});

@@ -290,3 +290,103 @@ t.test('uninstall refuses while events are undelivered, unless --force; --drop-e
   const again = await runCli(['uninstall'], { env: { DATABASE_URL: db.url } });
   t.match(again.stdout, /not installed/);
 });
+
+t.test('install on a schema-1 database upgrades it: migration 2, the new trigger, the events kept', async (t) => {
+  const db = await createTestDatabase(t, 'users');
+  // What an install of schema version 1 left: its migration and a trigger that calls record_event.
+  const first = loadMigrations().find((m) => m.version === 1)!;
+  await db.pool.query(`create schema suekk_sync;
+    create table suekk_sync.migrations (version integer primary key, name text not null, applied_at timestamptz not null default now());
+    ${first.sql}
+    insert into suekk_sync.migrations (version, name) values (1, '${first.name}');
+    create function suekk_sync.capture_row() returns trigger language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+    begin
+      perform suekk_sync.record_event(new.id::text, 'created', jsonb_build_object('id', new.id::text), 'trigger', null, 0::smallint);
+      perform pg_notify('suekk_sync', '');
+      return null;
+    end $$;
+    create trigger suekk_sync_capture after insert on public.users for each row execute function suekk_sync.capture_row();
+    update suekk_sync.state set source_table = 'public.users', primary_key = 'id', notify = true;`);
+  await db.pool.query("insert into users (email, username, password) values ('old@x.io', 'old', 'h')");
+
+  const res = await runCli(['install'], { env: { DATABASE_URL: db.url } });
+  t.equal(res.code, 0, res.stderr);
+  t.match(res.stdout, new RegExp(`schema version 1 → ${LATEST_SCHEMA_VERSION}`));
+  const { rows: versions } = await db.pool.query('select version from suekk_sync.migrations order by version');
+  t.same(versions, loadMigrations().map((m) => ({ version: m.version })));
+  const { rows: gone } = await db.pool.query<{ fn: string | null; checks: number }>(
+    `select to_regprocedure('suekk_sync.record_event(text, text, jsonb, text, bigint, smallint)')::text as fn,
+            (select count(*)::int from pg_constraint where conrelid = 'suekk_sync.events'::regclass and contype = 'c') as checks`,
+  );
+  t.same(gone, [{ fn: null, checks: 0 }], 'record_event and the CHECK constraints are gone');
+  const { rows: fillfactor } = await db.pool.query("select reloptions from pg_class where oid = 'suekk_sync.streams'::regclass");
+  t.same(fillfactor, [{ reloptions: ['fillfactor=50'] }]);
+
+  // The new trigger: an update of the old user records the full payload; its stream was due, so no wake-up.
+  const listener = await db.pool.connect();
+  const received: string[] = [];
+  listener.on('notification', (n) => received.push(n.payload ?? ''));
+  await listener.query('listen suekk_sync');
+  await db.pool.query("update users set first_name = 'Olde'");
+  await db.pool.query("select pg_notify('suekk_sync', 'mark')");
+  const deadline = Date.now() + 10_000;
+  while (!received.includes('mark') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  await listener.query('unlisten *');
+  listener.release();
+  t.same(received, ['mark'], 'an update to a due stream sends no notification');
+  const { rows } = await db.pool.query<{ action: string; payload: Record<string, unknown> }>(
+    'select action, payload from suekk_sync.events order by id',
+  );
+  t.same(rows.map((r) => r.action), ['created', 'updated'], 'the event captured before the upgrade is kept');
+  t.match(rows[1]!.payload, { username: 'old', displayName: 'Olde', isActive: true });
+});
+
+t.test('a changed mapping replaces the payload helper, also one with the same types under other names', async (t) => {
+  const db = await createTestDatabase(t);
+  const helpers = async () =>
+    (
+      await db.pool.query<{ signature: string }>(
+        `select pg_get_function_identity_arguments(p.oid) as signature from pg_proc p
+          where p.pronamespace = 'suekk_sync'::regnamespace and p.proname = 'user_payload_from'`,
+      )
+    ).rows.map((r) => r.signature);
+  t.same(await helpers(), [
+    'id uuid, email text, username text, first_name text, last_name text, avatar text, role text, is_active boolean',
+  ]);
+  // avatar from the password column instead: the same parameter types, one of them renamed.
+  const same = configFile({ source: { ...DEFAULT_SOURCE, columns: { ...DEFAULT_SOURCE.columns, avatar: 'password' } } });
+  const res = await runCli(['install', '--config', same], { env: { DATABASE_URL: db.url } });
+  t.equal(res.code, 0, res.stderr);
+  t.same(await helpers(), [
+    'id uuid, email text, username text, password text, first_name text, last_name text, role text, is_active boolean',
+  ]);
+  // displayName from last_name alone: first_name is no longer read, and may go.
+  const fewer = configFile({
+    source: { ...DEFAULT_SOURCE, columns: { ...DEFAULT_SOURCE.columns, displayName: 'coalesce(last_name, username)' } },
+  });
+  const again = await runCli(['install', '--config', fewer], { env: { DATABASE_URL: db.url } });
+  t.equal(again.code, 0, again.stderr);
+  t.same(await helpers(), ['id uuid, email text, username text, last_name text, avatar text, role text, is_active boolean']);
+  await db.pool.query('alter table users drop column first_name');
+  await refused(t, db.pool.query('alter table users drop column last_name'), /user_payload/);
+  await db.pool.query("insert into users (email, username, password, last_name) values ('m@x.io', 'mapped', 'h', 'Lastly')");
+  const { rows } = await db.pool.query<{ payload: Record<string, unknown> }>('select payload from suekk_sync.events');
+  t.match(rows, [{ payload: { username: 'mapped', displayName: 'Lastly' } }]);
+});
+
+t.test('a mapped column with its own collation keeps it: the payload function reads the fields in a FROM', async (t) => {
+  const db = await createTestDatabase(t, 'users');
+  await db.pool.query('alter table users alter column first_name type text collate "C"');
+  const res = await runCli(['install'], { env: { DATABASE_URL: db.url } });
+  t.equal(res.code, 0, res.stderr);
+  const { rows: fns } = await db.pool.query<{ n: number; body: string }>(
+    `select (select count(*)::int from pg_proc where pronamespace = 'suekk_sync'::regnamespace and proname = 'user_payload_from') as n,
+            pg_get_functiondef('suekk_sync.user_payload'::regproc) as body`,
+  );
+  t.equal(fns[0]!.n, 0, 'no helper');
+  t.match(fns[0]!.body, /FROM \( SELECT/);
+  await db.pool.query("insert into users (email, username, password, first_name) values ('c@x.io', 'coll', 'h', 'Cee')");
+  const { rows } = await db.pool.query<{ payload: Record<string, unknown> }>('select payload from suekk_sync.events');
+  t.match(rows, [{ payload: { username: 'coll', displayName: 'Cee' } }]);
+  await refused(t, db.pool.query('alter table users drop column first_name'), /user_payload/);
+});

@@ -5,21 +5,29 @@
  * The accessors are `BEGIN ATOMIC` SQL functions that select only the fields they need, so
  * Postgres records a dependency on exactly those columns: dropping or retyping one of them is
  * refused with an error naming the function, instead of breaking every later write to users.
+ *
+ * They are also written so that the planner inlines them into the trigger's expressions (a single
+ * expression, no FROM): a SQL function that is not inlined is planned again in every transaction
+ * that calls it, which cost the trigger more than the rest of its work together (see the README).
  */
 import { PAYLOAD_FIELDS } from '../config.ts';
-import type { CheckedMapping } from './mapping.ts';
+import type { CheckedMapping, ReferencedColumn } from './mapping.ts';
 import { fieldCast } from './mapping.ts';
 import { quoteIdent, type SourceTable } from './source-table.ts';
 
 export const CAPTURE_TRIGGER = 'suekk_sync_capture';
 export const TRUNCATE_TRIGGER = 'suekk_sync_capture_truncate';
 export const NOTIFY_CHANNEL = 'suekk_sync';
-/** Every function install generates (all take the users row type, except the trigger functions). */
+/**
+ * Every function install generates (all take the users row type, except the trigger functions and
+ * user_payload_from). Dropped in this order: user_payload depends on user_payload_from.
+ */
 export const GENERATED_FUNCTIONS = [
   'user_payload',
   'user_key',
   'user_is_live',
   'user_updated_at',
+  'user_payload_from',
   'capture_row',
   'capture_truncate',
 ] as const;
@@ -29,29 +37,110 @@ export interface CaptureOptions {
   fireOnReplica: boolean;
 }
 
-/** `(select (u)."a" as "a", …) as s`: only the referenced fields, under their own names. */
-function fieldsOf(columns: string[]): string {
-  if (columns.length === 0) return '(select) as s';
-  return `(select ${columns.map((c) => `(u).${quoteIdent(c)} as ${quoteIdent(c)}`).join(', ')}) as s`;
+/** What install found already in place, which the new statements must replace. */
+export interface InstalledParts {
+  /** Signatures (`regprocedure`) of user_payload_from functions of an earlier install. */
+  payloadHelpers: string[];
 }
 
-export function captureStatements(table: SourceTable, mapping: CheckedMapping, options: CaptureOptions): string[] {
-  const row = table.qualified;
-  const payloadArgs = PAYLOAD_FIELDS.map(
-    (f) => `'${f}', (${mapping.columns[f]})::${fieldCast(f)}`,
-  ).join(',\n    ');
-  const live = mapping.softDeleteColumn === null ? null : quoteIdent(mapping.softDeleteColumn);
-  // A constant payload: Postgres folds identical notifications into one per transaction.
-  const notify = options.notify ? `perform pg_notify('${NOTIFY_CHANNEL}', '');` : 'null;';
+/** `(select (u)."a" as "a", …) as s`: only the referenced fields, under their own names. */
+function fieldsOf(columns: ReferencedColumn[]): string {
+  if (columns.length === 0) return '(select) as s';
+  return `(select ${columns.map((c) => `(u).${quoteIdent(c.name)} as ${quoteIdent(c.name)}`).join(', ')}) as s`;
+}
 
-  const statements = [
-    `create or replace function suekk_sync.user_payload(u ${row}) returns jsonb
+/**
+ * suekk_sync.user_payload(<users row>), the one payload definition.
+ *
+ * Inlinable form (the usual one): user_payload passes the referenced fields to
+ * user_payload_from(<one parameter per referenced column, named after it>), whose body is the
+ * mapping's expressions over those parameters. Both are a single expression without FROM, so the
+ * planner inlines both into the caller's expression; user_payload still depends on exactly the
+ * referenced columns, through `(u).<column>`.
+ *
+ * A parameter takes the default collation, where a column may have another; when one of the
+ * referenced columns does, the payload keeps the original form (a FROM over the selected fields),
+ * which keeps each column's collation but is planned on every call.
+ */
+function payloadStatements(row: string, mapping: CheckedMapping, installed: InstalledParts): string[] {
+  const columns = mapping.referencedColumns;
+  const build = `jsonb_build_object(
+    ${PAYLOAD_FIELDS.map((f) => `'${f}', (${mapping.columns[f]})::${fieldCast(f)}`).join(',\n    ')})`;
+  const fromForm = `create or replace function suekk_sync.user_payload(u ${row}) returns jsonb
 language sql stable
 begin atomic
-  select jsonb_build_object(
-    ${payloadArgs})
-  from ${fieldsOf(mapping.referencedColumns)};
+  select ${build}
+  from ${fieldsOf(columns)};
+end`;
+  const inlinable = columns.every((c) => c.defaultCollation);
+  const statements: string[] = [];
+  // An earlier user_payload_from can only go once user_payload no longer calls it (and its
+  // parameters may have other names, which create or replace cannot change).
+  if (installed.payloadHelpers.length > 0 || !inlinable) statements.push(fromForm);
+  for (const signature of installed.payloadHelpers) statements.push(`drop function if exists ${signature}`);
+  if (inlinable) {
+    statements.push(
+      `create function suekk_sync.user_payload_from(${columns.map((c) => `${quoteIdent(c.name)} ${c.type}`).join(', ')}) returns jsonb
+language sql stable
+begin atomic
+  select ${build};
 end`,
+      `create or replace function suekk_sync.user_payload(u ${row}) returns jsonb
+language sql stable
+begin atomic
+  select suekk_sync.user_payload_from(${columns.map((c) => `(u).${quoteIdent(c.name)}`).join(', ')});
+end`,
+    );
+  }
+  return statements;
+}
+
+/**
+ * Records one event: the outbox row, and the stream row made due (the generation bump that tells a
+ * relay holding the stream that something arrived after its snapshot). With NOTIFY, the upsert also
+ * says whether the stream was idle (its due time is the one just written) or held under a lease
+ * that has run out: only then does anything need waking. A stream that is already due, or held by
+ * a live relay, is found without a notification (see "NOTIFY only wakes an idle stream" in the
+ * README), which keeps NOTIFY's commit-time lock off the writers' path under load.
+ */
+function recordEvent(key: string, action: string, payload: string, notify: boolean, indent: string): string {
+  const lines = [
+    `captured_at := clock_timestamp();`,
+    `insert into suekk_sync.events (user_id, action, payload, source, application_name)`,
+    `values (${key}, ${action}, ${payload}, 'trigger', current_setting('application_name', true));`,
+    `-- Locks the stream row until commit: a relay deciding the stream is empty skips it meanwhile.`,
+    `insert into suekk_sync.streams as s (user_id, next_attempt_at, priority)`,
+    `values (${key}, captured_at, 0)`,
+    `on conflict (user_id) do update`,
+    `  set gen = s.gen + 1,`,
+    `      -- A stream waiting for its next round stays waiting: order beats freshness.`,
+    `      next_attempt_at = coalesce(s.next_attempt_at, excluded.next_attempt_at),`,
+    `      priority = 0${notify ? '' : ';'}`,
+  ];
+  if (notify) {
+    lines.push(
+      `returning s.next_attempt_at = captured_at or s.locked_until < captured_at into woke;`,
+      `if woke then`,
+      `  -- A constant payload: Postgres folds identical notifications into one per transaction.`,
+      `  perform pg_notify('${NOTIFY_CHANNEL}', '');`,
+      `end if;`,
+    );
+  }
+  return lines.map((l) => indent + l).join('\n');
+}
+
+export function captureStatements(
+  table: SourceTable,
+  mapping: CheckedMapping,
+  options: CaptureOptions,
+  installed: InstalledParts = { payloadHelpers: [] },
+): string[] {
+  const row = table.qualified;
+  const live = mapping.softDeleteColumn === null ? null : quoteIdent(mapping.softDeleteColumn);
+  const woke = options.notify ? '\n  woke boolean;' : '';
+
+  const statements = [
+    ...payloadStatements(row, mapping, installed),
     `create or replace function suekk_sync.user_key(u ${row}) returns text
 language sql immutable
 begin atomic
@@ -79,50 +168,57 @@ declare
   new_key text;
   old_live boolean;
   new_live boolean;
-  new_payload jsonb;
-  captured boolean := false;
+  -- The event to record, if any.
+  ev_key text;
+  ev_action text;
+  ev_payload jsonb;
+  captured_at timestamptz;${woke}
 begin
-  if tg_op = 'INSERT' then
-    if suekk_sync.user_is_live(new) then
-      perform suekk_sync.record_event(suekk_sync.user_key(new), 'created', suekk_sync.user_payload(new), 'trigger', null, 0::smallint);
-      captured := true;
-    end if;
-  elsif tg_op = 'DELETE' then
-    if suekk_sync.user_is_live(old) then
-      perform suekk_sync.record_event(suekk_sync.user_key(old), 'deleted', suekk_sync.user_payload(old), 'trigger', null, 0::smallint);
-      captured := true;
-    end if;
-  else
+  -- UPDATE first: the common case is tested first.
+  if tg_op = 'UPDATE' then
     old_key := suekk_sync.user_key(old);
     new_key := suekk_sync.user_key(new);
     old_live := suekk_sync.user_is_live(old);
     new_live := suekk_sync.user_is_live(new);
     if old_key is distinct from new_key then
-      -- Two ids, two streams: the old id is gone, the new one appears.
+      -- Two ids, two streams: the old id is gone (recorded here, first), the new one appears.
       if old_live then
-        perform suekk_sync.record_event(old_key, 'deleted', suekk_sync.user_payload(old), 'trigger', null, 0::smallint);
-        captured := true;
+${recordEvent('old_key', "'deleted'", 'suekk_sync.user_payload(old)', options.notify, '        ')}
       end if;
       if new_live then
-        perform suekk_sync.record_event(new_key, 'created', suekk_sync.user_payload(new), 'trigger', null, 0::smallint);
-        captured := true;
+        ev_key := new_key;
+        ev_action := 'created';
+        ev_payload := suekk_sync.user_payload(new);
       end if;
     elsif old_live and new_live then
-      new_payload := suekk_sync.user_payload(new);
-      if new_payload is distinct from suekk_sync.user_payload(old) then
-        perform suekk_sync.record_event(new_key, 'updated', new_payload, 'trigger', null, 0::smallint);
-        captured := true;
+      ev_payload := suekk_sync.user_payload(new);
+      if ev_payload is distinct from suekk_sync.user_payload(old) then
+        ev_key := new_key;
+        ev_action := 'updated';
       end if;
     elsif old_live then
-      perform suekk_sync.record_event(new_key, 'deleted', suekk_sync.user_payload(new), 'trigger', null, 0::smallint);
-      captured := true;
+      ev_key := new_key;
+      ev_action := 'deleted';
+      ev_payload := suekk_sync.user_payload(new);
     elsif new_live then
-      perform suekk_sync.record_event(new_key, 'created', suekk_sync.user_payload(new), 'trigger', null, 0::smallint);
-      captured := true;
+      ev_key := new_key;
+      ev_action := 'created';
+      ev_payload := suekk_sync.user_payload(new);
     end if;
+  elsif tg_op = 'INSERT' then
+    if suekk_sync.user_is_live(new) then
+      ev_key := suekk_sync.user_key(new);
+      ev_action := 'created';
+      ev_payload := suekk_sync.user_payload(new);
+    end if;
+  elsif suekk_sync.user_is_live(old) then
+    -- DELETE
+    ev_key := suekk_sync.user_key(old);
+    ev_action := 'deleted';
+    ev_payload := suekk_sync.user_payload(old);
   end if;
-  if captured then
-    ${notify}
+  if ev_key is not null then
+${recordEvent('ev_key', 'ev_action', 'ev_payload', options.notify, '    ')}
   end if;
   return null;
 end
@@ -131,16 +227,39 @@ $capture$`,
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $capture$
 declare
-  captured boolean := false;
+  captured_at timestamptz := clock_timestamp();${woke}
 begin
-  -- BEFORE TRUNCATE still sees the rows: every live one is deleted.
-  perform suekk_sync.record_event(suekk_sync.user_key(u), 'deleted', suekk_sync.user_payload(u), 'trigger', null, 0::smallint)
-     from ${row} as u
-    where suekk_sync.user_is_live(u)
-    order by u.${table.primaryKeyQuoted};
-  if found then
-    ${notify}
-  end if;
+  -- BEFORE TRUNCATE still sees the rows: every live one is deleted, in key order, in one statement.
+  with e as (
+    insert into suekk_sync.events (user_id, action, payload, source, application_name)
+    select suekk_sync.user_key(u), 'deleted', suekk_sync.user_payload(u), 'trigger', current_setting('application_name', true)
+      from ${row} as u
+     where suekk_sync.user_is_live(u)
+     order by u.${table.primaryKeyQuoted}
+    returning user_id
+  )${
+    options.notify
+      ? `, streams as (
+    insert into suekk_sync.streams as s (user_id, next_attempt_at, priority)
+    select user_id, captured_at, 0 from e
+    on conflict (user_id) do update
+      set gen = s.gen + 1,
+          next_attempt_at = coalesce(s.next_attempt_at, excluded.next_attempt_at),
+          priority = 0
+    returning s.next_attempt_at = captured_at or s.locked_until < captured_at as woke
+  )
+  select coalesce(bool_or(streams.woke), false) into woke from streams;
+  if woke then
+    perform pg_notify('${NOTIFY_CHANNEL}', '');
+  end if;`
+      : `
+  insert into suekk_sync.streams as s (user_id, next_attempt_at, priority)
+  select user_id, captured_at, 0 from e
+  on conflict (user_id) do update
+    set gen = s.gen + 1,
+        next_attempt_at = coalesce(s.next_attempt_at, excluded.next_attempt_at),
+        priority = 0;`
+  }
   return null;
 end
 $capture$`,

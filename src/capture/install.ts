@@ -14,6 +14,7 @@ import {
   GENERATED_FUNCTIONS,
   TRUNCATE_TRIGGER,
   type CaptureOptions,
+  type InstalledParts,
 } from './generate.ts';
 import { quoteLiteral, resolveSourceTable } from './source-table.ts';
 
@@ -57,14 +58,26 @@ async function dropCaptureStatements(client: PoolClient, table: string | null): 
       statements.push(`drop trigger if exists ${TRUNCATE_TRIGGER} on ${table}`);
     }
   }
+  // In GENERATED_FUNCTIONS' order: a function goes before the ones it calls.
   const fns = await client.query<{ signature: string }>(
     `select p.oid::regprocedure::text as signature from pg_proc p
        join pg_namespace n on n.oid = p.pronamespace
-      where n.nspname = 'suekk_sync' and p.proname = any($1)`,
+      where n.nspname = 'suekk_sync' and p.proname = any($1)
+      order by array_position($1, p.proname)`,
     [GENERATED_FUNCTIONS],
   );
   for (const f of fns.rows) statements.push(`drop function if exists ${f.signature}`);
   return statements;
+}
+
+/** The user_payload_from functions an earlier install left (another mapping has another signature). */
+async function payloadHelpers(client: PoolClient): Promise<string[]> {
+  const { rows } = await client.query<{ signature: string }>(
+    `select p.oid::regprocedure::text as signature from pg_proc p
+       join pg_namespace n on n.oid = p.pronamespace
+      where n.nspname = 'suekk_sync' and p.proname = 'user_payload_from'`,
+  );
+  return rows.map((r) => r.signature);
 }
 
 export async function install(pool: Pool, options: InstallOptions): Promise<InstallResult> {
@@ -100,9 +113,9 @@ export async function install(pool: Pool, options: InstallOptions): Promise<Inst
     } else if (previous?.source_table != null && mapping.updatedAtColumn === null) {
       await run('drop function if exists suekk_sync.user_updated_at(' + table.qualified + ')');
     }
-    for (const sql of captureStatements(table, mapping, { notify, fireOnReplica: options.fireOnReplica ?? false })) {
-      await run(sql);
-    }
+    const installed: InstalledParts = { payloadHelpers: movedFrom === undefined ? await payloadHelpers(client) : [] };
+    const capture = { notify, fireOnReplica: options.fireOnReplica ?? false };
+    for (const sql of captureStatements(table, mapping, capture, installed)) await run(sql);
     await run(
       `update suekk_sync.state set source_table = ${quoteLiteral(table.qualified)}, primary_key = ${quoteLiteral(table.primaryKey)},
   mapping = ${quoteLiteral(JSON.stringify(options.source))}::jsonb, notify = ${notify},

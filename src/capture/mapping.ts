@@ -9,10 +9,19 @@ import { findColumn, quoteIdent, type SourceTable } from './source-table.ts';
 
 const BOOLEAN_OID = 16;
 
+/** A table column the mapping expressions read. */
+export interface ReferencedColumn {
+  name: string;
+  /** Its type as SQL (no type modifier), to declare a function parameter of that type. */
+  type: string;
+  /** No collation, or the database default: a function parameter of its type behaves the same. */
+  defaultCollation: boolean;
+}
+
 export interface CheckedMapping {
   columns: Record<PayloadField, string>;
-  /** Table columns the expressions reference. */
-  referencedColumns: string[];
+  /** Table columns the expressions reference, in table order. */
+  referencedColumns: ReferencedColumn[];
   softDeleteColumn: string | null;
   updatedAtColumn: string | null;
 }
@@ -72,7 +81,7 @@ async function referencedColumns(
   client: Pick<PoolClient, 'query'>,
   table: SourceTable,
   mapping: SourceMapping,
-): Promise<string[]> {
+): Promise<ReferencedColumn[]> {
   const select = PAYLOAD_FIELDS.map((f) => `(${mapping.columns[f]}) as ${quoteIdent(f)}`).join(', ');
   await client.query('savepoint suekk_sync_deps');
   try {
@@ -81,8 +90,9 @@ async function referencedColumns(
       values: [],
       queryMode: 'extended',
     } as never);
-    const { rows } = await client.query<{ attname: string }>(
-      `select distinct a.attname, a.attnum
+    const { rows } = await client.query<{ attname: string; type: string; default_collation: boolean }>(
+      `select distinct a.attname, a.attnum, format_type(a.atttypid, null) as type,
+              a.attcollation in (0, 'default'::regcollation) as default_collation
          from pg_depend d
          join pg_rewrite r on r.oid = d.objid and d.classid = 'pg_rewrite'::regclass
          join pg_attribute a on a.attrelid = d.refobjid and a.attnum = d.refobjsubid
@@ -91,7 +101,7 @@ async function referencedColumns(
         order by a.attnum`,
       [table.oid],
     );
-    return rows.map((r) => r.attname);
+    return rows.map((r) => ({ name: r.attname, type: r.type, defaultCollation: r.default_collation }));
   } finally {
     await client.query('rollback to savepoint suekk_sync_deps');
   }
