@@ -23,7 +23,7 @@ t.test('four relays under load: every event once, each user in capture order, ne
   const relays = Array.from({ length: 4 }, () =>
     relayProcess(t, env, ['--concurrency', '6', '--batch-size', '4', '--poll-interval-ms', '300', '--lease-ms', '5000', '--backoff-ms', '20']),
   );
-  await waitFor(async () => (await db.pool.query('select 1 from suekk_sync.relays')).rowCount === 4, 'four relays up', 30_000);
+  await waitFor(async () => (await db.pool.query('select 1 from suekk_sync.relays')).rowCount === 4, 'four relays up', 90_000);
   const writers = [startWriter(db.url, users.slice(0, 20), 2), startWriter(db.url, users.slice(20), 2)];
   t.teardown(() => Promise.all(writers.map((w) => w.stop())));
   await new Promise((r) => setTimeout(r, 6_000));
