@@ -92,7 +92,10 @@ t.test('SIGKILL mid-stream, started again: everything delivered, only in-flight 
 
 t.test('SIGTERM: exit 0, and another relay takes the released users at once, not after the lease', async (t) => {
   const db = await createTestDatabase(t);
-  const receiver = await startReceiver(t, () => ({ status: 200, delayMs: 400 }));
+  // Slow until the second relay is up (which can take long on a loaded machine), so the first
+  // still has most of the work when it is stopped.
+  let delayMs = 3_000;
+  const receiver = await startReceiver(t, () => ({ status: 200, delayMs }));
   const env = { DATABASE_URL: db.url, BACKEND_SYNC_URL: receiver.url };
   await addUsers(db, 12);
   for (let round = 0; round < 15; round++) await db.pool.query("update users set first_name = 'r' || $1::text", [round]);
@@ -104,7 +107,8 @@ t.test('SIGTERM: exit 0, and another relay takes the released users at once, not
   await waitFor(async () => {
     const { rows } = await db.pool.query('select count(*)::int as n from suekk_sync.relays');
     return rows[0].n === 2;
-  }, 'the second relay up (and idle: the first holds every user)', 30_000);
+  }, 'the second relay up (and idle: the first holds every user)', 60_000);
+  delayMs = 400;
   t.ok((await eventStatuses(db)).pending! > 24, 'the first relay still has work when it is stopped');
   stopping.child.kill('SIGTERM');
   const stopped = await stopping.done;
