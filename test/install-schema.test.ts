@@ -132,11 +132,17 @@ t.test('install --no-notify captures without notifying', async (t) => {
   listener.on('notification', (n) => received.push(n.channel));
   await listener.query('listen suekk_sync');
   await db.pool.query("insert into users (email, username, password) values ('nn@x.io', 'nn', 'h')");
+  await db.pool.query('update suekk_sync.streams set next_attempt_at = null');
+  await db.pool.query("update users set first_name = 'Idle'");
+  await db.pool.query('update suekk_sync.streams set next_attempt_at = null');
+  await db.pool.query('truncate users');
   await new Promise((r) => setTimeout(r, 200));
   listener.release();
   t.same(received, []);
-  const { rows } = await db.pool.query('select count(*)::int as n from suekk_sync.events');
-  t.same(rows, [{ n: 1 }]);
+  const { rows } = await db.pool.query('select action from suekk_sync.events order by id');
+  t.same(rows.map((r) => r.action), ['created', 'updated', 'deleted']);
+  const { rows: streams } = await db.pool.query('select gen::int, next_attempt_at is not null as due from suekk_sync.streams');
+  t.same(streams, [{ gen: 2, due: true }]);
 });
 
 t.test('uninstall refuses while events are undelivered, unless --force; --drop-events drops the schema', async (t) => {
