@@ -73,7 +73,8 @@ async function configFile(content: unknown): Promise<string> {
 /** Settings for the CLI: the secrets in the environment, small delays in the config file. */
 async function cliEnv(db: TestDatabase, backendUrl: string) {
   const config = await configFile({
-    relay: { timeoutMs: 400, maxAttempts: 2, backoffMs: 10, retrySchedule: '1h', pollIntervalMs: 100 },
+    // Long enough that only the hanging user times out, on a loaded machine too.
+    relay: { timeoutMs: 2_000, maxAttempts: 2, backoffMs: 10, retrySchedule: '1h', pollIntervalMs: 100 },
   });
   return {
     config,
@@ -139,7 +140,7 @@ t.test('relay logs and stored responses on 500, 503, 401, redirects and timeouts
   const { logs, stop } = await startTestRelay(t, db, receiver.url, {
     secrets: [S.webhookSecret, S.oldWebhookSecret],
     token: S.syncToken,
-    settings: { timeoutMs: 400, maxAttempts: 2, backoffMs: 10, retryScheduleMs: [60_000] },
+    settings: { timeoutMs: 2_000, maxAttempts: 2, backoffMs: 10, retryScheduleMs: [60_000] },
   });
   await failingUsers(db);
   await waitFor(
@@ -150,7 +151,7 @@ t.test('relay logs and stored responses on 500, 503, 401, redirects and timeouts
       return rows[0]!.n === 6;
     },
     'one round for every user',
-    15_000,
+    60_000,
   );
   await stop();
   t.ok(receiver.requests.every((r) => String(r.headers.authorization) === `Bearer ${S.syncToken}`), 'the backend got the token');
@@ -228,17 +229,17 @@ t.test('the relay process at LOG_LEVEL=debug prints no secret', async (t) => {
   const receiver = await startReceiver(t, echoingBackend);
   const { env } = await cliEnv(db, receiver.url);
   const relay = relayProcess(t, env, [
-    '--timeout-ms', '400', '--max-attempts', '2', '--backoff-ms', '10', '--retry-schedule', '1h', '--poll-interval-ms', '100',
+    '--timeout-ms', '2000', '--max-attempts', '2', '--backoff-ms', '10', '--retry-schedule', '1h', '--poll-interval-ms', '100',
   ]);
   await failingUsers(db);
-  await waitFor(() => new Set(receiver.requests.map((r) => r.body.username)).size === 6, 'every user tried', 20_000);
+  await waitFor(() => new Set(receiver.requests.map((r) => r.body.username)).size === 6, 'every user tried', 60_000);
   await waitFor(
     async () => {
       const { rows } = await db.pool.query<{ n: number }>("select count(*)::int as n from suekk_sync.events where status <> 'pending' or rounds > 0");
       return rows[0]!.n === 6;
     },
     'one round each',
-    15_000,
+    60_000,
   );
   relay.child.kill('SIGTERM');
   const out = await relay.done;

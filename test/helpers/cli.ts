@@ -37,6 +37,8 @@ interface Capture {
   collected: boolean;
   /** The command, for messages (its flags may hold the secrets). */
   label: string;
+  /** The secrets and credential shapes in what it printed so far. */
+  sweep(): Leak[];
 }
 
 const captures = new WeakMap<ChildProcess, Capture>();
@@ -71,10 +73,13 @@ export function startCli(args: string[], options: CliOptions = {}): ChildProcess
     stdio: ['pipe', 'pipe', 'pipe'],
     detached: options.detached ?? false,
   });
+  const given = [...secretsGiven(env, args), ...(options.secrets ?? [])];
+  const sweepOptions = { secrets: given, allow: options.allowLeaks };
   const capture: Capture = {
     stdout: '',
     stderr: '',
     collected: false,
+    sweep: () => [...findLeaks(capture.stdout, 'stdout', sweepOptions), ...findLeaks(capture.stderr, 'stderr', sweepOptions)],
     label: `suekk-sync ${args.find((a, i) => !a.startsWith('-') && !['--config', '--database-url'].includes(args[i - 1] ?? '')) ?? ''}`.trim(),
     closed: new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal }))),
   };
@@ -82,13 +87,8 @@ export function startCli(args: string[], options: CliOptions = {}): ChildProcess
   // Recorded from the start, so collect() called later still sees everything.
   child.stdout?.setEncoding('utf8').on('data', (d: string) => (capture.stdout += d));
   child.stderr?.setEncoding('utf8').on('data', (d: string) => (capture.stderr += d));
-  const given = [...secretsGiven(env, args), ...(options.secrets ?? [])];
-  const sweepOptions = { secrets: given, allow: options.allowLeaks };
   void capture.closed.then(() => {
-    capture.leaks = [
-      ...findLeaks(capture.stdout, 'stdout', sweepOptions),
-      ...findLeaks(capture.stderr, 'stderr', sweepOptions),
-    ];
+    capture.leaks = capture.sweep();
     // Nobody collects this run's output: fail whichever test is running, as tap does for any
     // uncaught error, rather than let the leak pass unseen.
     if (capture.leaks.length > 0 && !capture.collected) {
@@ -109,7 +109,10 @@ export function collect(child: ChildProcess, timeoutMs = 60_000): Promise<CliRes
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`CLI did not finish within ${timeoutMs} ms; stdout: ${capture.stdout}\nstderr: ${capture.stderr}`));
+      // The output goes into the failure only when it is clean.
+      const leaks = capture.sweep();
+      if (leaks.length > 0) reject(new SecretLeakError(leaks, capture.label));
+      else reject(new Error(`CLI did not finish within ${timeoutMs} ms; stdout: ${capture.stdout}\nstderr: ${capture.stderr}`));
     }, timeoutMs);
     void capture.closed.then(async ({ code, signal }) => {
       clearTimeout(timer);
