@@ -47,7 +47,7 @@ t.test('a stalled relay aborts its request before its lease ends; no concurrent 
         open.set(user, open.get(user)! - 1);
       };
       res.on('close', close);
-      const delay = slowFirst ? 6_000 : 5;
+      const delay = slowFirst ? 15_000 : 5;
       slowFirst = false;
       setTimeout(() => {
         if (res.destroyed) return;
@@ -70,8 +70,9 @@ t.test('a stalled relay aborts its request before its lease ends; no concurrent 
   );
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/internal/users/sync`;
 
-  const leaseMs = 1_500;
-  const settings = { leaseMs, timeoutMs: 10_000, pollIntervalMs: 200 };
+  // Long enough that its margin (a fifth) outlasts event-loop lag on a loaded 2-core machine.
+  const leaseMs = 3_000;
+  const settings = { leaseMs, timeoutMs: 20_000, pollIntervalMs: 200 };
   // Each relay with a pool of its own, as separate processes would have.
   const poolA = createPool(db.url, { max: 4 });
   const poolB = createPool(db.url, { max: 4 });
