@@ -95,14 +95,7 @@ export async function resyncDryRun(pool: Pool, scope: ResyncScope): Promise<DryR
 }
 
 /** The run's counts as one snapshot of the database (see countRun). */
-interface RunCounts {
-  enqueued: number;
-  delivered: number;
-  failed: number;
-  waiting: number;
-  blocked: number;
-  queued: number;
-}
+type RunCounts = Pick<ResyncProgress, 'enqueued' | 'delivered' | 'failed' | 'waiting' | 'blocked' | 'queued'>;
 
 /**
  * The run's counts, exact, in one statement (one snapshot). Only the run's undelivered events are
