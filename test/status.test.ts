@@ -186,6 +186,17 @@ t.test('a hand-edited accessor, trigger function or trigger is drift: unhealthy,
   t.ok(trigger.drift?.includes('trigger suekk_sync_capture'), 'the narrowed trigger is drift');
   t.match(trigger.problems, [/./, /./, /^The capture trigger suekk_sync_capture on public\.users differs from what `suekk-sync install` creates.*run `suekk-sync install`/]);
 
+  // The view that pins what capture reads, dropped so that a mapped column could go.
+  await db.pool.query('drop view suekk_sync.columns_read_by_capture');
+  const unpinned = await status(db);
+  t.ok(unpinned.drift?.includes('suekk_sync.columns_read_by_capture'), 'the missing view is drift');
+  t.match(unpinned.problems, [
+    /./,
+    /./,
+    /^The view suekk_sync\.columns_read_by_capture is missing, so PostgreSQL no longer refuses to drop or retype a column capture reads .*; run `suekk-sync install`/,
+    /./,
+  ]);
+
   const installed = await runCli(['install'], { env });
   t.equal(installed.code, 0, installed.stderr);
   const repaired = await status(db);
@@ -194,18 +205,11 @@ t.test('a hand-edited accessor, trigger function or trigger is drift: unhealthy,
 
 t.test('a retyped mapped column, a changed primary key and a renamed table are drift too', async (t) => {
   const db = await createTestDatabase(t);
-  // Postgres refuses to drop or retype is_active while the generated function depends on it; a DBA
-  // who replaced the function first (here by a PL/pgSQL one, which records no dependency) can drop
-  // it and add it back as text.
-  await db.pool.query(
-    `create or replace function suekk_sync.user_payload(u public.users) returns jsonb language plpgsql stable as $f$
-     begin return jsonb_build_object('id', u.id::text, 'email', u.email, 'username', u.username, 'displayName', u.username,
-       'avatar', u.avatar, 'role', u.role, 'isActive', true); end $f$`,
-  );
-  // (Added without a default: a default would rewrite the table, which the row type the other
-  // generated functions take forbids.)
+  // Postgres refuses to drop or retype is_active while the pinning view reads it; a DBA who dropped
+  // the view first can drop the column and add it back as text.
+  await db.pool.query('drop view suekk_sync.columns_read_by_capture');
   await db.pool.query('alter table users drop column is_active');
-  await db.pool.query('alter table users add column is_active text');
+  await db.pool.query("alter table users add column is_active text not null default 'yes'");
   const retyped = await status(db);
   t.equal(retyped.healthy, false);
   t.same(retyped.drift, ['mapping']);

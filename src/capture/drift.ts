@@ -13,7 +13,7 @@
 import type { SourceMapping } from '../config.ts';
 import { UsageError } from '../errors.ts';
 import type { PoolClient } from '../db/pool.ts';
-import { captureStatements, GENERATED_FUNCTIONS } from './generate.ts';
+import { CAPTURE_PINS_VIEW, captureStatements, GENERATED_FUNCTIONS } from './generate.ts';
 import { checkMapping } from './mapping.ts';
 import { resolveSourceTable, type SourceTable } from './source-table.ts';
 
@@ -95,8 +95,10 @@ export async function checkCaptureDrift(client: PoolClient, alreadyMissing: read
     }
 
     const options = { notify: state.notify ?? true, fireOnReplica: false };
-    const functions = captureStatements(table, mapping, options).filter((sql) => /^create or replace function /i.test(sql));
+    const generated = captureStatements(table, mapping, options);
+    const functions = generated.filter((sql) => /^create or replace function /i.test(sql));
     await compareFunctions(client, functions, alreadyMissing, drift);
+    await comparePins(client, generated.filter((sql) => sql.includes(CAPTURE_PINS_VIEW)), drift);
 
     // The same triggers on a copy of the table: the generated statements name it instead.
     await client.query(`create temporary table ${PROBE_TABLE} (like ${table.qualified})`);
@@ -151,6 +153,24 @@ async function compareFunctions(
       );
     }
   }
+}
+
+/** The view that pins what capture reads: gone or changed, a column capture needs can be dropped. */
+async function comparePins(client: PoolClient, statements: string[], drift: CaptureDrift): Promise<void> {
+  const definition = async () =>
+    (
+      await client.query<{ def: string | null }>('select pg_get_viewdef(to_regclass($1)) as def', [CAPTURE_PINS_VIEW])
+    ).rows[0]!.def;
+  const installed = await definition();
+  await client.query('savepoint suekk_sync_drift');
+  for (const sql of statements) await client.query(sql);
+  const generated = await definition();
+  await client.query('rollback to savepoint suekk_sync_drift');
+  if (installed === generated) return;
+  drift.drifted.push(CAPTURE_PINS_VIEW);
+  drift.problems.push(
+    `The view ${CAPTURE_PINS_VIEW} is ${installed === null ? 'missing' : 'not what `suekk-sync install` creates'}, so PostgreSQL no longer refuses to drop or retype a column capture reads (which would make every write to the table fail); ${REINSTALL}.`,
+  );
 }
 
 async function compareTriggers(client: PoolClient, table: SourceTable, statements: string[], drift: CaptureDrift): Promise<void> {

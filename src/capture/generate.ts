@@ -1,23 +1,33 @@
 /**
  * The SQL install generates from the mapping: the payload function (the one definition the
- * trigger, resync and push all use), the key/liveness/updated-at accessors, and the triggers.
+ * trigger, resync and push all use), the key/liveness/updated-at accessors, the triggers, and a
+ * view that pins what they read.
  *
- * The accessors are `BEGIN ATOMIC` SQL functions that select only the fields they need, so
- * Postgres records a dependency on exactly those columns: dropping or retyping one of them is
- * refused with an error naming the function, instead of breaking every later write to users.
+ * The functions that take the users row are plain SQL functions with a string body, and none of
+ * them is `BEGIN ATOMIC`: a parsed body that reads a field of the row makes Postgres record a
+ * dependency on the table's row type, and Postgres then refuses `ALTER TABLE users ADD COLUMN …
+ * DEFAULT …` and every `ALTER COLUMN … TYPE`, even of columns capture never reads, which would
+ * break the auth service's own migrations. What they read is pinned instead by the view
+ * suekk_sync.columns_read_by_capture, over the key, the soft-delete and updated-at columns and the
+ * mapping's expressions: Postgres refuses to drop or retype exactly those columns (or drop a
+ * function an expression calls), naming the view, instead of letting every later write to users
+ * fail.
  *
- * They are also written so that the planner inlines them into the trigger's expressions (a single
- * expression, no FROM): a SQL function that is not inlined is planned again in every transaction
- * that calls it, which cost the trigger more than the rest of its work together (see the README).
+ * The functions are written so that the planner inlines them into the trigger's expressions (a
+ * single expression, no FROM): a SQL function that is not inlined is planned again in every
+ * transaction that calls it, which cost the trigger more than the rest of its work together (see
+ * the README).
  */
 import { PAYLOAD_FIELDS } from '../config.ts';
 import type { CheckedMapping, ReferencedColumn } from './mapping.ts';
 import { fieldCast } from './mapping.ts';
-import { quoteIdent, type SourceTable } from './source-table.ts';
+import { quoteIdent, quoteLiteral, type SourceTable } from './source-table.ts';
 
 export const CAPTURE_TRIGGER = 'suekk_sync_capture';
 export const TRUNCATE_TRIGGER = 'suekk_sync_capture_truncate';
 export const NOTIFY_CHANNEL = 'suekk_sync';
+/** Pins the columns and functions capture reads (see the header). */
+export const CAPTURE_PINS_VIEW = 'suekk_sync.columns_read_by_capture';
 /**
  * Every function install generates (all take the users row type, except the trigger functions and
  * user_payload_from). Dropped in this order: user_payload depends on user_payload_from.
@@ -66,12 +76,11 @@ function payloadStatements(row: string, mapping: CheckedMapping, installed: Inst
   const columns = mapping.referencedColumns;
   const build = `jsonb_build_object(
     ${PAYLOAD_FIELDS.map((f) => `'${f}', (${mapping.columns[f]})::${fieldCast(f)}`).join(',\n    ')})`;
+  // Not inlinable (it has a FROM), so it may fix its search_path: the expressions then resolve as
+  // they did when install checked them, not under the caller's path (the trigger's is pg_catalog).
   const fromForm = `create or replace function suekk_sync.user_payload(u ${row}) returns jsonb
-language sql stable
-begin atomic
-  select ${build}
-  from ${fieldsOf(columns)};
-end`;
+language sql stable set search_path from current
+as ${quoteLiteral(`select ${build}\n  from ${fieldsOf(columns)}`)}`;
   const inlinable = columns.every((c) => c.defaultCollation);
   const statements: string[] = [];
   // An earlier user_payload_from can only go once user_payload no longer calls it (and its
@@ -79,20 +88,52 @@ end`;
   if (installed.payloadHelpers.length > 0 || !inlinable) statements.push(fromForm);
   for (const signature of installed.payloadHelpers) statements.push(`drop function if exists ${signature}`);
   if (inlinable) {
+    // user_payload_from reads no table, so it may be BEGIN ATOMIC: parsed once, at install.
     statements.push(
       `create function suekk_sync.user_payload_from(${columns.map((c) => `${quoteIdent(c.name)} ${c.type}`).join(', ')}) returns jsonb
 language sql stable
 begin atomic
   select ${build};
 end`,
-      `create or replace function suekk_sync.user_payload(u ${row}) returns jsonb
-language sql stable
-begin atomic
-  select suekk_sync.user_payload_from(${columns.map((c) => `(u).${quoteIdent(c.name)}`).join(', ')});
-end`,
+      rowFunction(
+        'user_payload',
+        row,
+        'jsonb',
+        'stable',
+        `suekk_sync.user_payload_from(${columns.map((c) => `(u).${quoteIdent(c.name)}`).join(', ')})`,
+      ),
     );
   }
   return statements;
+}
+
+/**
+ * A function of the users row whose body is one expression over its fields, kept as a string (see
+ * the header for why not BEGIN ATOMIC). The expression names only schema-qualified functions and
+ * built-in casts, so it means the same under any caller's search_path.
+ */
+function rowFunction(name: string, row: string, returns: string, volatility: string, expression: string): string {
+  return `create or replace function suekk_sync.${name}(u ${row}) returns ${returns}
+language sql ${volatility}
+as ${quoteLiteral(`select ${expression}`)}`;
+}
+
+/**
+ * The view that makes Postgres refuse to drop or retype what capture reads. Recreated on every
+ * install (create or replace view cannot drop a column of an earlier mapping).
+ */
+function pinStatements(table: SourceTable, mapping: CheckedMapping): string[] {
+  const columns = [
+    `${table.primaryKeyQuoted} as captured_key`,
+    ...(mapping.softDeleteColumn === null ? [] : [`${quoteIdent(mapping.softDeleteColumn)} as captured_soft_delete`]),
+    ...(mapping.updatedAtColumn === null ? [] : [`${quoteIdent(mapping.updatedAtColumn)} as captured_updated_at`]),
+    ...PAYLOAD_FIELDS.map((f) => `(${mapping.columns[f]}) as ${quoteIdent(f)}`),
+  ];
+  return [
+    `drop view if exists ${CAPTURE_PINS_VIEW}`,
+    `create view ${CAPTURE_PINS_VIEW} as\n  select ${columns.join(',\n         ')}\n  from ${table.qualified}`,
+    `comment on view ${CAPTURE_PINS_VIEW} is 'What suekk-sync capture reads from ${table.display.replace(/'/g, "''")}: while it exists, PostgreSQL refuses to drop or retype these columns (run suekk-sync install after changing the mapping). Not meant to be queried.'`,
+  ];
 }
 
 /**
@@ -141,24 +182,15 @@ export function captureStatements(
 
   const statements = [
     ...payloadStatements(row, mapping, installed),
-    `create or replace function suekk_sync.user_key(u ${row}) returns text
-language sql immutable
-begin atomic
-  select (u).${table.primaryKeyQuoted}::text;
-end`,
-    `create or replace function suekk_sync.user_is_live(u ${row}) returns boolean
-language sql immutable
-begin atomic
-  select ${live === null ? 'true' : `(u).${live} is null`};
-end`,
+    rowFunction('user_key', row, 'text', 'immutable', `(u).${table.primaryKeyQuoted}::text`),
+    rowFunction('user_is_live', row, 'boolean', 'immutable', live === null ? 'true' : `(u).${live} is null`),
   ];
   if (mapping.updatedAtColumn !== null) {
-    statements.push(`create or replace function suekk_sync.user_updated_at(u ${row}) returns timestamptz
-language sql stable
-begin atomic
-  select (u).${quoteIdent(mapping.updatedAtColumn)}::timestamptz;
-end`);
+    statements.push(
+      rowFunction('user_updated_at', row, 'timestamptz', 'stable', `(u).${quoteIdent(mapping.updatedAtColumn)}::timestamptz`),
+    );
   }
+  statements.push(...pinStatements(table, mapping));
   statements.push(
     `create or replace function suekk_sync.capture_row() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp

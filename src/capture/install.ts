@@ -5,10 +5,11 @@
 import type { SourceMapping } from '../config.ts';
 import { UsageError } from '../errors.ts';
 import type { Pool, PoolClient } from '../db/pool.ts';
-import { installedSchemaVersion, LATEST_SCHEMA_VERSION, pendingMigrationStatements } from '../db/migrations.ts';
+import { appliedMigrations, installedSchemaVersion, LATEST_SCHEMA_VERSION, pendingMigrationStatements } from '../db/migrations.ts';
 import { VERSION } from '../version.ts';
 import { checkMapping } from './mapping.ts';
 import {
+  CAPTURE_PINS_VIEW,
   CAPTURE_TRIGGER,
   captureStatements,
   GENERATED_FUNCTIONS,
@@ -58,6 +59,7 @@ async function dropCaptureStatements(client: PoolClient, table: string | null): 
       statements.push(`drop trigger if exists ${TRUNCATE_TRIGGER} on ${table}`);
     }
   }
+  statements.push(`drop view if exists ${CAPTURE_PINS_VIEW}`);
   // In GENERATED_FUNCTIONS' order: a function goes before the ones it calls.
   const fns = await client.query<{ signature: string }>(
     `select p.oid::regprocedure::text as signature from pg_proc p
@@ -102,7 +104,7 @@ export async function install(pool: Pool, options: InstallOptions): Promise<Inst
     }
     const previous = await readInstalledState(client, fromVersion);
     const notify = options.notify ?? true;
-    for (const sql of pendingMigrationStatements(fromVersion)) await run(sql);
+    for (const sql of pendingMigrationStatements(await appliedMigrations(client))) await run(sql);
 
     // Generated parts are rebuilt every time; only the old table's triggers need dropping first
     // (create or replace handles the same table without a gap in capture).

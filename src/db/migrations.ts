@@ -46,12 +46,23 @@ export async function installedSchemaVersion(client: Pick<PoolClient, 'query'>):
   return version.rows[0]?.v ?? 0;
 }
 
-/** The statements that bring the schema from `fromVersion` to the latest. */
-export function pendingMigrationStatements(fromVersion: number): string[] {
+/** The versions recorded as applied (none when suekk_sync is not installed). */
+export async function appliedMigrations(client: Pick<PoolClient, 'query'>): Promise<Set<number>> {
+  if ((await installedSchemaVersion(client)) === 0) return new Set();
+  const { rows } = await client.query<{ version: number }>('select version from suekk_sync.migrations');
+  return new Set(rows.map((r) => r.version));
+}
+
+/**
+ * The statements that apply every migration not yet recorded, in version order. Every one, not
+ * only those above the highest applied: a migration merged after a later one was installed still
+ * runs.
+ */
+export function pendingMigrationStatements(applied: ReadonlySet<number>): string[] {
   const statements: string[] = [];
-  if (fromVersion === 0) statements.push(...BOOTSTRAP_SQL);
+  if (applied.size === 0) statements.push(...BOOTSTRAP_SQL);
   for (const m of loadMigrations()) {
-    if (m.version <= fromVersion) continue;
+    if (applied.has(m.version)) continue;
     statements.push(m.sql.trim());
     statements.push(
       `insert into suekk_sync.migrations (version, name) values (${m.version}, '${m.name.replace(/'/g, "''")}')`,

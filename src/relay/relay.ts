@@ -3,7 +3,7 @@
  * in capture order (users in parallel), and records every round's outcome. The daemon
  * (`suekk-sync relay`) runs it; `resync`, `push` and `retry` run it too when no relay is alive.
  */
-import { EventEmitter } from 'node:events';
+import { EventEmitter, setMaxListeners } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { RelaySettings } from '../config.ts';
@@ -111,6 +111,9 @@ export class Relay extends EventEmitter<RelayEvents> {
 
   constructor(private readonly options: RelayOptions) {
     super();
+    // Every stream waiting out a backoff or a rate-limit slot listens on this one signal (and
+    // removes its listener when done), so more than Node's default ten is normal, not a leak.
+    setMaxListeners(0, this.stopController.signal);
     this.id = options.relayId ?? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
     this.pool = options.pool;
     this.sender = options.sender;
