@@ -1,6 +1,8 @@
 /** Every row of DESIGN §3's capture table, asserted on the outbox of a real database. */
 import t from 'tap';
+import { DOORBELL_LOCK } from '../src/capture/generate.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
+import { waitFor } from './helpers/receiver.ts';
 
 interface EventRow {
   user_id: string;
@@ -205,8 +207,10 @@ t.test('one constant NOTIFY per transaction, none for a change that captures not
 /**
  * A listener that tells how many wake-ups each step sent: a marker notification after the step
  * arrives after everything the step's transactions sent (notifications arrive in commit order).
+ * Before each step it answers the doorbell, as a relay that looked and found nothing would, so that
+ * a step's writer rings whenever it wakes a stream (the doorbell's own test is below).
  */
-async function wakeCounter(t: { teardown(fn: () => unknown): void }, db: TestDatabase) {
+async function wakeCounter(t: { teardown(fn: () => unknown): void }, db: TestDatabase, answer = true) {
   const listener = await db.pool.connect();
   let wakes = 0;
   let marks = 0;
@@ -220,6 +224,7 @@ async function wakeCounter(t: { teardown(fn: () => unknown): void }, db: TestDat
     listener.release();
   });
   return async (step: () => Promise<unknown>): Promise<number> => {
+    if (answer) await db.pool.query('select suekk_sync.answer_doorbell()');
     const before = wakes;
     const marksBefore = marks;
     await step();
@@ -282,6 +287,56 @@ t.test('NOTIFY only when a change wakes an idle stream (or one whose lease ran o
   t.same(rows.slice(-2).map((r) => [r.action, r.user_id]).sort(), [['deleted', id], ['deleted', other]].sort());
   const { rows: streams } = await db.pool.query<{ due: boolean }>('select next_attempt_at is not null as due from suekk_sync.streams');
   t.same(streams, [{ due: true }, { due: true }]);
+});
+
+t.test('the doorbell: one ring until a relay answers; a silent writer holds the answer back until it commits', async (t) => {
+  const db = await createTestDatabase(t);
+  const wakesOf = await wakeCounter(t, db, false);
+  const answer = () => db.pool.query('select suekk_sync.answer_doorbell()');
+  await answer();
+  t.equal(await wakesOf(() => addUser(db, 'ring1')), 1, 'the first woken stream rings');
+  t.equal(await wakesOf(() => addUser(db, 'ring2')), 0, 'rung and not answered: silent');
+  await answer();
+  t.equal(await wakesOf(() => addUser(db, 'ring3')), 1, 'answered: the next one rings again');
+
+  // A silent writer still open: the relay's answer waits for it (here: times out, so the relay
+  // looks again later) instead of claiming before its stream is visible.
+  const silent = await db.pool.connect();
+  try {
+    await silent.query('begin');
+    await silent.query("insert into users (email, username, password) values ('s@x.io', 'silent', 'h')");
+    const { rows } = await answer();
+    t.same(rows, [{ answer_doorbell: false }], 'not answered while a silent writer is open');
+    // Meanwhile a writer that finds a relay looking (the lock wanted exclusively) rings, even with
+    // the bell rung by a committed writer: the relay's claim may come before this writer commits.
+    const looking = db.pool.query(`select pg_advisory_xact_lock(${DOORBELL_LOCK})`); // waits for the silent writer
+    await waitFor(
+      async () => (await db.pool.query("select 1 from pg_locks where locktype = 'advisory' and not granted")).rowCount === 1,
+      'the relay waiting for the doorbell lock',
+    );
+    const { rows: committed } = await db.pool.query<{ xid: string }>('select txid_current()::text as xid');
+    await db.pool.query("select setval('suekk_sync.wake_pending', $1)", [committed[0]!.xid]);
+    t.equal(await wakesOf(() => addUser(db, 'ring4')), 1, 'a relay is looking: ring');
+    await silent.query('commit');
+    await looking;
+  } finally {
+    silent.release();
+  }
+  const { rows } = await answer();
+  t.same(rows, [{ answer_doorbell: true }], 'answered once the silent writer committed');
+
+  // A ringer that rolls back never sent its notification: the next writer rings instead of trusting it.
+  await answer();
+  const ringer = await db.pool.connect();
+  try {
+    await ringer.query('begin');
+    await ringer.query("insert into users (email, username, password) values ('r@x.io', 'rolled', 'h')");
+    t.equal(await wakesOf(() => addUser(db, 'meanwhile')), 0, 'the ringer is still open: silent');
+    await ringer.query('rollback');
+  } finally {
+    ringer.release();
+  }
+  t.equal(await wakesOf(() => addUser(db, 'after')), 1, 'the ringer rolled back: ring');
 });
 
 t.test('a primary key change wakes both streams with one notification', async (t) => {

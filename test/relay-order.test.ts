@@ -168,7 +168,9 @@ t.test('a user with a backlog takes turns with the users waiting for a place', a
   await waitFor(() => receiver.delivered.length === 44, 'every event delivered', 20_000);
   const order = receiver.delivered.map((r) => String(r.body.id));
   const lastOther = Math.max(...others.map((id) => order.indexOf(id)));
-  t.ok(lastOther < 30, `the three waiting users were served by delivery ${lastOther + 1} of 44, not after the backlog`);
+  // Without turns they come at 42-44. Quiet, about 21-24; on a loaded machine a slow claim lets the
+  // backlog send one more turn before the next user is waiting (32 seen with the suite beside it).
+  t.ok(lastOther < 36, `the three waiting users were served by delivery ${lastOther + 1} of 44, not after the backlog`);
   const hotNames = receiver.delivered.filter((r) => r.body.id === hot).map((r) => String(r.body.displayName).split(' ')[0]);
   t.same(hotNames.slice(1), Array.from({ length: 40 }, (_, i) => `v${i}`), 'the backlog still in capture order');
 });

@@ -135,3 +135,35 @@ t.test('writers racing the relay over a few users: everything arrives, in order,
   for (const r of receiver.delivered) arrived.set(String(r.body.id), [...(arrived.get(String(r.body.id)) ?? []), r.webhookId]);
   t.same(arrived, captured, 'each user in capture order, each event once');
 });
+
+t.test('a writer that stayed silent because the bell was rung is delivered once it commits, without the poll', async (t) => {
+  const db = await createTestDatabase(t);
+  const receiver = await startReceiver(t);
+  await startTestRelay(t, db, receiver.url, { settings: { pollIntervalMs: POLL_MS } });
+  const [first] = await addUsers(db, 1, 'before');
+  await waitFor(() => receiver.delivered.length === 1, 'the first user', PROMPTLY_MS);
+  await waitFor(() => streamIdle(db, first!), 'its stream idle', PROMPTLY_MS);
+  const wakes = await countWakes(t, db);
+
+  // The ringer wakes a stream and rings, still open; the second writer finds the bell rung and
+  // stays silent, also still open.
+  const ringer = await db.pool.connect();
+  const silent = await db.pool.connect();
+  t.teardown(() => {
+    ringer.release();
+    silent.release();
+  });
+  await ringer.query('begin');
+  await ringer.query("insert into users (email, username, password) values ('ring@x.io', 'ringer', 'h')");
+  await silent.query('begin');
+  await silent.query("insert into users (email, username, password) values ('quiet@x.io', 'quiet', 'h')");
+  // The ringer's notification makes the relay look; the silent writer is still open, so the
+  // relay's answer cannot wait it out and it must come back later on its own.
+  await ringer.query('commit');
+  await waitFor(() => receiver.delivered.length === 2, "the ringer's user", PROMPTLY_MS);
+  await new Promise((r) => setTimeout(r, 300));
+  await silent.query('commit');
+  await waitFor(() => receiver.delivered.length === 3, "the silent writer's user", PROMPTLY_MS);
+  t.same(receiver.delivered.map((r) => r.body.username), ['before1', 'ringer', 'quiet']);
+  t.equal(wakes(), 1, 'one notification for both writers');
+});

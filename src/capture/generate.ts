@@ -26,6 +26,12 @@ import { quoteIdent, quoteLiteral, type SourceTable } from './source-table.ts';
 export const CAPTURE_TRIGGER = 'suekk_sync_capture';
 export const TRUNCATE_TRIGGER = 'suekk_sync_capture_truncate';
 export const NOTIFY_CHANNEL = 'suekk_sync';
+/**
+ * The advisory lock of the doorbell, in the two-int key space (apart from any bigint key an
+ * application uses): writers that leave the bell alone hold it shared until they commit, and a
+ * relay that looks takes it exclusively to wait for them.
+ */
+export const DOORBELL_LOCK = '1937075051, 1';
 /** Pins the columns and functions capture reads (see the header). */
 export const CAPTURE_PINS_VIEW = 'suekk_sync.columns_read_by_capture';
 /**
@@ -40,6 +46,7 @@ export const GENERATED_FUNCTIONS = [
   'user_payload_from',
   'capture_row',
   'capture_truncate',
+  'answer_doorbell',
 ] as const;
 
 export interface CaptureOptions {
@@ -140,9 +147,8 @@ function pinStatements(table: SourceTable, mapping: CheckedMapping): string[] {
  * Records one event: the outbox row, and the stream row made due (the generation bump that tells a
  * relay holding the stream that something arrived after its snapshot). With NOTIFY, the upsert also
  * says whether the stream was idle (its due time is the one just written) or held under a lease
- * that has run out: only then does anything need waking. A stream that is already due, or held by
- * a live relay, is found without a notification (see "NOTIFY only wakes an idle stream" in the
- * README), which keeps NOTIFY's commit-time lock off the writers' path under load.
+ * that has run out: only then does anything need waking (see "NOTIFY only wakes an idle stream" in
+ * the README), and then the doorbell decides whether this writer must notify.
  */
 function recordEvent(key: string, action: string, payload: string, notify: boolean, indent: string): string {
   const lines = [
@@ -162,12 +168,58 @@ function recordEvent(key: string, action: string, payload: string, notify: boole
     lines.push(
       `returning s.next_attempt_at = captured_at or s.locked_until < captured_at into woke;`,
       `if woke then`,
-      `  -- A constant payload: Postgres folds identical notifications into one per transaction.`,
-      `  perform pg_notify('${NOTIFY_CHANNEL}', '');`,
+      ...ringDoorbell().map((l) => '  ' + l),
       `end if;`,
     );
   }
   return lines.map((l) => indent + l).join('\n');
+}
+
+/**
+ * One notification per relay look, not one per woken stream (README, "One ring per look"). A
+ * notifying commit holds a server-wide lock through its WAL flush; under load most writers find
+ * the bell already rung by a writer that committed (or is committing) since a relay last looked,
+ * and stay silent, holding the doorbell lock shared so that the relay's next look waits for their
+ * commit. A writer that cannot take the lock (a relay is looking right now), finds nobody rang, or
+ * finds the last ringer rolled back (its notification was never sent), rings itself.
+ */
+function ringDoorbell(): string[] {
+  return [
+    `if not pg_try_advisory_xact_lock_shared(${DOORBELL_LOCK}) then`,
+    `  perform pg_notify('${NOTIFY_CHANNEL}', '');`,
+    `else`,
+    `  ringer := coalesce(pg_sequence_last_value('suekk_sync.wake_pending'), 0);`,
+    `  if ringer = 0 or txid_status(ringer) = 'aborted' then`,
+    `    perform setval('suekk_sync.wake_pending', txid_current());`,
+    `    -- A constant payload: Postgres folds identical notifications into one per transaction.`,
+    `    perform pg_notify('${NOTIFY_CHANNEL}', '');`,
+    `  end if;`,
+    `end if;`,
+  ];
+}
+
+/**
+ * What a relay runs before it relies on being rung: clear the bell, so the next writer that wakes a
+ * stream rings, then wait for the writers that stayed silent while it was rung (they hold the
+ * doorbell lock shared until they commit), so the claim that follows sees their streams. A long
+ * writer transaction is not waited out: after the lock timeout the relay claims anyway and looks
+ * again a little later.
+ */
+function answerDoorbellStatement(): string {
+  return `create or replace function suekk_sync.answer_doorbell() returns boolean
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $doorbell$
+begin
+  perform setval('suekk_sync.wake_pending', 0);
+  perform set_config('lock_timeout', '50ms', true);
+  begin
+    perform pg_advisory_xact_lock(${DOORBELL_LOCK});
+  exception when lock_not_available then
+    return false;
+  end;
+  return true;
+end
+$doorbell$`;
 }
 
 export function captureStatements(
@@ -178,7 +230,7 @@ export function captureStatements(
 ): string[] {
   const row = table.qualified;
   const live = mapping.softDeleteColumn === null ? null : quoteIdent(mapping.softDeleteColumn);
-  const woke = options.notify ? '\n  woke boolean;' : '';
+  const woke = options.notify ? '\n  woke boolean;\n  ringer bigint;' : '';
 
   const statements = [
     ...payloadStatements(row, mapping, installed),
@@ -295,6 +347,7 @@ begin
   return null;
 end
 $capture$`,
+    answerDoorbellStatement(),
     `create or replace trigger ${CAPTURE_TRIGGER}
   after insert or update or delete on ${row}
   for each row execute function suekk_sync.capture_row()`,

@@ -274,6 +274,15 @@ export async function reviveStrandedStreams(db: Queryable): Promise<number> {
   return rowCount ?? 0;
 }
 
+/**
+ * Clears the doorbell and waits (briefly) for the writers that stayed silent while it was rung;
+ * false when one of them is still open, so the caller must look again later.
+ */
+export async function answerDoorbell(db: Queryable): Promise<boolean> {
+  const { rows } = await db.query<{ answered: boolean }>('select suekk_sync.answer_doorbell() as answered');
+  return rows[0]?.answered === true;
+}
+
 /** Seconds until the next stream becomes due (database clock), or null when none waits. */
 export async function secondsUntilNextDue(db: Queryable): Promise<number | null> {
   // One ordered probe of streams_due per priority, not a scan of every waiting stream.

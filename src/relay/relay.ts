@@ -17,6 +17,7 @@ import {
   pruneIdleStreams,
   registerRelay,
   renewLeases,
+  answerDoorbell,
   reviveStrandedStreams,
   secondsUntilNextDue,
   unregisterRelay,
@@ -45,6 +46,8 @@ const MAINTENANCE_MS = 60_000;
 const LOCKED_RETRY_MS = 25;
 /** Events a stream sends before it lets a waiting stream have its place (when one waits). */
 const TURN_EVENTS = 5;
+/** The first wait before looking at the doorbell again when a silent writer was still open. */
+const BELL_RETRY_MIN_MS = 50;
 
 export interface RelayOptions {
   pool: Pool;
@@ -101,6 +104,10 @@ export class Relay extends EventEmitter<RelayEvents> {
   private readonly placeWaiters: (() => void)[] = [];
   private readonly timers: NodeJS.Timeout[] = [];
   private dueTimer: NodeJS.Timeout | undefined;
+  /** A writer may have rung since this relay last answered the doorbell (true at start). */
+  private bellMayBeRung = true;
+  private bellTimer: NodeJS.Timeout | undefined;
+  private bellRetryMs = BELL_RETRY_MIN_MS;
   private claiming = false;
   private wakeRequested = false;
   private started = false;
@@ -124,7 +131,10 @@ export class Relay extends EventEmitter<RelayEvents> {
     this.limiter = new RateLimiter(this.settings.maxRps);
     this.listener = options.listenUrl
       ? new Listener(options.listenUrl, this.logger, {
-          onWake: () => this.wake(),
+          onWake: () => {
+            this.bellMayBeRung = true;
+            this.wake();
+          },
           onControl: (payload) => this.control(payload),
           onLost: (err) => this.connectionLost(err),
         })
@@ -168,7 +178,11 @@ export class Relay extends EventEmitter<RelayEvents> {
       await this.listener.start();
       if (this.options.listenSelfCheck) await this.listener.selfCheck(this.pool, this.id);
     }
-    this.every(this.settings.pollIntervalMs, () => this.wake());
+    this.every(this.settings.pollIntervalMs, () => {
+      // The backstop for a ringer that rolled back after silencing others: look at the bell too.
+      this.bellMayBeRung = true;
+      this.wake();
+    });
     this.every(Math.max(100, Math.floor(this.settings.leaseMs / 3)), () => this.renew());
     if (this.options.maintenance) {
       await this.maintain();
@@ -250,6 +264,13 @@ export class Relay extends EventEmitter<RelayEvents> {
           return;
         }
         for (const stream of claimed) this.startStream(stream);
+        if (claimed.length < limit && this.bellMayBeRung && this.listener) {
+          // About to rely on notifications again: answer the doorbell, then look once more for
+          // what the writers that stayed silent meanwhile committed.
+          this.bellMayBeRung = false;
+          await this.answerDoorbell();
+          continue;
+        }
         if (claimed.length < limit) {
           // Nothing else is due now. Only an empty claim asks when something will be: while
           // streams are in flight, their ends wake the relay again anyway.
@@ -289,6 +310,30 @@ export class Relay extends EventEmitter<RelayEvents> {
     } else {
       this.logger.error({ err: { message: (err as Error).message, code: (err as { code?: string }).code } }, `Database error during ${what}`);
     }
+  }
+
+  /**
+   * Clears the doorbell (see generate.ts, ringDoorbell). When a silent writer's transaction is still
+   * open, its stream is not visible yet: look again after a backoff, up to the poll interval.
+   */
+  private async answerDoorbell(): Promise<void> {
+    let answered = false;
+    try {
+      answered = await answerDoorbell(this.pool);
+    } catch (err) {
+      this.noteDatabaseError(err, 'doorbell');
+    }
+    if (answered) {
+      this.bellRetryMs = BELL_RETRY_MIN_MS;
+      return;
+    }
+    if (this.bellTimer) return;
+    this.bellTimer = setTimeout(() => {
+      this.bellTimer = undefined;
+      this.bellMayBeRung = true;
+      this.wake();
+    }, this.bellRetryMs);
+    this.bellRetryMs = Math.min(this.bellRetryMs * 2, this.settings.pollIntervalMs);
   }
 
   /** Sets a timer for the next stream that becomes due before the next poll. */
@@ -598,6 +643,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   private async shutdown(): Promise<void> {
     this.stopController.abort();
     if (this.dueTimer) clearTimeout(this.dueTimer);
+    if (this.bellTimer) clearTimeout(this.bellTimer);
     for (const timer of this.timers) clearInterval(timer);
     // Leases must outlive the requests still in flight.
     const renewal = setInterval(() => void this.renew(), Math.max(100, Math.floor(this.settings.leaseMs / 3)));
