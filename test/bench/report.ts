@@ -196,6 +196,15 @@ export function targetRows(r: Results): Row[] {
         }
       : { figure: 'trigger overhead (--no-notify)', value: 'n/a', target: '≥ 0.75', measured: 'n/a', met: null },
   );
+  if (t) {
+    rows.push({
+      figure: 'trigger overhead (NOTIFY, a relay looking every ms)',
+      value: `${fmt(t.tps_with_relay_looking)} vs ${fmt(t.tps_without)} tps, ${fmt(t.rings_per_s_relay_looking)} rings/s`,
+      target: '',
+      measured: `×${t.ratio_relay_looking.toFixed(2)}`,
+      met: null,
+    });
+  }
   return rows;
 }
 

@@ -4,8 +4,13 @@
  * flush) against three otherwise identical databases:
  *   without      the users table alone;
  *   with         `install` (trigger + NOTIFY);
- *   no_notify    `install --no-notify` (trigger, no NOTIFY: no commit-time notify lock).
- * No relay runs: this is the writer's cost alone (the outbox grows by a few thousand rows).
+ *   no_notify    `install --no-notify` (trigger, no NOTIFY: no commit-time notify lock);
+ *   looked       `install`, with a stand-in for an eager relay answering the doorbell every
+ *                millisecond, so a woken stream rings about once per millisecond: the most a
+ *                real relay (which answers once per look, after a claim) makes writers notify.
+ * No relay delivers: this is the writer's cost alone (the outbox grows by a few thousand rows).
+ * With no relay looking, the doorbell stays rung after the first write, as it does while every
+ * relay is busy, so `with` measures the trigger under load and `looked` an idle relay's worst.
  *
  * Short rounds alternate between the three, the order rotating each cycle, so machine noise
  * (other tests, checkpoints) falls on all three alike; tps is the mean over each one's rounds.
@@ -22,8 +27,13 @@ import type { BenchContext } from '../context.ts';
 import { analyze, seedUsers, type TemplateKind } from '../db.ts';
 import { mean, round } from '../stats.ts';
 
-type Config = 'without' | 'with' | 'no_notify';
-const TEMPLATES: Record<Config, TemplateKind> = { without: 'users', with: 'suekk', no_notify: 'suekk_no_notify' };
+type Config = 'without' | 'with' | 'no_notify' | 'looked';
+const TEMPLATES: Record<Config, TemplateKind> = {
+  without: 'users',
+  with: 'suekk',
+  no_notify: 'suekk_no_notify',
+  looked: 'suekk',
+};
 
 export interface TriggerOverheadResult {
   tps_without: number;
@@ -31,6 +41,10 @@ export interface TriggerOverheadResult {
   ratio: number;
   tps_with_no_notify: number;
   ratio_no_notify: number;
+  tps_with_relay_looking: number;
+  ratio_relay_looking: number;
+  /** Notifications the `looked` rounds sent per second (how often a writer rang). */
+  rings_per_s_relay_looking: number;
   driver: 'pgbench' | 'node-postgres';
   rounds: Record<Config, number[]>;
 }
@@ -104,9 +118,39 @@ async function nodeRound(url: string, seconds: number, clients: number, users: n
   return tps;
 }
 
+/**
+ * Answers the doorbell about once a millisecond, as a relay that looks after every claim would at
+ * most, and counts the writers' rings (notifications) meanwhile.
+ */
+async function startLooker(url: string): Promise<{ stop(): Promise<{ rings: number; seconds: number }> }> {
+  const answering = new pg.Client({ connectionString: url, application_name: 'suekk-bench looker' });
+  const listening = new pg.Client({ connectionString: url, application_name: 'suekk-bench listener' });
+  await Promise.all([answering.connect(), listening.connect()]);
+  let rings = 0;
+  listening.on('notification', () => rings++);
+  await listening.query('listen suekk_sync');
+  const started = performance.now();
+  let stopping = false;
+  const loop = (async () => {
+    while (!stopping) {
+      await answering.query('select suekk_sync.answer_doorbell()');
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  })();
+  return {
+    async stop() {
+      stopping = true;
+      await loop;
+      const seconds = (performance.now() - started) / 1000;
+      await Promise.all([answering.end(), listening.end()]);
+      return { rings, seconds };
+    },
+  };
+}
+
 export async function runTriggerOverhead(ctx: BenchContext): Promise<TriggerOverheadResult> {
   const { clients, users, roundSeconds, cycles } = ctx.sizes.trigger;
-  const configs: Config[] = ['without', 'with', 'no_notify'];
+  const configs: Config[] = ['without', 'with', 'no_notify', 'looked'];
   const dbs = {} as Record<Config, { name: string; url: string }>;
   const dir = mkdtempSync(join(tmpdir(), 'suekk-bench-'));
   try {
@@ -124,12 +168,28 @@ update users set first_name = 'p' || :n || '_' || floor(random() * 1000000000)::
 `,
     );
     const driver = (await hasPgbench()) ? 'pgbench' : 'node-postgres';
-    const round1 = (c: Config) =>
-      driver === 'pgbench' ? pgbenchRound(ctx, dbs[c].url, script, roundSeconds, clients) : nodeRound(dbs[c].url, roundSeconds, clients, users);
+    let rings = 0;
+    let looking = 0;
+    const round1 = async (c: Config) => {
+      const looker = c === 'looked' ? await startLooker(dbs[c].url) : undefined;
+      try {
+        return driver === 'pgbench'
+          ? await pgbenchRound(ctx, dbs[c].url, script, roundSeconds, clients)
+          : await nodeRound(dbs[c].url, roundSeconds, clients, users);
+      } finally {
+        if (looker) {
+          const seen = await looker.stop();
+          rings += seen.rings;
+          looking += seen.seconds;
+        }
+      }
+    };
 
     // A short warm-up of each: caches, prepared statements, the first WAL segments.
     for (const c of configs) await round1(c);
-    const rounds: Record<Config, number[]> = { without: [], with: [], no_notify: [] };
+    rings = 0;
+    looking = 0;
+    const rounds: Record<Config, number[]> = { without: [], with: [], no_notify: [], looked: [] };
     await ctx.measureCpu('trigger_overhead', async () => {
       for (let cycle = 0; cycle < cycles; cycle++) {
         const order = configs.map((_, i) => configs[(i + cycle) % configs.length]!);
@@ -143,15 +203,19 @@ update users set first_name = 'p' || :n || '_' || floor(random() * 1000000000)::
       ratio: round(tps('with') / tps('without'), 3),
       tps_with_no_notify: round(tps('no_notify')),
       ratio_no_notify: round(tps('no_notify') / tps('without'), 3),
+      tps_with_relay_looking: round(tps('looked')),
+      ratio_relay_looking: round(tps('looked') / tps('without'), 3),
+      rings_per_s_relay_looking: round(rings / Math.max(looking, 1e-9)),
       driver,
       rounds: {
         without: rounds.without.map((r) => round(r)),
         with: rounds.with.map((r) => round(r)),
         no_notify: rounds.no_notify.map((r) => round(r)),
+        looked: rounds.looked.map((r) => round(r)),
       },
     };
     ctx.log(
-      `  trigger overhead (${driver}, ${clients} clients): without ${result.tps_without} tps, with ${result.tps_with} tps (×${result.ratio}), --no-notify ${result.tps_with_no_notify} tps (×${result.ratio_no_notify})`,
+      `  trigger overhead (${driver}, ${clients} clients): without ${result.tps_without} tps, with ${result.tps_with} tps (×${result.ratio}), --no-notify ${result.tps_with_no_notify} tps (×${result.ratio_no_notify}), relay looking every ms ${result.tps_with_relay_looking} tps (×${result.ratio_relay_looking}, ${result.rings_per_s_relay_looking} rings/s)`,
     );
     return result;
   } finally {
