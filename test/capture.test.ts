@@ -337,6 +337,12 @@ t.test('the doorbell: one ring until a relay answers; a silent writer holds the 
     ringer.release();
   }
   t.equal(await wakesOf(() => addUser(db, 'after')), 1, 'the ringer rolled back: ring');
+
+  // A bell restored from another cluster (a transaction id this one has not reached) must not make
+  // writes fail: the writer rings and resets it.
+  await db.pool.query("select setval('suekk_sync.wake_pending', 9000000000000)");
+  t.equal(await wakesOf(() => addUser(db, 'restored')), 1, 'a bell from the future: ring');
+  t.equal(await wakesOf(() => addUser(db, 'restored2')), 0, 'and the bell is sane again');
 });
 
 t.test('a primary key change wakes both streams with one notification', async (t) => {

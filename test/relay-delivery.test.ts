@@ -1,4 +1,5 @@
 /** The relay against a real database and a real receiver on loopback: what arrives, and when not. */
+import pg from 'pg';
 import t from 'tap';
 import { Webhook } from 'standardwebhooks';
 import { generateSecret } from '../src/webhook/signature.ts';
@@ -258,4 +259,27 @@ t.test('retention prunes delivered and skipped events past --retention, and keep
   await startTestRelay(t, db, receiver.url, { settings: { retentionMs: 7 * 86_400_000 }, maintenance: true });
   await waitFor(async () => (await eventStatuses(db)).delivered === 1, 'the fresh one delivered');
   t.same(await eventStatuses(db), { failed: 2, delivered: 1 }, 'old delivered and skipped pruned; failed kept; fresh kept');
+});
+
+t.test('the relay prepares no statement: a plan kept from a near-empty outbox would stall it once the outbox grows', async (t) => {
+  const db = await createTestDatabase(t);
+  const receiver = await startReceiver(t, (req) => ({ status: req.body.username === 'fails1' ? 500 : 200 }));
+  const named: string[] = [];
+  const original = pg.Client.prototype.query;
+  pg.Client.prototype.query = function (this: pg.Client, config: unknown, ...rest: unknown[]) {
+    const name = (config as { name?: unknown } | null)?.name;
+    if (typeof name === 'string') named.push(name);
+    return (original as (...args: unknown[]) => unknown).call(this, config, ...rest);
+  } as typeof original;
+  t.teardown(() => {
+    pg.Client.prototype.query = original;
+  });
+  await startTestRelay(t, db, receiver.url, { settings: { concurrency: 2, batchSize: 2 } });
+  // Many small batches (more than the five after which Postgres would switch a prepared statement
+  // to its generic plan), deliveries and a failing round, so every hot-path statement runs often.
+  await addUsers(db, 12, 'user');
+  await addUsers(db, 1, 'fails');
+  await waitFor(async () => ((await eventStatuses(db)).delivered ?? 0) === 12, '12 delivered');
+  await waitFor(() => receiver.requests.some((r) => r.body.username === 'fails1'), 'the failing round');
+  t.same(named, [], 'no named statement');
 });
