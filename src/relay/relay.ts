@@ -32,7 +32,7 @@ import type { AttemptOutcome, WebhookSender } from '../webhook/sender.ts';
 import { VERSION } from '../version.ts';
 import { Breaker } from './breaker.ts';
 import { Listener } from './listener.ts';
-import { OutcomeWriter, type ReleaseResult } from './outcome-writer.ts';
+import { OutcomeWriter } from './outcome-writer.ts';
 import { RateLimiter } from './rate-limit.ts';
 import { deliverRound, type RoundResult } from './round.ts';
 import { nextRound } from './schedule.ts';
@@ -79,8 +79,6 @@ interface StreamState {
   attempt: AbortController;
   leaseTimer: NodeJS.Timeout | undefined;
   leaseExpiresAt: number;
-  /** Holds one of the sending places. */
-  sending: boolean;
 }
 
 export interface RelayEvents {
@@ -103,8 +101,6 @@ export class Relay extends EventEmitter<RelayEvents> {
   private readonly streams = new Map<string, StreamState>();
   private readonly tasks = new Set<Promise<void>>();
   private sending = 0;
-  /** Streams done sending whose hand-back (the idle release) is being written. */
-  private handingBack = 0;
   private readonly placeWaiters: (() => void)[] = [];
   private readonly timers: NodeJS.Timeout[] = [];
   private dueTimer: NodeJS.Timeout | undefined;
@@ -254,7 +250,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     do {
       this.wakeRequested = false;
       while (!this.stopController.signal.aborted && !this.paused) {
-        const free = this.capacity() + this.reserve() - (this.streams.size - this.handingBack);
+        const free = this.capacity() + this.reserve() - this.streams.size;
         if (free <= 0) break;
         const limit = Math.min(free, this.settings.batchSize);
         let claimed: ClaimedStream[];
@@ -364,7 +360,6 @@ export class Relay extends EventEmitter<RelayEvents> {
       attempt: new AbortController(),
       leaseTimer: undefined,
       leaseExpiresAt: 0,
-      sending: false,
     };
     this.streams.set(claimed.userId, state);
     // The claim's lease started at the database's now(), a moment before this line: count from here
@@ -409,39 +404,12 @@ export class Relay extends EventEmitter<RelayEvents> {
   }
 
   private async runStreamInPlace(claimed: ClaimedStream, state: StreamState): Promise<void> {
-    await this.enterPlace(state);
+    const waiting = this.takeSendingPlace();
+    if (waiting) await waiting;
     try {
       await this.runStream(claimed, state);
     } finally {
-      this.leavePlace(state);
-    }
-  }
-
-  private async enterPlace(state: StreamState): Promise<void> {
-    const waiting = this.takeSendingPlace();
-    if (waiting) await waiting;
-    state.sending = true;
-  }
-
-  private leavePlace(state: StreamState): void {
-    if (!state.sending) return;
-    state.sending = false;
-    this.leaveSendingPlace();
-  }
-
-  /**
-   * The idle release of a stream that has sent everything. Its sending place goes first: the write
-   * (a group commit, several milliseconds) used to keep the place, which for users with one event
-   * each (a resync) was most of a place's time, and bounded delivery to places / round trip.
-   */
-  private async handBack(state: StreamState, gen: string): Promise<ReleaseResult> {
-    this.leavePlace(state);
-    this.handingBack++;
-    if (this.placeWaiters.length === 0) this.wake();
-    try {
-      return await this.writer.release({ userId: state.userId, kind: 'idle', gen });
-    } finally {
-      this.handingBack--;
+      this.leaveSendingPlace();
     }
   }
 
@@ -471,7 +439,7 @@ export class Relay extends EventEmitter<RelayEvents> {
           mayHaveMore = queue.length >= EVENTS_PER_FETCH;
           if (queue.length > 0) continue;
         }
-        const released = await this.handBack(state, gen);
+        const released = await this.writer.release({ userId, kind: 'idle', gen });
         if (released !== 'locked') return;
         // A writer is adding an event to this user right now: wait for its commit and read again.
         await sleep(LOCKED_RETRY_MS, this.stopController.signal);
@@ -480,15 +448,15 @@ export class Relay extends EventEmitter<RelayEvents> {
         continue;
       }
       lastId = event.id;
-      if (!state.sending) await this.enterPlace(state);
       const done = await this.deliver(event, state);
       if (!done) return;
       if (++sentInTurn >= TURN_EVENTS && this.placeWaiters.length > 0) {
         // A user with a backlog takes turns with the users waiting for a place instead of
         // keeping its place for thousands of events: its lease and order stay as they are.
         sentInTurn = 0;
-        this.leavePlace(state);
-        await this.enterPlace(state);
+        this.leaveSendingPlace();
+        const waiting = this.takeSendingPlace();
+        if (waiting) await waiting;
       }
     }
   }
