@@ -109,6 +109,8 @@ export class Relay extends EventEmitter<RelayEvents> {
   private bellTimer: NodeJS.Timeout | undefined;
   private bellRetryMs = BELL_RETRY_MIN_MS;
   private claiming = false;
+  /** The claim loop running now, if any: a stop waits for it, so no query outlives the relay. */
+  private claimRun: Promise<void> | undefined;
   private wakeRequested = false;
   private started = false;
   private stopped: Promise<void> | undefined;
@@ -205,8 +207,9 @@ export class Relay extends EventEmitter<RelayEvents> {
       return;
     }
     this.claiming = true;
-    void this.claimLoop().finally(() => {
+    this.claimRun = this.claimLoop().finally(() => {
       this.claiming = false;
+      this.claimRun = undefined;
     });
   }
 
@@ -654,6 +657,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     try {
       const settled = await Promise.race([
         (async () => {
+          await this.claimRun;
           while (this.tasks.size > 0) await Promise.allSettled([...this.tasks]);
           await this.writer.drain();
           return true;
