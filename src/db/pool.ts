@@ -37,6 +37,27 @@ export function createPool(url: string, options: PoolOptions = {}): Pool {
   return pool;
 }
 
+/**
+ * Ends the pool and waits until every connection is closed. pg's `end()` resolves as soon as it
+ * has asked each connection to close, so a server stopped right after (as `dev` does) could still
+ * find sessions open and terminate them.
+ */
+export async function closePool(pool: Pool, waitMs = 5_000): Promise<void> {
+  let open = pool.totalCount;
+  let timer: NodeJS.Timeout | undefined;
+  const closed = new Promise<void>((resolve) => {
+    if (open === 0) resolve();
+    pool.on('remove', () => {
+      if (--open <= 0) resolve();
+    });
+    // A connection that never confirms must not hold a stop up for good.
+    timer = setTimeout(resolve, waitMs);
+  });
+  await pool.end();
+  await closed;
+  clearTimeout(timer);
+}
+
 const UNREACHABLE_CODES = new Set([
   'ECONNREFUSED',
   'ENOTFOUND',

@@ -15,7 +15,7 @@ import { createApiLogger } from '../api/logger.ts';
 import { createApiServer } from '../api/server.ts';
 import { install } from '../capture/install.ts';
 import { DEFAULT_RELAY, DEFAULT_SOURCE, type Settings } from '../config.ts';
-import { checkConnection, createPool, redactUrl } from '../db/pool.ts';
+import { checkConnection, closePool, createPool, redactUrl } from '../db/pool.ts';
 import { errorMessage, UsageError } from '../errors.ts';
 import { createLogger } from '../logger.ts';
 import { startRelay } from '../relay/start.ts';
@@ -272,7 +272,7 @@ export async function startDev(options: DevOptions): Promise<DevSession> {
       applicationName: 'suekk-sync api',
       onIdleError: (err) => apiLogger.warn(`database connection lost: ${errorMessage(err)}`),
     });
-    started.push(() => pool.end());
+    started.push(() => closePool(pool));
     await checkConnection(pool, databaseUrl);
     await pool.query(readFileSync(USERS_SQL, 'utf8'));
     await install(pool, { source: DEFAULT_SOURCE });

@@ -6,7 +6,7 @@ import type { Settings } from '../config.ts';
 import { requireDatabaseUrl } from '../config.ts';
 import { UsageError } from '../errors.ts';
 import { createLogger, type Logger } from '../logger.ts';
-import { checkConnection, createPool, type Pool } from '../db/pool.ts';
+import { checkConnection, closePool, createPool, type Pool } from '../db/pool.ts';
 import { installedSchemaVersion, LATEST_SCHEMA_VERSION } from '../db/migrations.ts';
 import { createWebhookSender, parseBackendUrl } from '../webhook/sender.ts';
 import { parseSecrets } from '../webhook/signature.ts';
@@ -64,7 +64,7 @@ export async function startRelay(settings: Settings, logger = createLogger(setti
   const close = async () => {
     await metrics?.close();
     await sender.close().catch(() => undefined);
-    await pool.end().catch(() => undefined);
+    await closePool(pool).catch(() => undefined);
   };
   try {
     try {
