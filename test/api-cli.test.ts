@@ -1,7 +1,7 @@
 /** `suekk-sync serve` as an operator runs it: settings checks, start-up, a request, SIGTERM. */
 import t from 'tap';
 import { createTestDatabase } from './helpers/db.ts';
-import { collect, runCli, startCli } from './helpers/cli.ts';
+import { runCli, startServe } from './helpers/cli.ts';
 
 const JWT_SECRET = 'cli-test-secret-0123456789abcdef0123456789';
 
@@ -34,21 +34,9 @@ t.test('serve, receive and dev share one whole-number check: exit 2 naming the o
 
 t.test('serve answers on the printed address, warns when not installed, and stops on SIGTERM', async (t) => {
   const db = await createTestDatabase(t, 'users');
-  const child = startCli(['serve', '--port', '0', '--register-limit', '1'], {
+  const { child, base, finished } = await startServe(t, ['--port', '0', '--register-limit', '1'], {
     env: { DATABASE_URL: db.url, JWT_SECRET, LOG_LEVEL: 'warn' },
-  });
-  t.teardown(() => {
-    if (child.exitCode === null) child.kill('SIGKILL');
-  });
-  const finished = collect(child, 30_000);
-  const base = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (chunk: string) => {
-      out += chunk;
-      const match = /listening on (http:\S+)/.exec(out);
-      if (match) resolve(match[1]!);
-    });
-    child.on('exit', () => reject(new Error(`serve exited early: ${out}`)));
+    timeoutMs: 30_000,
   });
 
   t.equal((await fetch(`${base}/healthz`)).status, 200);

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { createTestDatabase } from './helpers/db.ts';
-import { collect, runCli, startCli } from './helpers/cli.ts';
+import { runCli, startServe } from './helpers/cli.ts';
 import { findLeaks, registerSecret, TEST_SECRETS } from './helpers/secrets.ts';
 
 const S = TEST_SECRETS;
@@ -88,21 +88,9 @@ t.test("the API's answers and logs for register and login hold no password, hash
   const db = await createTestDatabase(t);
   const password = 'sweep-user-password-91b2';
   registerSecret(password, 'user password');
-  const child = startCli(['serve', '--port', '0'], {
+  const { child, base, finished } = await startServe(t, ['--port', '0'], {
     env: { DATABASE_URL: withPassword(db.url), JWT_SECRET: S.jwtSecret, LOG_LEVEL: 'debug' },
-  });
-  t.teardown(() => {
-    if (child.exitCode === null) child.kill('SIGKILL');
-  });
-  const finished = collect(child, 60_000);
-  const base = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (chunk: string) => {
-      out += chunk;
-      const match = /listening on (http:\S+)/.exec(out);
-      if (match) resolve(match[1]!);
-    });
-    child.on('exit', () => reject(new Error(`serve exited early: ${out}`)));
+    timeoutMs: 60_000,
   });
 
   const answers: { what: string; status: number; text: string }[] = [];

@@ -124,6 +124,32 @@ export function collect(child: ChildProcess, timeoutMs = 60_000): Promise<CliRes
   });
 }
 
+/**
+ * Starts `suekk-sync serve` (killed at teardown) and waits for its "listening on" line. `finished`
+ * is the run's outcome, swept for secrets like any other.
+ */
+export async function startServe(
+  t: { teardown(fn: () => unknown): void },
+  args: string[],
+  options: CliOptions & { timeoutMs?: number } = {},
+): Promise<{ child: ChildProcess; base: string; finished: Promise<CliResult> }> {
+  const child = startCli(['serve', ...args], options);
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  const finished = collect(child, options.timeoutMs ?? 60_000);
+  const base = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (chunk: string) => {
+      out += chunk;
+      const match = /listening on (http:\S+)/.exec(out);
+      if (match) resolve(match[1]!);
+    });
+    child.on('exit', () => reject(new Error(`serve exited early: ${out}`)));
+  });
+  return { child, base, finished };
+}
+
 /** For a teardown: waits for a run whose outcome no longer matters, except a leaked secret. */
 export function settled(done: Promise<CliResult>): Promise<void> {
   return done.then(
