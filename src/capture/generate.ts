@@ -35,8 +35,9 @@ export const DOORBELL_LOCK = '1937075051, 1';
 /** Pins the columns and functions capture reads (see the header). */
 export const CAPTURE_PINS_VIEW = 'suekk_sync.columns_read_by_capture';
 /**
- * Every function install generates (all take the users row type, except the trigger functions and
- * user_payload_from). Dropped in this order: user_payload depends on user_payload_from.
+ * Every function install generates (all take the users row type, except the trigger functions,
+ * user_payload_from and answer_doorbell). Dropped in this order: user_payload depends on
+ * user_payload_from.
  */
 export const GENERATED_FUNCTIONS = [
   'user_payload',

@@ -10,6 +10,7 @@ import type { RelaySettings } from '../config.ts';
 import type { Logger } from '../logger.ts';
 import { isConnectionError, type Pool } from '../db/pool.ts';
 import {
+  answerDoorbell,
   claimStreams,
   fetchMoreEvents,
   heartbeat,
@@ -17,7 +18,6 @@ import {
   pruneIdleStreams,
   registerRelay,
   renewLeases,
-  answerDoorbell,
   reviveStrandedStreams,
   secondsUntilNextDue,
   unregisterRelay,
