@@ -9,18 +9,9 @@ import { join } from 'node:path';
 import t from 'tap';
 import { createTestDatabase } from './helpers/db.ts';
 import { runCli, startServe } from './helpers/cli.ts';
-import { findLeaks, registerSecret, TEST_SECRETS } from './helpers/secrets.ts';
+import { findLeaks, registerSecret, TEST_SECRETS, withPassword } from './helpers/secrets.ts';
 
 const S = TEST_SECRETS;
-
-/** The URL with the sweep's password in it (or the real one kept, and swept for, if it has one). */
-function withPassword(url: string): string {
-  const u = new URL(url);
-  if (u.password !== '') registerSecret(decodeURIComponent(u.password), 'test server password');
-  else u.password = S.databasePassword;
-  if (u.username === '') u.username = 'postgres';
-  return u.toString();
-}
 
 async function configFile(content: unknown): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), 'suekk-sweep-'));

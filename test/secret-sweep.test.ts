@@ -14,22 +14,13 @@ import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { runCli, type CliResult } from './helpers/cli.ts';
 import { startReceiver, waitFor, type ReceivedRequest, type Answer } from './helpers/receiver.ts';
 import { addUsers, startTestRelay } from './helpers/relay.ts';
-import { findLeaks, registerSecret, SecretLeakError, TEST_SECRETS } from './helpers/secrets.ts';
+import { findLeaks, SecretLeakError, TEST_SECRETS, withPassword } from './helpers/secrets.ts';
 import { relayProcess } from './faults/fault-helpers.ts';
 
 const S = TEST_SECRETS;
 // Credentials a careless backend might send back in its own error pages.
 const BACKEND_JWT = `eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJiYWNrZW5kIn0.${'q'.repeat(43)}`;
 const BACKEND_HASH = bcrypt.hashSync('backend-password', 4);
-
-/** The URL with the sweep's password in it (or the real one kept, and swept for, if it has one). */
-function withPassword(url: string): string {
-  const u = new URL(url);
-  if (u.password !== '') registerSecret(decodeURIComponent(u.password), 'test server password');
-  else u.password = S.databasePassword;
-  if (u.username === '') u.username = 'postgres';
-  return u.toString();
-}
 
 /** A backend that fails by username prefix and echoes every credential it was given, or knows. */
 function echoingBackend(req: ReceivedRequest): Answer {

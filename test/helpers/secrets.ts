@@ -153,3 +153,12 @@ export function secretsGiven(env: Record<string, string | undefined>, args: read
   }
   return out;
 }
+
+/** The URL with the sweep's password in it (or the real one kept, and swept for, if it has one). */
+export function withPassword(url: string): string {
+  const u = new URL(url);
+  if (u.password !== '') registerSecret(decodeURIComponent(u.password), 'test server password');
+  else u.password = TEST_SECRETS.databasePassword;
+  if (u.username === '') u.username = 'postgres';
+  return u.toString();
+}
