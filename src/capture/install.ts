@@ -96,7 +96,8 @@ export async function install(pool: Pool, options: InstallOptions): Promise<Inst
     const table = await resolveSourceTable(client, options.source.table);
     const mapping = await checkMapping(client, table, options.source);
 
-    const fromVersion = await installedSchemaVersion(client);
+    const applied = await appliedMigrations(client);
+    const fromVersion = Math.max(0, ...applied);
     if (fromVersion > LATEST_SCHEMA_VERSION) {
       throw new UsageError(
         `The database has suekk-sync schema version ${fromVersion}, newer than this suekk-sync (${VERSION}) knows (${LATEST_SCHEMA_VERSION}); upgrade suekk-sync.`,
@@ -104,7 +105,7 @@ export async function install(pool: Pool, options: InstallOptions): Promise<Inst
     }
     const previous = await readInstalledState(client, fromVersion);
     const notify = options.notify ?? true;
-    for (const sql of pendingMigrationStatements(await appliedMigrations(client))) await run(sql);
+    for (const sql of pendingMigrationStatements(applied)) await run(sql);
 
     // Generated parts are rebuilt every time; only the old table's triggers need dropping first
     // (create or replace handles the same table without a gap in capture).
