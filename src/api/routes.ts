@@ -1,7 +1,7 @@
 /** The routes of DESIGN.md §7. Handlers get validated bodies; every failure is thrown as an ApiError. */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Pool } from '../db/pool.ts';
-import { ApiError } from './errors.ts';
+import { ApiError, type FieldError } from './errors.ts';
 import { hashPassword, type PasswordChecker } from './passwords.ts';
 import {
   loginBody,
@@ -18,10 +18,12 @@ import type { TokenService } from './tokens.ts';
 import {
   findActiveUser,
   findLoginCandidate,
-  insertUser,
   recordLogin,
+  registerUser,
   softDeleteUser,
   updateProfile,
+  type IdentityField,
+  type Registration,
   type UserJson,
 } from './users.ts';
 
@@ -46,19 +48,31 @@ function unauthorized(message: string, invalidToken: boolean): ApiError {
 
 const INVALID_TOKEN = 'The token is invalid or has expired, or its user no longer exists; log in again.';
 
+const TAKEN_DETAILS: Record<IdentityField, FieldError> = {
+  email: { field: 'email', message: 'is already registered' },
+  username: { field: 'username', message: 'is already taken' },
+};
+
+function taken(fields: readonly IdentityField[]): ApiError {
+  const message =
+    fields.length === 1
+      ? fields[0] === 'email'
+        ? 'That email address is already registered.'
+        : 'That username is already taken.'
+      : 'That email address and that username are already taken.';
+  return new ApiError(409, message, fields.map((f) => TAKEN_DETAILS[f]));
+}
+
+/**
+ * A unique index refused the row: another writer won a race with our check. Postgres names the
+ * index's key in `detail`: `Key (email)=...`, `Key (lower(email))=...`, `Key (lower((email)::text))=...`.
+ */
 function uniqueViolation(err: unknown): ApiError | undefined {
   const e = err as { code?: string; detail?: string };
   if (e.code !== '23505') return undefined;
-  const column = /^Key \((\w+)\)/.exec(e.detail ?? '')?.[1];
-  if (column === 'email') {
-    return new ApiError(409, 'That email address is already registered.', [
-      { field: 'email', message: 'is already registered' },
-    ]);
-  }
-  if (column === 'username') {
-    return new ApiError(409, 'That username is already taken.', [{ field: 'username', message: 'is already taken' }]);
-  }
-  return new ApiError(409, 'That email address or username is already taken.');
+  const key = /^Key \((.*?)\)=\(/.exec(e.detail ?? '')?.[1] ?? '';
+  const fields = (['email', 'username'] as const).filter((f) => new RegExp(`\\b${f}\\b`).test(key));
+  return fields.length > 0 ? taken(fields) : new ApiError(409, 'That email address or username is already taken.');
 }
 
 export function apiRoutes(app: FastifyInstance, deps: RouteDeps): void {
@@ -94,13 +108,14 @@ export function apiRoutes(app: FastifyInstance, deps: RouteDeps): void {
     },
     async (request, reply) => {
       const hash = await hashPassword(request.body.password);
-      let user: UserJson;
+      let registration: Registration;
       try {
-        // The unique constraints decide, not a lookup first: two racing registrations cannot both win.
-        user = await insertUser(pool, request.body, hash);
+        registration = await registerUser(pool, request.body, hash);
       } catch (err) {
         throw uniqueViolation(err) ?? err;
       }
+      if ('taken' in registration) throw taken(registration.taken);
+      const { user } = registration;
       const token = await tokens.issue(user);
       return reply.code(201).send({ user, token });
     },

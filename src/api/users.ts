@@ -3,7 +3,7 @@
  * trigger turns each into an outbox event, exactly as for any other writer.
  */
 import { CAPTURE_TRIGGER } from '../capture/generate.ts';
-import type { Pool } from '../db/pool.ts';
+import { withTransaction, type Pool } from '../db/pool.ts';
 import type { ProfileBody, RegisterBody } from './schemas.ts';
 
 export const USERS_TABLE = 'public.users';
@@ -58,15 +58,48 @@ function toUserJson(row: UserRow): UserJson {
   };
 }
 
-/** Throws Postgres' 23505 when the email or username is taken, soft-deleted users included. */
-export async function insertUser(pool: Pool, body: RegisterBody, passwordHash: string): Promise<UserJson> {
-  const { rows } = await pool.query<UserRow>(
-    `insert into ${USERS_TABLE} (email, username, password, first_name, last_name)
-     values ($1, $2, $3, $4, $5)
-     returning ${USER_COLUMNS}`,
-    [body.email, body.username, passwordHash, body.firstName, body.lastName],
-  );
-  return toUserJson(rows[0]!);
+/**
+ * Advisory lock classes, in the two-int key space next to the capture doorbell's (1937075051, 1),
+ * that serialize registrations of the same email and of the same username, ignoring case.
+ */
+const EMAIL_LOCK_CLASS = 1937075052;
+const USERNAME_LOCK_CLASS = 1937075053;
+
+export type IdentityField = 'email' | 'username';
+
+export type Registration = { user: UserJson } | { taken: IdentityField[] };
+
+/**
+ * Inserts a user unless another one, soft-deleted ones included, has the email or the username in
+ * any case. The reference table's unique indexes on lower(...) refuse such a row on their own (a
+ * 23505 the caller maps); an operator's table may have no such index, so the API checks first,
+ * under locks on the lowercased values, so that two racing registrations cannot both pass it.
+ * Every registration takes both locks in the same statement, so in the same order: none deadlock.
+ */
+export async function registerUser(pool: Pool, body: RegisterBody, passwordHash: string): Promise<Registration> {
+  return withTransaction(pool, async (client) => {
+    await client.query(
+      `select pg_advisory_xact_lock(${EMAIL_LOCK_CLASS}, hashtext(lower($1))),
+              pg_advisory_xact_lock(${USERNAME_LOCK_CLASS}, hashtext(lower($2)))`,
+      [body.email, body.username],
+    );
+    const { rows: existing } = await client.query<{ email_taken: boolean; username_taken: boolean }>(
+      `select exists (select 1 from ${USERS_TABLE} where lower(email) = lower($1)) as email_taken,
+              exists (select 1 from ${USERS_TABLE} where lower(username) = lower($2)) as username_taken`,
+      [body.email, body.username],
+    );
+    const taken: IdentityField[] = [];
+    if (existing[0]!.email_taken) taken.push('email');
+    if (existing[0]!.username_taken) taken.push('username');
+    if (taken.length > 0) return { taken };
+    const { rows } = await client.query<UserRow>(
+      `insert into ${USERS_TABLE} (email, username, password, first_name, last_name)
+       values ($1, $2, $3, $4, $5)
+       returning ${USER_COLUMNS}`,
+      [body.email, body.username, passwordHash, body.firstName, body.lastName],
+    );
+    return { user: toUserJson(rows[0]!) };
+  });
 }
 
 export interface LoginCandidate {
@@ -77,14 +110,22 @@ export interface LoginCandidate {
   allowed: boolean;
 }
 
+/**
+ * The user an email or username logs in as, matched ignoring case as registration is. A table
+ * that already holds case variants (written before, or by another service) yields the exact match
+ * first, then one that may log in, then the oldest.
+ */
 export async function findLoginCandidate(
   pool: Pool,
-  by: 'email' | 'username',
+  by: IdentityField,
   value: string,
 ): Promise<LoginCandidate | undefined> {
+  const column = by === 'email' ? 'email' : 'username';
   const { rows } = await pool.query<{ id: string; role: string; password: string; allowed: boolean }>(
     `select id, role, password, (is_active and deleted_at is null) as allowed
-       from ${USERS_TABLE} where ${by === 'email' ? 'email' : 'username'} = $1`,
+       from ${USERS_TABLE} where lower(${column}) = lower($1)
+      order by ${column} = $1 desc, (is_active and deleted_at is null) desc, created_at, id
+      limit 1`,
     [value],
   );
   const row = rows[0];
