@@ -75,6 +75,30 @@ t.test('configuration errors that involve a secret or a password do not print it
   t.match(parsed[2]!.stderr, /line 4, column 3/, 'the mistake is still located');
 });
 
+t.test('a password given as a URL parameter (?password=, ?sslpassword=) is masked in every command that names the database', async (t) => {
+  const db = await createTestDatabase(t);
+  const secret = S.databasePassword;
+  const unreachable = (parameter: string) => `postgres://postgres@127.0.0.1:1/nowhere?application_name=x&${parameter}=${secret}`;
+  const missing = new URL(`${db.url}_missing`);
+  missing.searchParams.set('password', secret);
+  const runs: [string, string[], Record<string, string>, number][] = [
+    ['status, ?password=', ['status'], { DATABASE_URL: unreachable('password') }, 1],
+    ['status, ?sslpassword=', ['status'], { DATABASE_URL: unreachable('sslpassword') }, 1],
+    ['relay', ['relay'], { DATABASE_URL: unreachable('password'), BACKEND_SYNC_URL: 'http://127.0.0.1:9/x' }, 2],
+    ['install', ['--database-url', unreachable('sslpassword'), 'install'], {}, 1],
+    ['serve', ['serve', '--port', '0'], { DATABASE_URL: unreachable('password'), JWT_SECRET: S.jwtSecret }, 1],
+    ['tail-log, a database that does not exist', ['tail-log'], { DATABASE_URL: missing.toString() }, 2],
+  ];
+  // runCli's sweep rejects any run that prints the secret; the checks below say where it went.
+  const results = await fewAtATime(runs, ([, args, env]) => runCli(args, { env, timeoutMs: 120_000 }));
+  for (const [i, [what, , , code]] of runs.entries()) {
+    const output = results[i]!.stdout + results[i]!.stderr;
+    t.equal(results[i]!.code, code, `${what}: exit ${code}`);
+    t.match(output, /(Cannot reach the database at|The database in) postgres:\/\/postgres@127\.0\.0\.1:\d+\/\w+\?\S*password=\*\*\*/, `${what}: ${output.trim()}`);
+    t.notOk(output.includes(secret), `${what}: the password is not shown`);
+  }
+});
+
 t.test("the API's answers and logs for register and login hold no password, hash or secret", async (t) => {
   const db = await createTestDatabase(t);
   const password = 'sweep-user-password-91b2';

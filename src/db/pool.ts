@@ -4,11 +4,21 @@ import { UsageError, WorkFailed } from '../errors.ts';
 export type Pool = pg.Pool;
 export type PoolClient = pg.PoolClient;
 
-/** The URL with its password replaced, for messages and logs. */
+/**
+ * Query parameters that can carry a secret. pg reads every parameter into its connection config,
+ * so `?password=` works as well as `user:password@`, and `?sslpassword=` unlocks the client key;
+ * the pattern also covers any such parameter a later pg or libpq adds.
+ */
+const SECRET_PARAMETER = /pass|secret|token/i;
+
+/** The URL with its password, and every parameter that may hold a secret, replaced: for messages and logs. */
 export function redactUrl(url: string): string {
   try {
     const parsed = new URL(url);
     if (parsed.password) parsed.password = '***';
+    for (const name of new Set(parsed.searchParams.keys())) {
+      if (SECRET_PARAMETER.test(name)) parsed.searchParams.set(name, '***');
+    }
     return parsed.toString();
   } catch {
     return '<unparseable URL>';

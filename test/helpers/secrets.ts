@@ -134,6 +134,10 @@ export function secretsGiven(env: Record<string, string | undefined>, args: read
         add(url.password, `password in ${label}`);
         add(decodeURIComponent(url.password), `password in ${label}`);
       }
+      // pg also takes ?password= and ?sslpassword= (the client key's passphrase).
+      for (const [name, param] of url.searchParams) {
+        if (/pass/i.test(name)) add(param, `${name} parameter in ${label}`);
+      }
     } catch {
       // Not a URL: the process refuses it, and the value itself must not be echoed.
       add(value, label);
