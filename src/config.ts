@@ -3,6 +3,7 @@
  * config file (`--config`, default `./suekk-sync.json` when it exists), then the defaults below.
  */
 import { existsSync, readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { z } from 'zod';
 import { parseDuration, parseSchedule } from './duration.ts';
@@ -100,6 +101,8 @@ export interface Settings {
   webhookSecrets: string[];
   backendSyncToken: string | undefined;
   jwtSecret: string | undefined;
+  /** Whose X-Forwarded-For the API believes (off when absent): everyone, or these addresses/CIDRs. */
+  trustProxy?: boolean | string[];
   logLevel: string;
   source: SourceMapping;
   relay: RelaySettings;
@@ -118,6 +121,7 @@ const fileSchema = z.strictObject({
   webhookSecret: z.union([z.string(), z.array(z.string())]).optional(),
   backendSyncToken: z.string().optional(),
   jwtSecret: z.string().optional(),
+  trustProxy: z.union([z.boolean(), z.string(), z.array(z.string())]).optional(),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).optional(),
   source: z
     .strictObject({
@@ -295,11 +299,37 @@ export function loadSettings(
     webhookSecrets: splitSecrets(pick<string | string[]>(flags.webhookSecret, env.WEBHOOK_SECRET, file.webhookSecret)),
     backendSyncToken: nonEmpty(pick(flags.backendSyncToken, env.BACKEND_SYNC_TOKEN, file.backendSyncToken)),
     jwtSecret: nonEmpty(pick(env.JWT_SECRET, file.jwtSecret)),
+    trustProxy: parseTrustProxy(pick<boolean | string | string[]>(env.TRUST_PROXY, file.trustProxy)),
     logLevel: pick(env.LOG_LEVEL, file.logLevel) ?? 'info',
     source,
     relay,
     configFile: path,
   };
+}
+
+// proxy-addr's names for ranges, besides addresses and CIDRs.
+const PROXY_RANGES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+function isProxyAddress(entry: string): boolean {
+  if (PROXY_RANGES.has(entry)) return true;
+  const [address, bits, extra] = entry.split('/');
+  const family = isIP(address!);
+  if (family === 0 || extra !== undefined) return false;
+  return bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128));
+}
+
+/** TRUST_PROXY / trustProxy: true, false, or addresses and CIDR ranges (a list, or comma-separated). */
+export function parseTrustProxy(value: boolean | string | string[] | undefined): boolean | string[] | undefined {
+  if (value === undefined || typeof value === 'boolean') return value;
+  if (typeof value === 'string' && /^(true|false)$/i.test(value.trim())) return value.trim().toLowerCase() === 'true';
+  const entries = (typeof value === 'string' ? value.split(',') : value).map((e) => e.trim()).filter((e) => e !== '');
+  const bad = entries.find((e) => !isProxyAddress(e));
+  if (bad !== undefined || entries.length === 0) {
+    throw new UsageError(
+      `trustProxy (TRUST_PROXY) must be true, false, or the proxy's addresses or CIDR ranges, not "${bad ?? ''}"; give the address your reverse proxy connects from.`,
+    );
+  }
+  return entries;
 }
 
 function stripUndefined<T extends object>(obj: T): Partial<T> {

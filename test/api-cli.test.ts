@@ -16,6 +16,19 @@ t.test('serve refuses to start without what it needs', async (t) => {
   t.match(badPort.stderr, /^error: option '--port <port>' argument '70000' is invalid\. It must be a whole number, from 0 to 65535\.$/m);
 });
 
+t.test('serve refuses a JWT_SECRET shorter than 32 bytes, and a TRUST_PROXY that names no address', async (t) => {
+  const unreachable = 'postgres://postgres@127.0.0.1:1/x';
+  const [short, bad] = await Promise.all([
+    runCli(['serve'], { env: { DATABASE_URL: unreachable, JWT_SECRET: 'k'.repeat(31) } }),
+    runCli(['serve'], { env: { DATABASE_URL: unreachable, JWT_SECRET, TRUST_PROXY: '127.0.0.1,proxy.internal' } }),
+  ]);
+  t.equal(short.code, 2, 'a usage error, before the database is tried');
+  t.match(short.stderr, /^suekk-sync: JWT_SECRET is 31 bytes, too short to keep tokens from being forged; use at least 32 \(.*\)\.\n$/);
+  t.notMatch(short.stderr, /kkkkkkkk/, 'the secret is not shown');
+  t.equal(bad.code, 2);
+  t.match(bad.stderr, /^suekk-sync: trustProxy \(TRUST_PROXY\) must be true, false, or the proxy's addresses or CIDR ranges, not "proxy\.internal"; .*\.\n$/);
+});
+
 t.test('serve, receive and dev share one whole-number check: exit 2 naming the option, the value and the range', async (t) => {
   const runs: [string[], RegExp][] = [
     [['serve', '--register-limit', '0'], /option '--register-limit <n>' argument '0' is invalid\. It must be a whole number, 1 or more\./],
@@ -54,4 +67,24 @@ t.test('serve answers on the printed address, warns when not installed, and stop
   t.equal(result.code, 0, result.stderr);
   t.match(result.stdout, /suekk-sync is not installed on public\.users: changes will not be synced; run `suekk-sync install`/);
   t.notMatch(result.stdout, /password123|\$2[aby]\$/);
+});
+
+t.test('serve with TRUST_PROXY counts the forwarded clients, and takes a secret of exactly 32 bytes (16 two-byte characters)', async (t) => {
+  const db = await createTestDatabase(t);
+  const secret = 'é'.repeat(16);
+  const { child, base, finished } = await startServe(t, ['--port', '0', '--login-limit', '1'], {
+    env: { DATABASE_URL: db.url, JWT_SECRET: secret, TRUST_PROXY: 'loopback', LOG_LEVEL: 'warn' },
+    timeoutMs: 30_000,
+    secrets: [{ label: 'JWT secret', value: secret }],
+  });
+  const login = (client: string) =>
+    fetch(`${base}/api/v1/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-forwarded-for': client },
+      body: JSON.stringify({ username: 'nobody', password: 'wrong password' }),
+    }).then((res) => res.status);
+  t.same([await login('203.0.113.1'), await login('203.0.113.1'), await login('203.0.113.2')], [401, 429, 401]);
+  child.kill('SIGTERM');
+  const result = await finished;
+  t.equal(result.code, 0, result.stderr);
 });

@@ -46,7 +46,7 @@ t.test('configuration errors that involve a secret or a password do not print it
     ['a database URL that is not postgres', ['status'], { DATABASE_URL: `mysql://root:${S.databasePassword}@127.0.0.1/db` }, 2],
     ['a database URL that does not parse', ['status'], { DATABASE_URL: `postgres://root:${S.databasePassword}@127.0.0.1:port/db` }, 2],
     ['a database that does not exist', ['tail-log'], { DATABASE_URL: withPassword(`${db.url}_missing`) }, 2],
-    ['serve with a short JWT secret', ['serve', '--port', '0'], { DATABASE_URL: pwUrl, JWT_SECRET: 'short-jwt-secret' }, 1],
+    ['serve with a short JWT secret', ['serve', '--port', '0'], { DATABASE_URL: pwUrl, JWT_SECRET: 'short-jwt-secret' }, 2],
   ];
   const results = await fewAtATime(runs, ([, args, env]) => runCli(args, { env, timeoutMs: 120_000 }));
   for (const [i, [what, , , code]] of runs.entries()) {

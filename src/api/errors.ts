@@ -4,6 +4,8 @@
  * table refuses) is a 4xx; only our own faults are a 500, and an unreachable database is a 503.
  */
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import { isConnectionError } from '../db/pool.ts';
 import { FORMAT_MESSAGES, PATTERN_MESSAGES } from './schemas.ts';
 
@@ -90,19 +92,6 @@ function validationError(issues: readonly ValidationIssue[]): ApiError {
   return new ApiError(400, 'Some fields are invalid; see details.', [...byField.values()]);
 }
 
-/** Walks a parsed JSON body; Postgres refuses NUL in text, and no field has a use for one. */
-export function findNul(value: unknown, path = ''): string | undefined {
-  if (typeof value === 'string') return value.includes('\u0000') ? path : undefined;
-  if (value === null || typeof value !== 'object') return undefined;
-  for (const [key, child] of Object.entries(value)) {
-    const childPath = path === '' ? key : `${path}.${key}`;
-    if (key.includes('\u0000')) return childPath;
-    const found = findNul(child, childPath);
-    if (found !== undefined) return found;
-  }
-  return undefined;
-}
-
 // Postgres SQLSTATEs that mean "these values do not fit the table": a constraint a DBA added, a
 // varchar shorter than our limits. The input is at fault, not the server.
 function isDataError(code: string): boolean {
@@ -117,10 +106,8 @@ function toApiError(err: FastifyError | ApiError, bodyLimit: number): ApiError {
       return new ApiError(413, `The request body is larger than ${bodyLimit} bytes.`);
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       return new ApiError(415, 'Send the request body as JSON, with Content-Type: application/json.');
-    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-      return new ApiError(400, 'The request body is empty; send a JSON object.');
-    case 'FST_ERR_CTP_INVALID_JSON_BODY':
-      return new ApiError(400, 'The request body is not valid JSON.');
+    case 'FST_ERR_BAD_URL':
+      return new ApiError(400, 'The URL is not validly percent-encoded; write a literal % as %25.');
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
       return new ApiError(400, 'The request body does not match its Content-Length.');
     case '23505':
@@ -158,4 +145,26 @@ export function errorHandler(bodyLimit: number) {
 export function notFoundHandler(request: FastifyRequest, reply: FastifyReply): void {
   const path = request.url.split('?')[0]!.slice(0, 200);
   void reply.code(404).send({ error: `There is no route ${request.method} ${path}.` } satisfies ErrorBody);
+}
+
+/**
+ * Answers what fails before there is a request to route (malformed HTTP, headers too large, a
+ * request that arrives too slowly) in the same shape; Fastify's default writes a body of its own.
+ */
+export function clientErrorHandler(err: Error & { code?: string }, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, message] =
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? [408, 'The request did not arrive in time.']
+      : err.code === 'HPE_HEADER_OVERFLOW'
+        ? [431, 'The request headers are too large.']
+        : [400, 'The request is not valid HTTP.'];
+  const body = JSON.stringify({ error: message } satisfies ErrorBody);
+  if (socket.writable) {
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+        `Content-Type: application/json; charset=utf-8\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy(err);
 }

@@ -9,6 +9,20 @@ const PASSWORD_MIN_BYTES = 8;
 export const PASSWORD_MAX_BYTES = 72;
 
 /**
+ * Characters a name must not contain: controls (ESC, BEL, ...), line and paragraph separators, and
+ * the bidirectional marks, embeddings, overrides and isolates, which reorder the text shown around
+ * a name (a webhook's displayName ends up in other people's screens).
+ */
+const NAME_FORBIDDEN = /[\p{Cc}\p{Zl}\p{Zp}\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069]/u;
+
+/**
+ * A character that shows: not white space, not one of the invisible "default ignorable" code points
+ * (zero-width space and joiners, soft hyphen, word joiner, Hangul fillers, variation selectors...),
+ * not a control, not the blank braille pattern. ajv compiles patterns with the `u` flag.
+ */
+const VISIBLE_CHARACTER = '[^\\p{White_Space}\\p{Default_Ignorable_Code_Point}\\p{Cc}\\u2800]';
+
+/**
  * Formats ajv does not know. Passed as ajv's `formats` option; the names avoid the ones
  * ajv-formats registers afterwards (it has a permissive "password" and "url"), which would win.
  */
@@ -17,6 +31,7 @@ export const customFormats = {
     const bytes = Buffer.byteLength(value, 'utf8');
     return bytes >= PASSWORD_MIN_BYTES && bytes <= PASSWORD_MAX_BYTES;
   },
+  'display-text': (value: string): boolean => !NAME_FORBIDDEN.test(value),
   'http-url': (value: string): boolean => {
     try {
       const url = new URL(value);
@@ -32,17 +47,24 @@ export const FORMAT_MESSAGES: Record<string, string> = {
   email: 'must be a valid email address',
   'bcrypt-password': `must be ${PASSWORD_MIN_BYTES} to ${PASSWORD_MAX_BYTES} bytes long (UTF-8)`,
   'http-url': 'must be an http or https URL',
+  'display-text': 'must not contain control characters or bidirectional overrides',
 };
 
 export const PATTERN_MESSAGES: Record<string, string> = {
   username: 'may contain only letters, digits, _, . and -',
-  firstName: 'must not be blank',
-  lastName: 'must not be blank',
+  firstName: 'must contain a visible character',
+  lastName: 'must contain a visible character',
 };
 
 const email = { type: 'string', maxLength: 254, format: 'email' } as const;
 const username = { type: 'string', minLength: 3, maxLength: 32, pattern: '^[A-Za-z0-9_.-]*$' } as const;
-const personName = { type: 'string', minLength: 1, maxLength: 100, pattern: '\\S' } as const;
+const personName = {
+  type: 'string',
+  minLength: 1,
+  maxLength: 100,
+  pattern: VISIBLE_CHARACTER,
+  format: 'display-text',
+} as const;
 const avatar = { type: 'string', nullable: true, maxLength: 2048, format: 'http-url' } as const;
 
 export interface RegisterBody {

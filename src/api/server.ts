@@ -6,7 +6,8 @@ import rateLimit from '@fastify/rate-limit';
 import fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Pool } from '../db/pool.ts';
 import { errorMessage } from '../errors.ts';
-import { ApiError, errorHandler, findNul, notFoundHandler } from './errors.ts';
+import { parseJsonBody } from './body.ts';
+import { ApiError, clientErrorHandler, errorHandler, notFoundHandler } from './errors.ts';
 import { PasswordChecker } from './passwords.ts';
 import { apiRoutes } from './routes.ts';
 import { customFormats } from './schemas.ts';
@@ -18,19 +19,36 @@ export interface ApiServerOptions {
   jwtSecret: string;
   /** Lifetime of issued tokens (default 24 h). */
   jwtExpiresInSeconds?: number;
-  /** Requests per client address per minute (defaults: register 5, login 10). */
-  rateLimits?: { register?: number; login?: number };
+  /** Requests per client address per minute (defaults: register 5, login 10, unknown routes 60). */
+  rateLimits?: { register?: number; login?: number; notFound?: number };
+  /**
+   * Behind a reverse proxy: which peers' X-Forwarded-For to believe, so that rate limits count
+   * clients rather than the proxy. `true` believes any peer (then anyone who can reach the API
+   * directly picks their own address); a list of addresses or CIDR ranges believes only those.
+   * Off by default.
+   */
+  trustProxy?: boolean | string[];
   /** A pino logger; nothing is logged without one. */
   logger?: FastifyBaseLogger;
   /** Largest accepted request body in bytes (default 16 KiB). */
   bodyLimit?: number;
 }
 
+const ONE_MINUTE = 60_000;
+
 export function createApiServer(options: ApiServerOptions): FastifyInstance {
   const bodyLimit = options.bodyLimit ?? 16 * 1024;
+  // Made first, so a secret too short to sign with fails here rather than at listen().
+  const tokens = new TokenService(options.jwtSecret, options.jwtExpiresInSeconds ?? 86_400);
+  const handleError = errorHandler(bodyLimit);
   const app = fastify({
     ...(options.logger ? { loggerInstance: options.logger } : { logger: false }),
     bodyLimit,
+    trustProxy: options.trustProxy ?? false,
+    // Errors met before routing (a URL that does not percent-decode, malformed HTTP) get the
+    // same {error} body as every other.
+    frameworkErrors: handleError,
+    clientErrorHandler,
     ajv: {
       customOptions: {
         // Reject rather than repair: unknown keys are errors, not silently dropped, and a number
@@ -45,20 +63,19 @@ export function createApiServer(options: ApiServerOptions): FastifyInstance {
     },
   });
 
-  // JSON only: Fastify would otherwise accept text/plain and hand the handlers a string.
-  app.removeContentTypeParser('text/plain');
-
-  app.setErrorHandler(errorHandler(bodyLimit));
-  app.setNotFoundHandler(notFoundHandler);
-
-  app.addHook('preValidation', async (request) => {
-    const field = findNul(request.body);
-    if (field !== undefined) {
-      throw new ApiError(400, 'Text must not contain NUL characters.', [
-        { field, message: 'must not contain NUL (\\u0000) characters' },
-      ]);
+  // JSON only, through our parser (body.ts): Fastify would otherwise accept text/plain and hand
+  // the handlers a string.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
+    try {
+      done(null, parseJsonBody(body as string));
+    } catch (err) {
+      done(err as ApiError, undefined);
     }
   });
+
+  app.setErrorHandler(handleError);
+  app.setNotFoundHandler(notFoundHandler);
 
   app.addHook('onReady', async () => {
     try {
@@ -80,12 +97,20 @@ export function createApiServer(options: ApiServerOptions): FastifyInstance {
     errorResponseBuilder: (_request, context) =>
       new ApiError(context.statusCode, `Too many requests; try again in ${context.after}.`),
   });
+  // Unknown routes are limited too, before their body is read: a scanner or a flood of bad
+  // requests would otherwise cost a parse each, without bound.
+  app.after(() => {
+    const notFoundLimit = app.rateLimit({ max: options.rateLimits?.notFound ?? 60, timeWindow: ONE_MINUTE });
+    app.addHook('onRequest', async (request, reply) => {
+      if (request.is404) await notFoundLimit.call(app, request, reply);
+    });
+  });
 
   // Registered after the rate limiter so its onRoute hook sees these routes' limits.
   void app.register(async (scope) =>
     apiRoutes(scope, {
       pool: options.pool,
-      tokens: new TokenService(options.jwtSecret, options.jwtExpiresInSeconds ?? 86_400),
+      tokens,
       passwords: new PasswordChecker(),
       rateLimits: { register: options.rateLimits?.register ?? 5, login: options.rateLimits?.login ?? 10 },
     }),

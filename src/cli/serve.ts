@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { createApiLogger } from '../api/logger.ts';
 import { createApiServer } from '../api/server.ts';
+import { MIN_JWT_SECRET_BYTES } from '../api/tokens.ts';
 import { requireDatabaseUrl } from '../config.ts';
 import { checkConnection, createPool } from '../db/pool.ts';
 import { errorMessage, UsageError } from '../errors.ts';
@@ -22,9 +23,6 @@ export function untilSignal(): Promise<NodeJS.Signals> {
     process.on('SIGTERM', stop);
   });
 }
-
-// Below this, HS256 tokens could be brute-forced offline from any one token.
-const MIN_JWT_SECRET_BYTES = 32;
 
 interface ServeFlags {
   port: number;
@@ -51,11 +49,14 @@ export function registerServe(program: Command): void {
           'JWT_SECRET is not set; set it to the secret your backend verifies tokens with (for a new one: openssl rand -base64 32).',
         );
       }
+      const secretBytes = Buffer.byteLength(jwtSecret, 'utf8');
+      if (secretBytes < MIN_JWT_SECRET_BYTES) {
+        throw new UsageError(
+          `JWT_SECRET is ${secretBytes} bytes, too short to keep tokens from being forged; use at least ${MIN_JWT_SECRET_BYTES} (for a new one: openssl rand -base64 32).`,
+        );
+      }
       const databaseUrl = requireDatabaseUrl(settings);
       const logger = createApiLogger(settings.logLevel);
-      if (Buffer.byteLength(jwtSecret) < MIN_JWT_SECRET_BYTES) {
-        logger.warn(`JWT_SECRET is shorter than ${MIN_JWT_SECRET_BYTES} bytes; tokens signed with it can be forged by guessing it`);
-      }
 
       const pool = createPool(databaseUrl, {
         // The writer's application_name is recorded with every event, so tail-log shows the API.
@@ -65,7 +66,7 @@ export function registerServe(program: Command): void {
       const stopped = untilSignal();
       try {
         await checkConnection(pool, databaseUrl);
-        const app = createApiServer({ pool, jwtSecret, rateLimits, logger });
+        const app = createApiServer({ pool, jwtSecret, rateLimits, logger, trustProxy: settings.trustProxy });
         let address: string;
         try {
           address = await app.listen({ port, host: opts.host });
