@@ -134,12 +134,15 @@ t.test('a relay notices a killed LISTEN connection and still delivers promptly',
   const relay = relayProcess(t, env, ['--poll-interval-ms', '60000']);
   await addUsers(db, 1, 'before');
   await waitFor(() => receiver.delivered.length === 1, 'first delivery', 20_000);
-  await db.pool.query(
-    "select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'suekk-sync relay listen' and datname = current_database()",
+  const { rows: killed } = await db.pool.query<{ pid: number }>(
+    "select pid, pg_terminate_backend(pid) from pg_stat_activity where application_name = 'suekk-sync relay listen' and datname = current_database()",
   );
+  // pg_terminate_backend returns once the signal is sent: the killed backend can stay listed for a
+  // moment, and must not pass for the new connection.
   await waitFor(async () => {
     const { rows } = await db.pool.query(
-      "select count(*)::int as n from pg_stat_activity where application_name = 'suekk-sync relay listen' and datname = current_database()",
+      "select count(*)::int as n from pg_stat_activity where application_name = 'suekk-sync relay listen' and datname = current_database() and pid <> all($1::int[])",
+      [killed.map((r) => r.pid)],
     );
     return rows[0].n === 1;
   }, 'LISTEN reconnected', 20_000);

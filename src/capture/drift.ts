@@ -175,13 +175,14 @@ async function comparePins(client: PoolClient, statements: string[], drift: Capt
 
 async function compareTriggers(client: PoolClient, table: SourceTable, statements: string[], drift: CaptureDrift): Promise<void> {
   for (const sql of statements) await client.query(sql);
-  // pg_get_triggerdef names the table schema-qualified (a temporary one as pg_temp.<name>); the
-  // table is left out of the comparison.
+  // pg_get_triggerdef names the table schema-qualified, a temporary one as pg_temp.<name> from
+  // PostgreSQL 15 on and by its session's own schema (pg_temp_3.<name>) on 14; the table is left
+  // out of the comparison.
   const { rows } = await client.query<{ name: string; probe: boolean; def: string }>(
     `select t.tgname as name, t.tgrelid <> $1::oid as probe,
-            replace(pg_get_triggerdef(t.oid),
-                    ' ON ' || format('%I.%I', case when c.relpersistence = 't' then 'pg_temp' else n.nspname end, c.relname) || ' ',
-                    ' ON <table> ') as def
+            replace(replace(pg_get_triggerdef(t.oid),
+                    ' ON ' || format('%I.%I', n.nspname, c.relname) || ' ', ' ON <table> '),
+                    ' ON ' || format('%I.%I', 'pg_temp', c.relname) || ' ', ' ON <table> ') as def
        from pg_trigger t join pg_class c on c.oid = t.tgrelid join pg_namespace n on n.oid = c.relnamespace
       where t.tgrelid in ($1::oid, $2::regclass) and not t.tgisinternal`,
     [table.oid, `pg_temp.${PROBE_TABLE}`],

@@ -6,6 +6,7 @@ import type { SourceMapping } from '../config.ts';
 import { UsageError } from '../errors.ts';
 import type { Pool, PoolClient } from '../db/pool.ts';
 import { appliedMigrations, installedSchemaVersion, LATEST_SCHEMA_VERSION, pendingMigrationStatements } from '../db/migrations.ts';
+import { requireSupportedServer } from '../db/server-version.ts';
 import { VERSION } from '../version.ts';
 import { checkMapping } from './mapping.ts';
 import {
@@ -92,6 +93,7 @@ export async function install(pool: Pool, options: InstallOptions): Promise<Inst
   };
   try {
     await client.query('begin');
+    await requireSupportedServer(client);
     await client.query('select pg_advisory_xact_lock($1)', [INSTALL_LOCK_KEY]);
     const table = await resolveSourceTable(client, options.source.table);
     const mapping = await checkMapping(client, table, options.source);

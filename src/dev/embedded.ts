@@ -52,6 +52,8 @@ export interface EmbeddedPostgresOptions {
    * same folder is refused; once it is gone, a server still running there counts as left behind.
    */
   ownerPid?: number;
+  /** Another build's programs (a test against another PostgreSQL major); default the installed package's. */
+  binaries?: Binaries;
 }
 
 export interface EmbeddedPostgres {
@@ -65,7 +67,7 @@ export interface EmbeddedPostgres {
   stop(): Promise<void>;
 }
 
-interface Binaries {
+export interface Binaries {
   postgres: string;
   initdb: string;
 }
@@ -225,7 +227,6 @@ async function initialise(
           ...(password !== undefined ? [`--pwfile=${pwfile}`, '--auth=scram-sha-256'] : ['--auth=trust']),
           '--encoding=UTF8',
           '--locale=C',
-          '--no-instructions',
         ],
         { env: serverEnv(), stdio: ['ignore', 'pipe', 'pipe'], ...(user ?? {}) },
       );
@@ -436,7 +437,7 @@ async function launch(
  */
 export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): Promise<EmbeddedPostgres> {
   const dataDir = resolve(options.dataDir);
-  const bin = await binaries();
+  const bin = options.binaries ?? (await binaries());
   const user = serverUser();
   checkBinariesReachable(bin, user);
   prepareDataDir(dataDir, user);

@@ -9,6 +9,7 @@ import { createPool, type Pool } from '../../src/db/pool.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../src/dev/embedded.ts';
 import type { TestDatabase } from '../helpers/db.ts';
 import { collect, settled, startCli, type CliResult } from '../helpers/cli.ts';
+import { testPostgresBinaries } from '../helpers/postgres-build.ts';
 import type { ReceivedRequest } from '../helpers/receiver.ts';
 
 type Teardown = { teardown(fn: () => unknown): void };
@@ -28,7 +29,8 @@ export async function ownPostgres(t: Teardown): Promise<OwnPostgres> {
   // As root the server runs as the postgres user, which must be able to enter the folder.
   chmodSync(dir, 0o755);
   const dataDir = join(dir, 'pgdata');
-  let server = await startEmbeddedPostgres({ dataDir, fast: true, trust: true });
+  const options = { dataDir, fast: true, trust: true, binaries: testPostgresBinaries() };
+  let server = await startEmbeddedPostgres(options);
   const port = server.port;
   const pool = createPool(server.url, { max: 5, applicationName: 'suekk-sync fault test' });
   const own: OwnPostgres = {
@@ -37,7 +39,7 @@ export async function ownPostgres(t: Teardown): Promise<OwnPostgres> {
     dataDir,
     stop: () => server.stop(),
     start: async () => {
-      server = await startEmbeddedPostgres({ dataDir, port, fast: true, trust: true });
+      server = await startEmbeddedPostgres({ ...options, port });
       own.server = server;
     },
   };
