@@ -72,6 +72,10 @@ export interface RelaySettings {
   retryAfterCapMs: number;
   /** Consecutive connection errors or 5xx that mean the backend is down. */
   breakerThreshold: number;
+  /** While the backend looks down, how often a relay tries one waiting user's event to see whether it is back. */
+  probeIntervalMs: number;
+  /** Send a user's run of pending events as one call carrying the newest state (off: one call per change). */
+  coalesce: boolean;
   /** Prometheus metrics, /healthz and /readyz; off when undefined. */
   metricsPort: number | undefined;
 }
@@ -90,6 +94,8 @@ export const DEFAULT_RELAY: RelaySettings = {
   retentionMs: 7 * 86_400_000,
   retryAfterCapMs: 30_000,
   breakerThreshold: 10,
+  probeIntervalMs: 5_000,
+  coalesce: false,
   metricsPort: undefined,
 };
 
@@ -153,6 +159,8 @@ const fileSchema = z.strictObject({
       retention: duration.optional(),
       retryAfterCap: duration.optional(),
       breakerThreshold: positiveInt.optional(),
+      probeInterval: duration.optional(),
+      coalesce: z.boolean().optional(),
       metricsPort: z.number().int().min(0).max(65535).optional(),
     })
     .optional(),
@@ -167,10 +175,11 @@ export interface FlagSettings {
   webhookSecret?: string;
   backendSyncToken?: string;
   table?: string;
-  relay?: Partial<Omit<RelaySettings, 'retryScheduleMs' | 'giveUpAfterMs' | 'retentionMs'>> & {
+  relay?: Partial<Omit<RelaySettings, 'retryScheduleMs' | 'giveUpAfterMs' | 'retentionMs' | 'probeIntervalMs'>> & {
     retrySchedule?: string;
     giveUpAfter?: string;
     retention?: string;
+    probeInterval?: string;
   };
 }
 
@@ -276,6 +285,11 @@ export function loadSettings(
     })(),
     breakerThreshold:
       pick(flagRelay.breakerThreshold, fileRelay.breakerThreshold) ?? DEFAULT_RELAY.breakerThreshold,
+    probeIntervalMs: (() => {
+      const raw = pick<string | number>(flagRelay.probeInterval, fileRelay.probeInterval);
+      return raw === undefined ? DEFAULT_RELAY.probeIntervalMs : parseDuration(raw, 'probe interval');
+    })(),
+    coalesce: pick(flagRelay.coalesce, fileRelay.coalesce) ?? DEFAULT_RELAY.coalesce,
     metricsPort: pick(flagRelay.metricsPort, fileRelay.metricsPort),
   };
   if (relay.leaseMs < 300) {

@@ -61,7 +61,7 @@ function newUser(overrides: Record<string, unknown> = {}) {
 
 async function events(db: TestDatabase, userId: string) {
   const { rows } = await db.pool.query<{ action: string; payload: Record<string, unknown>; application_name: string | null }>(
-    'select action, payload, application_name from suekk_sync.events where user_id = $1 order by id',
+    'select action, payload, application_name from suekk_sync.event_log where user_id = $1 order by id',
     [userId],
   );
   return rows;
@@ -150,10 +150,10 @@ t.test('register, log in, read, update and delete a profile, each write captured
   t.match(
     (await events(db, user.id)).map((e) => [e.action, e.payload.displayName, e.payload.avatar]),
     [
-      ['created', 'Ada Lovelace', null],
+      ['created', 'Ada Lovelace', ''],
       ['updated', 'Augusta Lovelace', 'https://example.com/ada.png'],
-      ['updated', 'Augusta Lovelace', null],
-      ['deleted', 'Augusta Lovelace', null],
+      ['updated', 'Augusta Lovelace', ''],
+      ['deleted', 'Augusta Lovelace', ''],
     ],
   );
   const writers = new Set((await events(db, user.id)).map((e) => e.application_name));

@@ -6,7 +6,7 @@
  */
 import t from 'tap';
 import { recentEntries } from '../src/ops/tail.ts';
-import { eventStates } from '../src/ops/settle.ts';
+import { eventStates } from '../src/db/outbox-queries.ts';
 import { resync } from '../src/ops/resync.ts';
 import { createTestDatabase } from './helpers/db.ts';
 import { addUsers } from './helpers/relay.ts';

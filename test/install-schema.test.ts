@@ -18,7 +18,7 @@ t.test('a mapped column cannot be dropped; an unmapped one can, and writes keep 
   await refused(t, db.pool.query('alter table users drop column updated_at'), PINNED);
   await db.pool.query('alter table users drop column last_login_at');
   await db.pool.query("insert into users (email, username, password) values ('w@x.io', 'writer', 'h')");
-  const { rows } = await db.pool.query('select action from suekk_sync.events');
+  const { rows } = await db.pool.query('select action from suekk_sync.event_log');
   t.same(rows, [{ action: 'created' }]);
 });
 
@@ -39,7 +39,7 @@ t.test('the boolean field and the primary key are protected too; updates and del
   await db.pool.query('update users set is_active = false where id = $1', [id]);
   await db.pool.query('update users set deleted_at = now() where id = $1', [id]);
   const { rows } = await db.pool.query<{ action: string; active: boolean }>(
-    "select action, (payload->>'isActive')::boolean as active from suekk_sync.events where user_id = $1 order by id",
+    "select action, (payload->>'isActive')::boolean as active from suekk_sync.event_log where user_id = $1 order by id",
     [id],
   );
   t.same(rows, [
@@ -70,7 +70,7 @@ t.test("the auth service's migrations of columns capture does not read work, and
   await db.pool.query("update users set first_name = 'Mig' where id = $1", [id]);
   await db.pool.query("insert into users (email, username, password, plan) values ('n@x.io', 'newer', 'h', 'team')");
   const { rows } = await db.pool.query<{ action: string; payload: Record<string, unknown> }>(
-    'select action, payload from suekk_sync.events order by id',
+    'select action, payload from suekk_sync.event_log order by id',
   );
   t.same(
     rows.map((r) => [r.action, r.payload.username, r.payload.displayName]),
@@ -96,13 +96,13 @@ t.test('a writer role with rights on users only can still write users', async (t
     await writer.query("insert into users (email, username, password) values ('ro@x.io', 'ro', 'h')");
     await writer.query("update users set first_name = 'R'");
     await writer.query('delete from users');
-    await t.rejects(writer.query('select * from suekk_sync.events'), /permission denied/);
+    await t.rejects(writer.query('select * from suekk_sync.event_log'), /permission denied/);
   } finally {
     await writer.end();
     await db.pool.query(`revoke all on users from ${role}`);
     await db.pool.query(`drop role ${role}`);
   }
-  const { rows } = await db.pool.query('select action from suekk_sync.events order by id');
+  const { rows } = await db.pool.query('select action from suekk_sync.event_log order by id');
   t.same(rows.map((r) => r.action), ['created', 'updated', 'deleted']);
 });
 
@@ -133,17 +133,17 @@ t.test('a table in another schema, mixed case, with its own mapping', async (t) 
   t.match(res.stdout, /Auth\.Accounts/);
   await db.pool.query(`insert into "Auth"."Accounts" (mail, handle) values ('q@x.io', 'quinn')`);
   await db.pool.query(`update "Auth"."Accounts" set removed = now()`);
-  const { rows } = await db.pool.query('select user_id, action, payload from suekk_sync.events order by id');
+  const { rows } = await db.pool.query('select user_id, action, payload from suekk_sync.event_log order by id');
   t.same(rows, [
     {
       user_id: '1',
       action: 'created',
-      payload: { id: '1', email: 'q@x.io', username: 'quinn', displayName: 'quinn', avatar: '', role: 'member', isActive: true },
+      payload: { id: '1', email: 'q@x.io', username: 'quinn', displayName: 'quinn', avatar: '', role: 'member', isActive: true, action: 'created' },
     },
     {
       user_id: '1',
       action: 'deleted',
-      payload: { id: '1', email: 'q@x.io', username: 'quinn', displayName: 'quinn', avatar: '', role: 'member', isActive: true },
+      payload: { id: '1', email: 'q@x.io', username: 'quinn', displayName: 'quinn', avatar: '', role: 'member', isActive: true, action: 'deleted' },
     },
   ]);
   // An unmapped column of that table can go; a mapped one cannot.
@@ -157,7 +157,7 @@ t.test('a table in another schema, mixed case, with its own mapping', async (t) 
   const trig = await db.pool.query(
     `select tgrelid::regclass::text as rel from pg_trigger where tgname like 'suekk_sync%' order by 1`,
   );
-  t.same(trig.rows.map((r) => r.rel), ['users', 'users']);
+  t.same(trig.rows.map((r) => r.rel), ['users', 'users', 'users']);
   await db.pool.query('alter table "Auth"."Accounts" drop column "FullName"');
 });
 
@@ -171,17 +171,16 @@ t.test('install --no-notify captures without notifying', async (t) => {
   listener.on('notification', (n) => received.push(n.channel));
   await listener.query('listen suekk_sync');
   await db.pool.query("insert into users (email, username, password) values ('nn@x.io', 'nn', 'h')");
-  await db.pool.query('update suekk_sync.streams set next_attempt_at = null');
   await db.pool.query("update users set first_name = 'Idle'");
-  await db.pool.query('update suekk_sync.streams set next_attempt_at = null');
   await db.pool.query('truncate users');
   await new Promise((r) => setTimeout(r, 200));
+  await listener.query('unlisten *');
   listener.release();
   t.same(received, []);
-  const { rows } = await db.pool.query('select action from suekk_sync.events order by id');
+  const { rows } = await db.pool.query('select action from suekk_sync.event_log order by id');
   t.same(rows.map((r) => r.action), ['created', 'updated', 'deleted']);
-  const { rows: streams } = await db.pool.query('select gen::int, next_attempt_at is not null as due from suekk_sync.streams');
-  t.same(streams, [{ gen: 2, due: true }]);
+  const { rows: src } = await db.pool.query<{ src: string }>("select string_agg(prosrc, ' ') as src from pg_proc where proname in ('capture_row', 'capture_truncate')");
+  t.notMatch(src[0]!.src, /pg_notify/, 'the trigger functions have no NOTIFY at all');
 });
 
 t.test('uninstall refuses while events are undelivered, unless --force; --drop-events drops the schema', async (t) => {
@@ -190,7 +189,7 @@ t.test('uninstall refuses while events are undelivered, unless --force; --drop-e
   const refused = await runCli(['uninstall'], { env: { DATABASE_URL: db.url } });
   t.equal(refused.code, 2);
   t.match(refused.stderr, /1 event is not delivered yet.*--force/);
-  t.same(await isInstalled(db), { schema: true, triggers: 2 });
+  t.same(await isInstalled(db), { schema: true, triggers: 3 });
   const forced = await runCli(['uninstall', '--force'], { env: { DATABASE_URL: db.url } });
   t.equal(forced.code, 0, forced.stderr);
   t.same(await isInstalled(db), { schema: true, triggers: 0 });
@@ -199,7 +198,7 @@ t.test('uninstall refuses while events are undelivered, unless --force; --drop-e
   );
   t.same(fns.rows, [{ n: 0 }]);
   await db.pool.query("update users set first_name = 'untracked'");
-  const { rows } = await db.pool.query('select count(*)::int as n from suekk_sync.events');
+  const { rows } = await db.pool.query('select count(*)::int as n from suekk_sync.event_log');
   t.same(rows, [{ n: 1 }], 'no capture after uninstall; the old events are kept');
   const dropped = await runCli(['uninstall', '--drop-events', '--force'], { env: { DATABASE_URL: db.url } });
   t.equal(dropped.code, 0, dropped.stderr);
@@ -237,22 +236,12 @@ t.test('install on a schema-1 database upgrades it: migration 2, the new trigger
   );
   t.same(gone, [{ fn: null, checks: 0 }], 'record_event and the CHECK constraints are gone');
   const { rows: fillfactor } = await db.pool.query("select reloptions from pg_class where oid = 'suekk_sync.streams'::regclass");
-  t.same(fillfactor, [{ reloptions: ['fillfactor=50'] }]);
+  t.same(fillfactor, [{ reloptions: ['fillfactor=70'] }]);
 
-  // The new trigger: an update of the old user records the full payload; its stream was due, so no wake-up.
-  const listener = await db.pool.connect();
-  const received: string[] = [];
-  listener.on('notification', (n) => received.push(n.payload ?? ''));
-  await listener.query('listen suekk_sync');
+  // The new trigger: an update of the old user records the full payload.
   await db.pool.query("update users set first_name = 'Olde'");
-  await db.pool.query("select pg_notify('suekk_sync', 'mark')");
-  const deadline = Date.now() + 10_000;
-  while (!received.includes('mark') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
-  await listener.query('unlisten *');
-  listener.release();
-  t.same(received, ['mark'], 'an update to a due stream sends no notification');
   const { rows } = await db.pool.query<{ action: string; payload: Record<string, unknown> }>(
-    'select action, payload from suekk_sync.events order by id',
+    'select action, payload from suekk_sync.event_log order by id',
   );
   t.same(rows.map((r) => r.action), ['created', 'updated'], 'the event captured before the upgrade is kept');
   t.match(rows[1]!.payload, { username: 'old', displayName: 'Olde', isActive: true });
@@ -260,18 +249,18 @@ t.test('install on a schema-1 database upgrades it: migration 2, the new trigger
 
 t.test('install applies a migration recorded as missing even below the newest one applied', async (t) => {
   const db = await createTestDatabase(t);
-  // As if 002 had been merged after a database got 003: unrecorded, and its changes not made.
-  await db.pool.query(`delete from suekk_sync.migrations where version = 2;
-    alter table suekk_sync.events add constraint events_status_check check (status in ('pending', 'delivered', 'failed', 'skipped'));
-    alter table suekk_sync.streams set (fillfactor = 100)`);
+  // As if 004 had been merged after a database got 005: unrecorded, and its changes not made.
+  await db.pool.query(`delete from suekk_sync.migrations where version = 4;
+    drop sequence suekk_sync.wake_pending`);
   const res = await runCli(['install'], { env: { DATABASE_URL: db.url } });
   t.equal(res.code, 0, res.stderr);
-  const { rows } = await db.pool.query<{ migrations: number[]; checks: number; reloptions: string[] }>(
+  const { rows } = await db.pool.query<{ migrations: number[]; bell: string | null }>(
     `select array(select version from suekk_sync.migrations order by version) as migrations,
-            (select count(*)::int from pg_constraint where conrelid = 'suekk_sync.events'::regclass and contype = 'c') as checks,
-            (select reloptions from pg_class where oid = 'suekk_sync.streams'::regclass) as reloptions`,
+            to_regclass('suekk_sync.wake_pending')::text as bell`,
   );
-  t.same(rows[0], { migrations: loadMigrations().map((m) => m.version), checks: 0, reloptions: ['fillfactor=50'] });
+  t.same(rows[0], { migrations: loadMigrations().map((m) => m.version), bell: 'suekk_sync.wake_pending' });
+  await db.pool.query("insert into users (email, username, password) values ('g@x.io', 'gap', 'h')");
+  t.same((await db.pool.query('select action from suekk_sync.events')).rows, [{ action: 'created' }], 'and capture works');
 });
 
 t.test('a changed mapping replaces the payload helper, also one with the same types under other names', async (t) => {
@@ -303,7 +292,7 @@ t.test('a changed mapping replaces the payload helper, also one with the same ty
   await db.pool.query('alter table users drop column first_name');
   await refused(t, db.pool.query('alter table users drop column last_name'), PINNED);
   await db.pool.query("insert into users (email, username, password, last_name) values ('m@x.io', 'mapped', 'h', 'Lastly')");
-  const { rows } = await db.pool.query<{ payload: Record<string, unknown> }>('select payload from suekk_sync.events');
+  const { rows } = await db.pool.query<{ payload: Record<string, unknown> }>('select payload from suekk_sync.event_log');
   t.match(rows, [{ payload: { username: 'mapped', displayName: 'Lastly' } }]);
 });
 
@@ -319,7 +308,7 @@ t.test('a mapped column with its own collation keeps it: the payload function re
   t.equal(fns[0]!.n, 0, 'no helper');
   t.match(fns[0]!.body, /from \(select/i);
   await db.pool.query("insert into users (email, username, password, first_name) values ('c@x.io', 'coll', 'h', 'Cee')");
-  const { rows } = await db.pool.query<{ payload: Record<string, unknown> }>('select payload from suekk_sync.events');
+  const { rows } = await db.pool.query<{ payload: Record<string, unknown> }>('select payload from suekk_sync.event_log');
   t.match(rows, [{ payload: { username: 'coll', displayName: 'Cee' } }]);
   await refused(t, db.pool.query('alter table users drop column first_name'), PINNED);
 });

@@ -27,7 +27,7 @@ t.test('install, then install again: the second is a no-op that says so', async 
   const second = await runCli(['install'], { env: { DATABASE_URL: db.url } });
   t.equal(second.code, 0, second.stderr);
   t.match(second.stdout, /already current/);
-  t.same(await isInstalled(db), { schema: true, triggers: 2 });
+  t.same(await isInstalled(db), { schema: true, triggers: 3 });
   const dry = await runCli(['install', '--dry-run'], { env: { DATABASE_URL: db.url } });
   t.notMatch(dry.stdout, /create table/, 'an installed schema prints no migration again');
 });

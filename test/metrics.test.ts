@@ -32,7 +32,7 @@ t.test('counters, histograms and queue gauges follow real deliveries', async (t)
   // bob1's first round fails with 503 three times; the second round delivers.
   let bobRequests = 0;
   const receiver = await startReceiver(t, (req) =>
-    req.body.username === 'bob1' && ++bobRequests <= 3 ? { status: 503 } : { status: 200 },
+    req.body.username === 'carl1' ? { status: 400 } : req.body.username === 'bob1' && ++bobRequests <= 3 ? { status: 503 } : { status: 200 },
   );
   const { relay } = await startTestRelay(t, db, receiver.url, { settings: { retryScheduleMs: [100] } });
   const metrics = await startMetricsServer({ port: 0, host: '127.0.0.1', relay, pool: db.pool });
@@ -67,11 +67,9 @@ t.test('counters, histograms and queue gauges follow real deliveries', async (t)
   t.equal(sample(text, 'suekk_sync_breaker_open'), 0);
   t.ok(sample(text, 'process_resident_memory_bytes')! > 0, 'process metrics too');
 
-  // The queue gauges come from the database, not from what this relay saw.
-  await db.pool.query(
-    "update suekk_sync.events set status = 'failed' where id = (select min(id) from suekk_sync.events)",
-  );
-  await db.pool.query('update suekk_sync.streams set parked = true where user_id = (select min(user_id) from suekk_sync.streams)');
+  // The queue gauges come from the database, whichever relay's round failed.
+  await addUsers(db, 1, 'carl');
+  await waitFor(async () => (await eventStatuses(db)).failed === 1, "carl1's event failed");
   const after = (await get(metrics.port, '/metrics')).body;
   t.equal(sample(after, 'suekk_sync_failed_events'), 1);
   t.equal(sample(after, 'suekk_sync_parked_users'), 1);

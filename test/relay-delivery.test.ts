@@ -6,6 +6,7 @@ import { generateSecret } from '../src/webhook/signature.ts';
 import { createTestDatabase } from './helpers/db.ts';
 import { startReceiver, waitFor } from './helpers/receiver.ts';
 import { addUsers, eventStatuses, startTestRelay } from './helpers/relay.ts';
+import { rotatePartitions } from '../src/db/retention.ts';
 
 t.test('created, updated and deleted arrive signed, with the exact body and headers', async (t) => {
   const db = await createTestDatabase(t);
@@ -41,7 +42,7 @@ t.test('created, updated and deleted arrive signed, with the exact body and head
   }
   await waitFor(async () => (await eventStatuses(db)).delivered === 3, 'all three marked delivered');
   const { rows } = await db.pool.query<{ webhook_id: string; status: string; attempts: number; rounds: number; last_status: number }>(
-    'select webhook_id::text, status, attempts, rounds, last_status from suekk_sync.events order by id',
+    'select webhook_id::text, status, attempts, rounds, last_status from suekk_sync.event_log order by id',
   );
   t.same(rows.map((r) => `evt_${r.webhook_id}`), receiver.delivered.map((r) => r.webhookId), 'webhook-id is the event\'s');
   t.same(rows.map((r) => [r.status, r.attempts, r.rounds, r.last_status]), Array(3).fill(['delivered', 1, 1, 200]));
@@ -84,11 +85,11 @@ t.test('500: three attempts, rescheduled, delivered in its next round once the b
   await addUsers(db, 1, 'bob');
   await waitFor(() => receiver.requests.length === 3, 'three attempts');
   await waitFor(async () => {
-    const { rows } = await db.pool.query('select rounds from suekk_sync.events');
+    const { rows } = await db.pool.query('select rounds from suekk_sync.event_log');
     return rows[0]?.rounds === 1;
   }, 'the round recorded');
   const { rows } = await db.pool.query<{ status: string; attempts: number; rounds: number; last_status: number; last_error: string; later: boolean }>(
-    `select status, attempts, rounds, last_status, last_error, next_attempt_at > now() as later from suekk_sync.events`,
+    `select status, attempts, rounds, last_status, last_error, next_attempt_at > now() as later from suekk_sync.event_log`,
   );
   t.same(rows[0], { status: 'pending', attempts: 3, rounds: 1, last_status: 500, last_error: rows[0]!.last_error, later: true });
   t.match(rows[0]!.last_error, /500/);
@@ -117,7 +118,7 @@ t.test('400: one attempt, failed, its user parked while other users flow', async
   await waitFor(async () => (await eventStatuses(db)).failed === 1, 'one failed event');
   t.equal(receiver.requests.filter((r) => r.body.username === 'bad1').length, 1, 'a 4xx is not retried, and the later event waits');
   const { rows } = await db.pool.query<{ action: string; status: string; last_status: number; last_response: string }>(
-    'select action, status, last_status, last_response from suekk_sync.events where user_id = $1 order by id',
+    'select action, status, last_status, last_response from suekk_sync.event_log where user_id = $1 order by id',
     [bad],
   );
   t.same(rows.map((r) => [r.action, r.status]), [['created', 'failed'], ['updated', 'pending']]);
@@ -145,10 +146,10 @@ t.test('a backend that hangs, refuses or redirects: bounded attempts, the right 
     await startTestRelay(t, db, receiver.url, { settings: { timeoutMs: 200, retryScheduleMs: [30_000] } });
     await addUsers(db, 1);
     await waitFor(async () => {
-      const { rows } = await db.pool.query('select rounds from suekk_sync.events');
+      const { rows } = await db.pool.query('select rounds from suekk_sync.event_log');
       return rows[0]?.rounds === 1;
     }, 'one round of timeouts');
-    const { rows } = await db.pool.query('select status, attempts, last_error from suekk_sync.events');
+    const { rows } = await db.pool.query('select status, attempts, last_error from suekk_sync.event_log');
     t.equal(rows[0].status, 'pending');
     t.equal(rows[0].attempts, 3);
     t.match(rows[0].last_error, /timed out/);
@@ -160,10 +161,10 @@ t.test('a backend that hangs, refuses or redirects: bounded attempts, the right 
     await startTestRelay(t, db, closed.url, { settings: { retryScheduleMs: [30_000] } });
     await addUsers(db, 1);
     await waitFor(async () => {
-      const { rows } = await db.pool.query('select rounds from suekk_sync.events');
+      const { rows } = await db.pool.query('select rounds from suekk_sync.event_log');
       return rows[0]?.rounds === 1;
     }, 'one round of refused connections');
-    const { rows } = await db.pool.query('select status, attempts, last_status, last_error from suekk_sync.events');
+    const { rows } = await db.pool.query('select status, attempts, last_status, last_error from suekk_sync.event_log');
     t.same([rows[0].status, rows[0].attempts, rows[0].last_status], ['pending', 3, null]);
     t.match(rows[0].last_error, /ECONNREFUSED/);
   });
@@ -185,7 +186,7 @@ t.test('an event still failing after --give-up-after fails and parks its user', 
   await startTestRelay(t, db, receiver.url, { settings: { retryScheduleMs: [100], giveUpAfterMs: 350, maxAttempts: 1 } });
   await addUsers(db, 1);
   await waitFor(async () => (await eventStatuses(db)).failed === 1, 'failed after give-up-after', 10_000);
-  const { rows } = await db.pool.query('select rounds from suekk_sync.events');
+  const { rows } = await db.pool.query('select rounds from suekk_sync.event_log');
   t.ok(rows[0].rounds >= 2, `it had ${rows[0].rounds} rounds first`);
   const stream = await db.pool.query('select parked from suekk_sync.streams');
   t.same(stream.rows, [{ parked: true }]);
@@ -246,19 +247,52 @@ t.test('--max-rps spaces requests out for a fragile backend', async (t) => {
   t.ok(span >= 440, `12 requests spread over ${Math.round(span)} ms (unlimited, they arrive within a few ms)`);
 });
 
-t.test('retention prunes delivered and skipped events past --retention, and keeps the rest', async (t) => {
+t.test('retention empties whole partitions once settled and old enough, and moves what is undelivered along', async (t) => {
   const db = await createTestDatabase(t);
-  const receiver = await startReceiver(t);
-  await addUsers(db, 6);
-  await db.pool.query(`update suekk_sync.events set created_at = now() - interval '8 days',
-    status = case when id % 3 = 0 then 'failed' when id % 3 = 1 then 'delivered' else 'skipped' end`);
-  await db.pool.query("update suekk_sync.streams set next_attempt_at = null");
-  await addUsers(db, 1, 'fresh');
-  const before = await eventStatuses(db);
-  t.same(before, { failed: 2, delivered: 2, skipped: 2, pending: 1 });
-  await startTestRelay(t, db, receiver.url, { settings: { retentionMs: 7 * 86_400_000 }, maintenance: true });
-  await waitFor(async () => (await eventStatuses(db)).delivered === 1, 'the fresh one delivered');
-  t.same(await eventStatuses(db), { failed: 2, delivered: 1 }, 'old delivered and skipped pruned; failed kept; fresh kept');
+  const receiver = await startReceiver(t, (req) => (String(req.body.username).startsWith('bad') ? { status: 400 } : { status: 200 }));
+  const { stop } = await startTestRelay(t, db, receiver.url);
+  await addUsers(db, 3, 'ok');
+  const [bad] = await addUsers(db, 1, 'bad');
+  await db.pool.query("update users set first_name = 'later' where id = $1", [bad]);
+  await waitFor(async () => {
+    const s = await eventStatuses(db);
+    return s.delivered === 3 && s.failed === 1;
+  }, 'three delivered, the bad user parked');
+  await stop();
+  const { rows: undelivered } = await db.pool.query<{ id: string; webhook_id: string; body: string; status: string }>(
+    "select id::text, webhook_id::text, body, status from suekk_sync.event_log where status <> 'delivered' order by id",
+  );
+  t.same(undelivered.map((e) => e.status), ['failed', 'pending']);
+
+  const retentionMs = 600;
+  const partOf = async () =>
+    (await db.pool.query<{ part: number; n: number }>('select part, count(*)::int as n from suekk_sync.events group by part order by part')).rows;
+  t.same(await partOf(), [{ part: 0, n: 5 }], 'everything so far in partition 0');
+  // The relay calls this from its maintenance; here it runs every 40 ms with a short retention.
+  const started = Date.now();
+  const rotated: number[] = [];
+  let emptiedAfter: number | undefined;
+  while (Date.now() - started < 5_000 && emptiedAfter === undefined) {
+    const report = await rotatePartitions(db.pool, retentionMs);
+    if (report.rotatedTo !== null) rotated.push(report.rotatedTo);
+    if (report.truncated.includes(0)) emptiedAfter = Date.now() - started;
+    await new Promise((r) => setTimeout(r, 40));
+  }
+  t.ok(rotated.length >= 1 && rotated[0] === 1, `moved on to partition 1, then ${rotated.slice(1).join(', ')}`);
+  t.ok(emptiedAfter !== undefined && emptiedAfter >= retentionMs, `partition 0 emptied ${emptiedAfter} ms in: retired, then kept for the retention`);
+  const { rows: kept } = await db.pool.query<{ id: string; webhook_id: string; body: string; status: string; part: number }>(
+    'select l.id::text, l.webhook_id::text, l.body, l.status, e.part from suekk_sync.event_log l join suekk_sync.events e using (id) order by l.id',
+  );
+  t.same(kept.map(({ part: _, ...e }) => e), undelivered, 'the undelivered events kept, ids, webhook-ids and bodies intact');
+  t.notOk(kept.some((e) => e.part === 0), 'moved out of the emptied partition');
+  const { rows: log } = await db.pool.query('select count(*)::int as n from suekk_sync.deliveries_p0');
+  t.same(log, [{ n: 0 }], 'their delivery records went with it');
+  // The parked user still delivers in order once the backend takes it.
+  const again = await startReceiver(t);
+  await startTestRelay(t, db, again.url);
+  await db.pool.query('update suekk_sync.streams set parked = false, due_at = now() where user_id = $1', [bad]);
+  await waitFor(() => again.delivered.length === 2, 'the moved events delivered');
+  t.same(again.delivered.map((r) => r.webhookId), undelivered.map((e) => `evt_${e.webhook_id}`), 'in capture order');
 });
 
 t.test('the relay prepares no statement: a plan kept from a near-empty outbox would stall it once the outbox grows', async (t) => {

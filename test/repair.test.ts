@@ -9,9 +9,9 @@ import { addUsers, eventStatuses, startTestRelay } from './helpers/relay.ts';
 t.test('push sends the current state and prints the outcome; delivers itself with no relay', async (t) => {
   const db = await createTestDatabase(t);
   const receiver = await startReceiver(t, () => ({ status: 200, body: '{"success":true,"note":"upserted"}' }));
-  await db.pool.query('alter table users disable trigger suekk_sync_capture');
+  await db.pool.query('alter table users disable trigger suekk_sync_capture, disable trigger suekk_sync_capture_update');
   await addUsers(db, 1, 'pia');
-  await db.pool.query('alter table users enable trigger suekk_sync_capture');
+  await db.pool.query('alter table users enable trigger suekk_sync_capture, enable trigger suekk_sync_capture_update');
   const env = { DATABASE_URL: db.url, BACKEND_SYNC_URL: receiver.url };
   const res = await runCli(['push', 'pia1@example.com'], { env });
   t.equal(res.code, 0, res.stderr);
@@ -38,7 +38,7 @@ t.test('push sends the user\'s waiting events first, now, keeping their webhook-
   await addUsers(db, 1, 'quin');
   await waitFor(() => receiver.requests.length === 1, 'a first failed round');
   await waitFor(async () => {
-    const { rows } = await db.pool.query('select rounds from suekk_sync.events');
+    const { rows } = await db.pool.query('select rounds from suekk_sync.event_log');
     return rows[0]?.rounds === 1;
   }, 'the round recorded');
   healthy = true;
@@ -100,7 +100,7 @@ t.test('a parked user: push refuses, retry --user delivers, skip un-parks', asyn
   t.match(skipped.stdout, /skipped\s+updated rex1 evt_/);
   t.match(skipped.stdout, /Un-parked rex1/);
   await waitFor(() => receiver.delivered.some((r) => r.body.displayName === 'After Last'), 'the later event flows');
-  const { rows } = await db.pool.query("select status from suekk_sync.events where user_id = $1 order by id", [rex]);
+  const { rows } = await db.pool.query("select status from suekk_sync.event_log where user_id = $1 order by id", [rex]);
   t.same(rows.map((r) => r.status), ['delivered', 'delivered', 'skipped', 'delivered']);
   const skipDelivered = await runCli(['skip', '1'], { env });
   t.equal(skipDelivered.code, 2);

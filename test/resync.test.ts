@@ -9,16 +9,16 @@ import { testSettings } from './helpers/settings.ts';
 
 /** Users that exist before suekk-sync could see them: the drift resync repairs. */
 async function preexistingUsers(db: TestDatabase, count: number, prefix = 'old'): Promise<void> {
-  await db.pool.query('alter table users disable trigger suekk_sync_capture');
+  await db.pool.query('alter table users disable trigger suekk_sync_capture, disable trigger suekk_sync_capture_update');
   await addUsers(db, count, prefix);
-  await db.pool.query('alter table users enable trigger suekk_sync_capture');
+  await db.pool.query('alter table users enable trigger suekk_sync_capture, enable trigger suekk_sync_capture_update');
 }
 
 t.test('resync --all with no relay running delivers every user itself, piped output plain', async (t) => {
   const db = await createTestDatabase(t);
   const receiver = await startReceiver(t);
   await preexistingUsers(db, 120);
-  await db.pool.query("alter table users disable trigger suekk_sync_capture; update users set deleted_at = now() where username = 'old7'; alter table users enable trigger suekk_sync_capture");
+  await db.pool.query("alter table users disable trigger suekk_sync_capture, disable trigger suekk_sync_capture_update; update users set deleted_at = now() where username = 'old7'; alter table users enable trigger suekk_sync_capture, enable trigger suekk_sync_capture_update");
   const res = await runCli(['resync', '--all', '--batch-size', '50'], { env: { DATABASE_URL: db.url, BACKEND_SYNC_URL: receiver.url } });
   t.equal(res.code, 0, res.stderr);
   t.match(res.stdout, /Resync run \d+: 120 of 120 delivered, 0 failed, 0 waiting/);
@@ -27,7 +27,7 @@ t.test('resync --all with no relay running delivers every user itself, piped out
   t.equal(new Set(receiver.delivered.map((r) => r.body.id)).size, 120);
   const deleted = receiver.delivered.filter((r) => r.body.action === 'deleted');
   t.same(deleted.map((r) => r.body.username), ['old7'], 'a soft-deleted user goes as deleted, the rest as created');
-  const { rows } = await db.pool.query("select distinct source, run_id is not null as has_run from suekk_sync.events");
+  const { rows } = await db.pool.query("select distinct source, run_id is not null as has_run from suekk_sync.event_log");
   t.same(rows, [{ source: 'resync', has_run: true }]);
 });
 
@@ -84,7 +84,7 @@ t.test('resync racing a writer never delivers a state older than one already cap
   const last = new Map<string, string>();
   for (const r of receiver.delivered) last.set(String(r.body.id), String(r.body.displayName));
   for (const row of rows) t.equal(last.get(row.id), `${row.first_name} Last`, `user ${row.id}`);
-  const order = await db.pool.query<{ user_id: string; webhook_id: string }>('select user_id, webhook_id::text from suekk_sync.events order by id');
+  const order = await db.pool.query<{ user_id: string; webhook_id: string }>('select user_id, webhook_id::text from suekk_sync.event_log order by id');
   const capture = new Map<string, string[]>();
   for (const r of order.rows) capture.set(r.user_id, [...(capture.get(r.user_id) ?? []), `evt_${r.webhook_id}`]);
   const arrival = new Map<string, string[]>();
@@ -113,7 +113,7 @@ t.test('an interrupted resync resumes from its cursor, enqueueing each user once
   const res = await runCli(['resync', '--resume', '--json'], { env: { DATABASE_URL: db.url, BACKEND_SYNC_URL: receiver.url } });
   t.equal(res.code, 0, res.stderr);
   t.match(JSON.parse(res.stdout), { runId: first.runId, enqueued: 100, delivered: 100 });
-  const { rows } = await db.pool.query('select count(*)::int as n, count(distinct user_id)::int as users from suekk_sync.events');
+  const { rows } = await db.pool.query('select count(*)::int as n, count(distinct user_id)::int as users from suekk_sync.event_log');
   t.same(rows, [{ n: 100, users: 100 }]);
   const again = await runCli(['resync', '--resume'], { env: { DATABASE_URL: db.url, BACKEND_SYNC_URL: receiver.url } });
   t.equal(again.code, 2);
@@ -138,9 +138,9 @@ t.test('resync --since sends only users updated at or after the instant', async 
   const db = await createTestDatabase(t);
   const receiver = await startReceiver(t);
   await preexistingUsers(db, 10);
-  await db.pool.query(`alter table users disable trigger suekk_sync_capture;
+  await db.pool.query(`alter table users disable trigger suekk_sync_capture, disable trigger suekk_sync_capture_update;
     update users set updated_at = '2020-01-01' where username in ('old1', 'old2', 'old3', 'old4', 'old5', 'old6', 'old7');
-    alter table users enable trigger suekk_sync_capture`);
+    alter table users enable trigger suekk_sync_capture, enable trigger suekk_sync_capture_update`);
   const res = await runCli(['resync', '--since', '2024-06-01T00:00:00Z', '--json'], {
     env: { DATABASE_URL: db.url, BACKEND_SYNC_URL: receiver.url },
   });
@@ -160,12 +160,12 @@ async function groundTruth(db: TestDatabase, runId: string) {
             count(*) filter (where status = 'failed')::int as failed,
             count(*) filter (where status = 'pending' and rounds > 0)::int as waiting,
             count(*) filter (where status = 'pending' and rounds = 0 and exists (
-              select 1 from suekk_sync.events p where p.user_id = e.user_id and p.id < e.id
+              select 1 from suekk_sync.event_log p where p.user_id = e.user_id and p.id < e.id
                  and (p.status = 'failed' or (p.status = 'pending' and p.rounds > 0))))::int as blocked,
             count(*) filter (where status = 'pending' and rounds = 0 and not exists (
-              select 1 from suekk_sync.events p where p.user_id = e.user_id and p.id < e.id
+              select 1 from suekk_sync.event_log p where p.user_id = e.user_id and p.id < e.id
                  and (p.status = 'failed' or (p.status = 'pending' and p.rounds > 0))))::int as queued
-       from suekk_sync.events e where run_id = $1`,
+       from suekk_sync.event_log e where run_id = $1`,
     [runId],
   );
   return rows[0]!;
@@ -189,7 +189,7 @@ t.test('resync counts are exact: delivered, failed, waiting, and blocked behind 
   await waitFor(
     async () => {
       const { rows } = await db.pool.query<{ status: string; rounds: number; username: string }>(
-        "select status, rounds, payload->>'username' as username from suekk_sync.events order by id",
+        "select status, rounds, payload->>'username' as username from suekk_sync.event_log order by id",
       );
       held = rows;
       return rows.filter((r) => r.status === 'failed').length === 4 && rows.filter((r) => r.status === 'pending' && r.rounds > 0).length === 2;
@@ -229,7 +229,7 @@ t.test('while waiting, enqueueing keeps at most maxQueued events of the run ahea
   let sampling = true;
   const sampler = (async () => {
     while (sampling) {
-      const { rows } = await db.pool.query<{ n: number }>("select count(*)::int as n from suekk_sync.events where status = 'pending'");
+      const { rows } = await db.pool.query<{ n: number }>("select count(*)::int as n from suekk_sync.event_log where status = 'pending'");
       maxOpen = Math.max(maxOpen, rows[0]!.n);
       await new Promise((r) => setTimeout(r, 5));
     }

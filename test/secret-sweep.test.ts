@@ -137,7 +137,7 @@ t.test('relay logs and stored responses on 500, 503, 401, redirects and timeouts
   await waitFor(
     async () => {
       const { rows } = await db.pool.query<{ n: number }>(
-        "select count(*)::int as n from suekk_sync.events where status <> 'pending' or rounds > 0",
+        "select count(*)::int as n from suekk_sync.event_log where status <> 'pending' or rounds > 0",
       );
       return rows[0]!.n === 6;
     },
@@ -150,7 +150,7 @@ t.test('relay logs and stored responses on 500, 503, 401, redirects and timeouts
 
   const { rows } = await db.pool.query<{ username: string; status: string; last_status: number | null; last_error: string | null; last_response: string | null }>(
     `select payload->>'username' as username, status, last_status, last_error, last_response
-       from suekk_sync.events order by id`,
+       from suekk_sync.event_log order by id`,
   );
   const stored = rows.flatMap((r) => [r.last_error ?? '', r.last_response ?? '']).join('\n');
   t.match(stored, /\[redacted\]/);
@@ -226,7 +226,7 @@ t.test('the relay process at LOG_LEVEL=debug prints no secret', async (t) => {
   await waitFor(() => new Set(receiver.requests.map((r) => r.body.username)).size === 6, 'every user tried', 60_000);
   await waitFor(
     async () => {
-      const { rows } = await db.pool.query<{ n: number }>("select count(*)::int as n from suekk_sync.events where status <> 'pending' or rounds > 0");
+      const { rows } = await db.pool.query<{ n: number }>("select count(*)::int as n from suekk_sync.event_log where status <> 'pending' or rounds > 0");
       return rows[0]!.n === 6;
     },
     'one round each',

@@ -33,7 +33,7 @@ t.test('install on the test server: accepted from 14 on, refused with exit 2 and
   const res = await runCli(['install'], { env: { DATABASE_URL: db.url } });
   if (major >= OLDEST_SUPPORTED_MAJOR) {
     t.equal(res.code, 0, res.stderr);
-    t.same(await isInstalled(db), { schema: true, triggers: 2 });
+    t.same(await isInstalled(db), { schema: true, triggers: 3 });
     return;
   }
   t.equal(res.code, 2, `PostgreSQL ${rows[0]!.version} refused`);

@@ -10,6 +10,8 @@ import { getStatus, type StatusReport, type UnreachableReport } from '../src/ops
 import { runCli } from './helpers/cli.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { addUsers } from './helpers/relay.ts';
+import { markDelivered, markHeadFailed } from './helpers/outbox.ts';
+import { skip } from '../src/ops/retry.ts';
 
 const CONTRACT_KEYS = [
   'healthy',
@@ -45,9 +47,7 @@ async function beat(db: TestDatabase, agoSeconds = 0): Promise<void> {
 t.test('a fresh install: healthy, exit 0, every contract key in --json', async (t) => {
   const db = await createTestDatabase(t);
   await addUsers(db, 2);
-  await db.pool.query(
-    "update suekk_sync.events set status = 'delivered', delivered_at = now() where id = (select min(id) from suekk_sync.events)",
-  );
+  await markDelivered(db, (e) => e.id === '1');
   const json = await runCli(['status', '--json'], { env: { DATABASE_URL: db.url } });
   t.equal(json.code, 0, json.stderr);
   const report = JSON.parse(json.stdout) as StatusReport;
@@ -85,7 +85,7 @@ t.test('a fresh install: healthy, exit 0, every contract key in --json', async (
 
 t.test('a disabled trigger: unhealthy, exit 1, and the problem says how to enable it', async (t) => {
   const db = await createTestDatabase(t);
-  await db.pool.query('alter table users disable trigger suekk_sync_capture');
+  await db.pool.query('alter table users disable trigger suekk_sync_capture, disable trigger suekk_sync_capture_update');
   // A config file whose mapping differs from the installed one adds a warning, not a problem.
   const dir = mkdtempSync(join(tmpdir(), 'suekk-status-'));
   const config = join(dir, 'suekk-sync.json');
@@ -106,7 +106,7 @@ t.test('a disabled trigger: unhealthy, exit 1, and the problem says how to enabl
   t.match(human.stdout, /Warnings:\n(  - .*\n)*  - The source mapping in the config file differs from the one installed; run `suekk-sync install`/);
   t.equal(human.stderr, '', 'the table says it all; no error line');
 
-  await db.pool.query('alter table users enable trigger suekk_sync_capture');
+  await db.pool.query('alter table users enable trigger suekk_sync_capture, enable trigger suekk_sync_capture_update');
   await db.pool.query('drop trigger suekk_sync_capture on users');
   const dropped = await status(db);
   t.same(dropped.trigger, { installed: false, enabled: false });
@@ -133,8 +133,7 @@ t.test('failed events, old pending events without a relay, missing functions: un
   t.equal(report.healthy, true, 'old pending events with a live relay are its business');
   t.same(report.relays.map((r) => r.alive), [true, false], 'the freshest first');
 
-  await db.pool.query("update suekk_sync.events set status = 'failed' where user_id = $1", [first]);
-  await db.pool.query('update suekk_sync.streams set parked = true where user_id = $1', [first]);
+  await markHeadFailed(db, (e) => e.userId === first);
   report = await status(db);
   t.equal(report.healthy, false);
   t.equal(report.failed, 1);
@@ -142,7 +141,7 @@ t.test('failed events, old pending events without a relay, missing functions: un
   t.equal(report.backlog, 1);
   t.match(report.problems, [/1 event failed and 1 user is parked.*tail-log --status failed.*retry --all-failed.*skip --user/]);
 
-  await db.pool.query("update suekk_sync.events set status = 'skipped'");
+  await skip(db.pool, { userRef: first! });
   await db.pool.query('drop function suekk_sync.user_payload(public.users)');
   report = await status(db);
   t.equal(report.healthy, false);
@@ -155,9 +154,10 @@ t.test('a hand-edited accessor, trigger function or trigger is drift: unhealthy,
   const env = { DATABASE_URL: db.url };
   // Still valid and still capturing, so nothing but the comparison can notice: avatar left out.
   await db.pool.query(
-    `create or replace function suekk_sync.user_payload(u public.users) returns jsonb language sql stable
-     begin atomic select jsonb_build_object('id', (u).id::text, 'email', (u).email, 'username', (u).username,
-       'displayName', (u).username, 'avatar', null::text, 'role', (u).role, 'isActive', (u).is_active); end`,
+    `create or replace function suekk_sync.user_payload(u public.users) returns text language sql stable
+     as $f$select '{"id":' || to_json((u).id::text)::text || ',"email":' || to_json((u).email)::text
+       || ',"username":' || to_json((u).username)::text || ',"displayName":' || to_json((u).username)::text
+       || ',"avatar":"","role":' || to_json((u).role)::text || ',"isActive":' || case when (u).is_active then 'true' else 'false' end$f$`,
   );
   // The trigger function without its NOTIFY, as a DBA might "optimise" it.
   const { rows } = await db.pool.query<{ src: string }>("select prosrc as src from pg_proc where proname = 'capture_row'");
@@ -186,6 +186,11 @@ t.test('a hand-edited accessor, trigger function or trigger is drift: unhealthy,
   t.ok(trigger.drift?.includes('trigger suekk_sync_capture'), 'the narrowed trigger is drift');
   t.match(trigger.problems, [/./, /./, /^The capture trigger suekk_sync_capture on public\.users differs from what `suekk-sync install` creates.*run `suekk-sync install`/]);
 
+  // The update trigger without its condition: every login would call the capture function again.
+  await db.pool.query('create or replace trigger suekk_sync_capture_update after update on users for each row execute function suekk_sync.capture_row()');
+  const unconditional = await status(db);
+  t.ok(unconditional.drift?.includes('trigger suekk_sync_capture_update'), 'an update trigger without its WHEN condition is drift');
+
   // The view that pins what capture reads, dropped so that a mapped column could go.
   await db.pool.query('drop view suekk_sync.columns_read_by_capture');
   const unpinned = await status(db);
@@ -194,7 +199,8 @@ t.test('a hand-edited accessor, trigger function or trigger is drift: unhealthy,
     /./,
     /./,
     /^The view suekk_sync\.columns_read_by_capture is missing, so PostgreSQL no longer refuses to drop or retype a column capture reads .*; run `suekk-sync install`/,
-    /./,
+    /^The capture trigger suekk_sync_capture on/,
+    /^The capture trigger suekk_sync_capture_update on/,
   ]);
 
   const installed = await runCli(['install'], { env });
@@ -205,15 +211,17 @@ t.test('a hand-edited accessor, trigger function or trigger is drift: unhealthy,
 
 t.test('a retyped mapped column, a changed primary key and a renamed table are drift too', async (t) => {
   const db = await createTestDatabase(t);
-  // Postgres refuses to drop or retype is_active while the pinning view reads it; a DBA who dropped
-  // the view first can drop the column and add it back as text.
+  // Postgres refuses to drop or retype is_active while the pinning view and the UPDATE trigger's
+  // condition read it; a DBA who dropped both first can drop the column and add it back as text.
   await db.pool.query('drop view suekk_sync.columns_read_by_capture');
+  await db.pool.query('drop trigger suekk_sync_capture_update on users');
   await db.pool.query('alter table users drop column is_active');
   await db.pool.query("alter table users add column is_active text not null default 'yes'");
   const retyped = await status(db);
   t.equal(retyped.healthy, false);
   t.same(retyped.drift, ['mapping']);
   t.match(retyped.problems, [
+    /^The capture trigger suekk_sync_capture_update is missing on public\.users/,
     /^The installed mapping no longer fits public\.users \(source\.columns\.isActive = "is_active" does not work on public\.users: it must be a boolean expression\), .*run `suekk-sync install`\.$/,
   ]);
 

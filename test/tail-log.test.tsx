@@ -9,6 +9,7 @@ import { runCli, startCli } from './helpers/cli.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { waitFor } from './helpers/receiver.ts';
 import { addUsers } from './helpers/relay.ts';
+import { byUsername, markDelivered, markHeadFailed } from './helpers/outbox.ts';
 
 const JSON_KEYS = [
   'id',
@@ -27,16 +28,6 @@ const JSON_KEYS = [
   'deliveredAt',
   'nextAttemptAt',
 ];
-
-/** Marks a user's events as the relay would after a round. */
-async function markDelivered(db: TestDatabase, username: string, httpStatus = 200): Promise<void> {
-  await db.pool.query(
-    `update suekk_sync.events set status = 'delivered', attempts = attempts + 1, rounds = rounds + 1,
-            last_status = $2, duration_ms = 12, delivered_at = clock_timestamp()
-      where payload->>'username' = $1`,
-    [username, httpStatus],
-  );
-}
 
 /** A writer whose transaction stays open until the test commits it. */
 async function openWriter(t: { teardown(fn: () => unknown): void }, db: TestDatabase) {
@@ -65,11 +56,8 @@ t.test('tail-log --json and plain lines, piped: the last n events, filtered, nev
   const db = await createTestDatabase(t);
   await addUsers(db, 3, 'ann');
   await db.pool.query("update users set first_name = 'Annie' where username = 'ann2'");
-  await markDelivered(db, 'ann1');
-  await db.pool.query(
-    `update suekk_sync.events set status = 'failed', attempts = 1, rounds = 1, last_status = 400, last_error = 'HTTP 400', duration_ms = 7
-      where payload->>'username' = 'ann3'`,
-  );
+  await markDelivered(db, byUsername('ann1'));
+  await markHeadFailed(db, byUsername('ann3'), { attempts: 1, rounds: 1, httpStatus: 400, error: 'HTTP 400', durationMs: 7 });
   const env = { DATABASE_URL: db.url };
   const [json, plain, filtered, badStatus] = await Promise.all([
     runCli(['tail-log', '--json', '-n', '3'], { env }),
@@ -131,13 +119,13 @@ t.test('the follower sees commits out of id order, and every status change once'
   await slow.commit();
   const late = await follower.poll();
   t.same(seen(late), ['slow:pending'], 'the lower id, committed last, still shows');
-  t.ok(BigInt(late[0]!.id) < BigInt((await db.pool.query("select id from suekk_sync.events where payload->>'username' = 'fast'")).rows[0].id));
+  t.ok(BigInt(late[0]!.id) < BigInt((await db.pool.query("select id from suekk_sync.event_log where payload->>'username' = 'fast'")).rows[0].id));
 
-  await markDelivered(db, 'old1');
-  await markDelivered(db, 'fast');
+  await markDelivered(db, byUsername('old1'));
+  await markDelivered(db, byUsername('fast'));
   t.same(seen(await follower.poll()), ['old1:delivered', 'fast:delivered'], 'status changes, old and new');
   t.same(seen(await follower.poll()), [], 'each change once');
-  await db.pool.query("update suekk_sync.events set status = 'pending', attempts = 3, rounds = 1 where payload->>'username' = 'slow'");
+  await markHeadFailed(db, byUsername('slow'), { attempts: 3, rounds: 1, dueAt: new Date(Date.now() + 60_000) });
   t.same(seen(await follower.poll()), ['slow:pending'], 'a round that failed shows again (attempts changed)');
 });
 
@@ -170,7 +158,7 @@ t.test('tail-log --follow, piped: initial lines, an out-of-order commit, a deliv
   await new Promise((r) => setTimeout(r, 200));
   await slow.commit();
   await waitFor(() => events().includes('slow:pending'), 'the first insert, committed last');
-  await markDelivered(db, 'early1');
+  await markDelivered(db, byUsername('early1'));
   await waitFor(() => events().includes('early1:delivered'), 'the delivery of an event shown before --follow began');
   t.same(events(), ['early2:pending', 'fast:pending', 'slow:pending', 'early1:delivered'], 'each once, in the order they happened');
   await waitFor(() => /slow +created {2}trigger {2}pending/.test(plain.out.stdout) && /early1 +created {2}trigger {2}delivered/.test(plain.out.stdout), 'the plain follower too');
@@ -201,6 +189,7 @@ t.test('the live view shows counters and the latest lines', async (t) => {
     createdAt: at('00.000'),
     deliveredAt: at('00.120'),
     nextAttemptAt: at('00.000'),
+    supersededBy: null,
     ...over,
   });
   const entries = [

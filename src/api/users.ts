@@ -2,7 +2,7 @@
  * The API's SQL against the reference users table (DESIGN.md §7). Plain writes only: the capture
  * trigger turns each into an outbox event, exactly as for any other writer.
  */
-import { CAPTURE_TRIGGER } from '../capture/generate.ts';
+import { CAPTURE_TRIGGER } from '../db/schema.ts';
 import { withTransaction, type Pool } from '../db/pool.ts';
 import type { ProfileBody, RegisterBody } from './schemas.ts';
 

@@ -3,6 +3,10 @@
  * trigger, resync and push all use), the key/liveness/updated-at accessors, the triggers, and a
  * view that pins what they read.
  *
+ * The payload is rendered here, once, as the webhook body's bytes in the contract's key order:
+ * the relay signs and sends the stored text as it is. `user_payload(u)` is that body without its
+ * last key (`action`), so the trigger can tell a change that alters nothing sent from one that does.
+ *
  * The functions that take the users row are plain SQL functions with a string body, and none of
  * them is `BEGIN ATOMIC`: a parsed body that reads a field of the row makes Postgres record a
  * dependency on the table's row type, and Postgres then refuses `ALTER TABLE users ADD COLUMN …
@@ -15,29 +19,19 @@
  *
  * The functions are written so that the planner inlines them into the trigger's expressions (a
  * single expression, no FROM): a SQL function that is not inlined is planned again in every
- * transaction that calls it, which cost the trigger more than the rest of its work together (see
- * the README).
+ * transaction that calls it, which cost the trigger more than the rest of its work together.
  */
 import { PAYLOAD_FIELDS } from '../config.ts';
+import { NOTIFY_CHANNEL, CAPTURE_TRIGGER, PARTITION_COUNT, TRUNCATE_TRIGGER, UPDATE_TRIGGER } from '../db/schema.ts';
 import type { CheckedMapping, ReferencedColumn } from './mapping.ts';
 import { fieldCast } from './mapping.ts';
 import { quoteIdent, quoteLiteral, type SourceTable } from './source-table.ts';
 
-export const CAPTURE_TRIGGER = 'suekk_sync_capture';
-export const TRUNCATE_TRIGGER = 'suekk_sync_capture_truncate';
-export const NOTIFY_CHANNEL = 'suekk_sync';
-/**
- * The advisory lock of the doorbell, in the two-int key space (apart from any bigint key an
- * application uses): writers that leave the bell alone hold it shared until they commit, and a
- * relay that looks takes it exclusively to wait for them.
- */
-export const DOORBELL_LOCK = '1937075051, 1';
 /** Pins the columns and functions capture reads (see the header). */
 export const CAPTURE_PINS_VIEW = 'suekk_sync.columns_read_by_capture';
 /**
- * Every function install generates (all take the users row type, except the trigger functions,
- * user_payload_from and answer_doorbell). Dropped in this order: user_payload depends on
- * user_payload_from.
+ * Every function install generates (all take the users row type, except the trigger functions and
+ * user_payload_from). Dropped in this order: user_payload depends on user_payload_from.
  */
 export const GENERATED_FUNCTIONS = [
   'user_payload',
@@ -47,7 +41,6 @@ export const GENERATED_FUNCTIONS = [
   'user_payload_from',
   'capture_row',
   'capture_truncate',
-  'answer_doorbell',
 ] as const;
 
 export interface CaptureOptions {
@@ -59,12 +52,33 @@ export interface CaptureOptions {
 export interface InstalledParts {
   /** Signatures (`regprocedure`) of user_payload_from functions of an earlier install. */
   payloadHelpers: string[];
+  /** An earlier user_payload returns another type (jsonb): create or replace cannot change that. */
+  payloadReturnsOtherType: boolean;
 }
+
+const NOTHING_INSTALLED: InstalledParts = { payloadHelpers: [], payloadReturnsOtherType: false };
 
 /** `(select (u)."a" as "a", …) as s`: only the referenced fields, under their own names. */
 function fieldsOf(columns: ReferencedColumn[]): string {
   if (columns.length === 0) return '(select) as s';
   return `(select ${columns.map((c) => `(u).${quoteIdent(c.name)} as ${quoteIdent(c.name)}`).join(', ')}) as s`;
+}
+
+/**
+ * The body without its closing `,"action":"…"}`, as one text expression over the mapping's
+ * expressions: `{"id":"…","email":"…",…,"isActive":true`. to_json escapes a string exactly as
+ * JSON.stringify does (webhook-body.test.ts holds them to it); NULL becomes "" and false, what the
+ * reference backend's structs decode anyway.
+ */
+function payloadText(mapping: CheckedMapping): string {
+  return PAYLOAD_FIELDS.map((f, i) => {
+    const key = `${i === 0 ? '{' : ','}"${f}":`;
+    const value =
+      fieldCast(f) === 'boolean'
+        ? `case when (${mapping.columns[f]})::boolean then 'true' else 'false' end`
+        : `to_json(coalesce((${mapping.columns[f]})::text, ''))::text`;
+    return `'${key}' || ${value}`;
+  }).join('\n    || ');
 }
 
 /**
@@ -82,15 +96,15 @@ function fieldsOf(columns: ReferencedColumn[]): string {
  */
 function payloadStatements(row: string, mapping: CheckedMapping, installed: InstalledParts): string[] {
   const columns = mapping.referencedColumns;
-  const build = `jsonb_build_object(
-    ${PAYLOAD_FIELDS.map((f) => `'${f}', (${mapping.columns[f]})::${fieldCast(f)}`).join(',\n    ')})`;
+  const build = payloadText(mapping);
   // Not inlinable (it has a FROM), so it may fix its search_path: the expressions then resolve as
   // they did when install checked them, not under the caller's path (the trigger's is pg_catalog).
-  const fromForm = `create or replace function suekk_sync.user_payload(u ${row}) returns jsonb
+  const fromForm = `create or replace function suekk_sync.user_payload(u ${row}) returns text
 language sql stable set search_path from current
 as ${quoteLiteral(`select ${build}\n  from ${fieldsOf(columns)}`)}`;
   const inlinable = columns.every((c) => c.defaultCollation);
   const statements: string[] = [];
+  if (installed.payloadReturnsOtherType) statements.push(`drop function suekk_sync.user_payload(${row})`);
   // An earlier user_payload_from can only go once user_payload no longer calls it (and its
   // parameters may have other names, which create or replace cannot change).
   if (installed.payloadHelpers.length > 0 || !inlinable) statements.push(fromForm);
@@ -98,7 +112,7 @@ as ${quoteLiteral(`select ${build}\n  from ${fieldsOf(columns)}`)}`;
   if (inlinable) {
     // user_payload_from reads no table, so it may be BEGIN ATOMIC: parsed once, at install.
     statements.push(
-      `create function suekk_sync.user_payload_from(${columns.map((c) => `${quoteIdent(c.name)} ${c.type}`).join(', ')}) returns jsonb
+      `create function suekk_sync.user_payload_from(${columns.map((c) => `${quoteIdent(c.name)} ${c.type}`).join(', ')}) returns text
 language sql stable
 begin atomic
   select ${build};
@@ -106,7 +120,7 @@ end`,
       rowFunction(
         'user_payload',
         row,
-        'jsonb',
+        'text',
         'stable',
         `suekk_sync.user_payload_from(${columns.map((c) => `(u).${quoteIdent(c.name)}`).join(', ')})`,
       ),
@@ -145,95 +159,68 @@ function pinStatements(table: SourceTable, mapping: CheckedMapping): string[] {
 }
 
 /**
- * Records one event: the outbox row, and the stream row made due (the generation bump that tells a
- * relay holding the stream that something arrived after its snapshot). With NOTIFY, the upsert also
- * says whether the stream was idle (its due time is the one just written) or held under a lease
- * that has run out: only then does anything need waking (see "NOTIFY only wakes an idle stream" in
- * the README), and then the doorbell decides whether this writer must notify.
+ * Records one event, and nothing else: the outbox row goes straight into the current partition
+ * (routing a row through the partitioned parent cost a single-row insert a third more), and the
+ * relays find it by its id (see suekk_sync.tick); no stream row is written in the writer's
+ * transaction. With NOTIFY, the doorbell decides whether this writer must notify.
  */
-function recordEvent(key: string, action: string, payload: string, notify: boolean, indent: string): string {
-  const lines = [
-    `captured_at := clock_timestamp();`,
-    `insert into suekk_sync.events (user_id, action, payload, source, application_name)`,
-    `values (${key}, ${action}, ${payload}, 'trigger', current_setting('application_name', true));`,
-    `-- Locks the stream row until commit: a relay deciding the stream is empty skips it meanwhile.`,
-    `insert into suekk_sync.streams as s (user_id, next_attempt_at, priority)`,
-    `values (${key}, captured_at, 0)`,
-    `on conflict (user_id) do update`,
-    `  set gen = s.gen + 1,`,
-    `      -- A stream waiting for its next round stays waiting: order beats freshness.`,
-    `      next_attempt_at = coalesce(s.next_attempt_at, excluded.next_attempt_at),`,
-    `      priority = 0${notify ? '' : ';'}`,
-  ];
-  if (notify) {
-    lines.push(
-      `returning s.next_attempt_at = captured_at or s.locked_until < captured_at into woke;`,
-      `if woke then`,
-      ...ringDoorbell().map((l) => '  ' + l),
-      `end if;`,
-    );
+function recordEvent(key: string, action: string, body: string, notify: boolean, indent: string): string {
+  const values = `(${key}, ${action}, ${body}, 'trigger', current_setting('application_name', true), part)`;
+  const columns = '(user_id, action, body, source, application_name, part)';
+  const lines = [`part := pg_sequence_last_value('suekk_sync.current_part');`, `case part`];
+  for (let p = 0; p < PARTITION_COUNT; p++) {
+    lines.push(`  when ${p} then insert into suekk_sync.events_p${p} ${columns} values ${values};`);
   }
+  lines.push(`  else insert into suekk_sync.events ${columns} values ${values};`, `end case;`);
+  if (notify) lines.push(...ringDoorbell());
   return lines.map((l) => indent + l).join('\n');
 }
 
 /**
- * One notification per relay look, not one per woken stream (README, "One ring per look"). A
- * notifying commit holds a server-wide lock through its WAL flush; under load most writers find
- * the bell already rung by a writer that committed (or is committing) since a relay last looked,
- * and stay silent, holding the doorbell lock shared so that the relay's next look waits for their
- * commit. A writer that cannot take the lock (a relay is looking right now), finds nobody rang, or
- * finds the last ringer rolled back (its notification was never sent), rings itself.
+ * One notification per relay look, not one per captured write. A notifying commit holds a
+ * server-wide lock through its WAL flush; under load most writers find the bell already rung by a
+ * writer that committed (or is committing) since a relay last looked, and stay silent: the relay
+ * reads every event by id whatever woke it, and looks again while ids it has seen handed out are
+ * still uncommitted. A writer that finds nobody rang, or that the last ringer rolled back (its
+ * notification was never sent), rings itself.
  */
 function ringDoorbell(): string[] {
   return [
-    `if not pg_try_advisory_xact_lock_shared(${DOORBELL_LOCK}) then`,
+    `ringer := coalesce(pg_sequence_last_value('suekk_sync.wake_pending'), 0);`,
+    `-- Above this writer's own id: a concurrent ringer (ringing too is harmless), or a value`,
+    `-- restored from another cluster, which txid_status would reject as "in the future".`,
+    `if ringer = 0 or ringer > txid_current() or txid_status(ringer) = 'aborted' then`,
+    `  perform setval('suekk_sync.wake_pending', txid_current());`,
+    `  -- A constant payload: Postgres folds identical notifications into one per transaction.`,
     `  perform pg_notify('${NOTIFY_CHANNEL}', '');`,
-    `else`,
-    `  ringer := coalesce(pg_sequence_last_value('suekk_sync.wake_pending'), 0);`,
-    `  -- Above this writer's own id: a concurrent ringer (ringing too is harmless), or a value`,
-    `  -- restored from another cluster, which txid_status would reject as "in the future".`,
-    `  if ringer = 0 or ringer > txid_current() or txid_status(ringer) = 'aborted' then`,
-    `    perform setval('suekk_sync.wake_pending', txid_current());`,
-    `    -- A constant payload: Postgres folds identical notifications into one per transaction.`,
-    `    perform pg_notify('${NOTIFY_CHANNEL}', '');`,
-    `  end if;`,
     `end if;`,
   ];
 }
 
 /**
- * What a relay runs before it relies on being rung: clear the bell, so the next writer that wakes a
- * stream rings, then wait for the writers that stayed silent while it was rung (they hold the
- * doorbell lock shared until they commit), so the claim that follows sees their streams. A long
- * writer transaction is not waited out: after the lock timeout the relay claims anyway and looks
- * again a little later.
+ * The UPDATE trigger's condition: some column capture reads changed. An update of anything else
+ * (a login's last_login_at, a password, updated_at) never calls the capture function at all.
  */
-function answerDoorbellStatement(): string {
-  return `create or replace function suekk_sync.answer_doorbell() returns boolean
-language plpgsql security definer set search_path = pg_catalog, pg_temp
-as $doorbell$
-begin
-  perform setval('suekk_sync.wake_pending', 0);
-  perform set_config('lock_timeout', '50ms', true);
-  begin
-    perform pg_advisory_xact_lock(${DOORBELL_LOCK});
-  exception when lock_not_available then
-    return false;
-  end;
-  return true;
-end
-$doorbell$`;
+export function updateCondition(mapping: CheckedMapping): string {
+  return mapping.watchedColumns
+    .map((c) => {
+      const name = quoteIdent(c.name);
+      return c.compareAsText ? `old.${name}::text is distinct from new.${name}::text` : `old.${name} is distinct from new.${name}`;
+    })
+    .join(' or ');
 }
+
+const withAction = (payload: string, action: string) => `${payload} || ',"action":"' || ${action} || '"}'`;
 
 export function captureStatements(
   table: SourceTable,
   mapping: CheckedMapping,
   options: CaptureOptions,
-  installed: InstalledParts = { payloadHelpers: [] },
+  installed: InstalledParts = NOTHING_INSTALLED,
 ): string[] {
   const row = table.qualified;
   const live = mapping.softDeleteColumn === null ? null : quoteIdent(mapping.softDeleteColumn);
-  const woke = options.notify ? '\n  woke boolean;\n  ringer bigint;' : '';
+  const ringer = options.notify ? '\n  ringer bigint;' : '';
 
   const statements = [
     ...payloadStatements(row, mapping, installed),
@@ -258,8 +245,8 @@ declare
   -- The event to record, if any.
   ev_key text;
   ev_action text;
-  ev_payload jsonb;
-  captured_at timestamptz;${woke}
+  ev_payload text;
+  part bigint;${ringer}
 begin
   -- UPDATE first: the common case is tested first.
   if tg_op = 'UPDATE' then
@@ -270,7 +257,7 @@ begin
     if old_key is distinct from new_key then
       -- Two ids, two streams: the old id is gone (recorded here, first), the new one appears.
       if old_live then
-${recordEvent('old_key', "'deleted'", 'suekk_sync.user_payload(old)', options.notify, '        ')}
+${recordEvent('old_key', "'deleted'", withAction('suekk_sync.user_payload(old)', "'deleted'"), options.notify, '        ')}
       end if;
       if new_live then
         ev_key := new_key;
@@ -305,7 +292,7 @@ ${recordEvent('old_key', "'deleted'", 'suekk_sync.user_payload(old)', options.no
     ev_payload := suekk_sync.user_payload(old);
   end if;
   if ev_key is not null then
-${recordEvent('ev_key', 'ev_action', 'ev_payload', options.notify, '    ')}
+${recordEvent('ev_key', 'ev_action', withAction('ev_payload', 'ev_action'), options.notify, '    ')}
   end if;
   return null;
 end
@@ -313,56 +300,43 @@ $capture$`,
     `create or replace function suekk_sync.capture_truncate() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $capture$
-declare
-  captured_at timestamptz := clock_timestamp();${woke}
+declare${ringer || '\n  -- (no doorbell: installed with --no-notify)'}
 begin
+  -- The transaction's id before any event id: the relays' tickers count on every transaction
+  -- that takes an event id having one already (see suekk_sync.tick).
+  perform pg_current_xact_id();
   -- BEFORE TRUNCATE still sees the rows: every live one is deleted, in key order, in one statement.
-  with e as (
-    insert into suekk_sync.events (user_id, action, payload, source, application_name)
-    select suekk_sync.user_key(u), 'deleted', suekk_sync.user_payload(u), 'trigger', current_setting('application_name', true)
-      from ${row} as u
-     where suekk_sync.user_is_live(u)
-     order by u.${table.primaryKeyQuoted}
-    returning user_id
-  )${
-    options.notify
-      ? `, streams as (
-    insert into suekk_sync.streams as s (user_id, next_attempt_at, priority)
-    select user_id, captured_at, 0 from e
-    on conflict (user_id) do update
-      set gen = s.gen + 1,
-          next_attempt_at = coalesce(s.next_attempt_at, excluded.next_attempt_at),
-          priority = 0
-    returning s.next_attempt_at = captured_at or s.locked_until < captured_at as woke
-  )
-  select coalesce(bool_or(streams.woke), false) into woke from streams;
-  if woke then
-    perform pg_notify('${NOTIFY_CHANNEL}', '');
+  insert into suekk_sync.events (user_id, action, body, source, application_name)
+  select suekk_sync.user_key(u), 'deleted', ${withAction('suekk_sync.user_payload(u)', "'deleted'")}, 'trigger',
+         current_setting('application_name', true)
+    from ${row} as u
+   where suekk_sync.user_is_live(u)
+   order by u.${table.primaryKeyQuoted};${
+     options.notify
+       ? `
+  if found then
+${ringDoorbell().map((l) => '    ' + l).join('\n')}
   end if;`
-      : `
-  insert into suekk_sync.streams as s (user_id, next_attempt_at, priority)
-  select user_id, captured_at, 0 from e
-  on conflict (user_id) do update
-    set gen = s.gen + 1,
-        next_attempt_at = coalesce(s.next_attempt_at, excluded.next_attempt_at),
-        priority = 0;`
-  }
+       : ''
+   }
   return null;
 end
 $capture$`,
-    answerDoorbellStatement(),
     `create or replace trigger ${CAPTURE_TRIGGER}
-  after insert or update or delete on ${row}
+  after insert or delete on ${row}
   for each row execute function suekk_sync.capture_row()`,
+    `create or replace trigger ${UPDATE_TRIGGER}
+  after update on ${row}
+  for each row when (${updateCondition(mapping)})
+  execute function suekk_sync.capture_row()`,
     `create or replace trigger ${TRUNCATE_TRIGGER}
   before truncate on ${row}
   for each statement execute function suekk_sync.capture_truncate()`,
   );
   const enable = options.fireOnReplica ? 'enable always' : 'enable';
-  statements.push(
-    `alter table ${row} ${enable} trigger ${CAPTURE_TRIGGER}`,
-    `alter table ${row} ${enable} trigger ${TRUNCATE_TRIGGER}`,
-  );
+  for (const trigger of [CAPTURE_TRIGGER, UPDATE_TRIGGER, TRUNCATE_TRIGGER]) {
+    statements.push(`alter table ${row} ${enable} trigger ${trigger}`);
+  }
   // The writer's role needs nothing on suekk_sync: the trigger functions run as their owner.
   statements.push('revoke all on schema suekk_sync from public');
   return statements;

@@ -8,16 +8,10 @@ import type { Pool, PoolClient } from '../db/pool.ts';
 import { appliedMigrations, installedSchemaVersion, LATEST_SCHEMA_VERSION, pendingMigrationStatements } from '../db/migrations.ts';
 import { requireSupportedServer } from '../db/server-version.ts';
 import { VERSION } from '../version.ts';
+import { CAPTURE_TRIGGERS, RELAY_ALIVE_SECONDS } from '../db/schema.ts';
+import { undeliveredCount } from '../db/outbox-queries.ts';
 import { checkMapping } from './mapping.ts';
-import {
-  CAPTURE_PINS_VIEW,
-  CAPTURE_TRIGGER,
-  captureStatements,
-  GENERATED_FUNCTIONS,
-  TRUNCATE_TRIGGER,
-  type CaptureOptions,
-  type InstalledParts,
-} from './generate.ts';
+import { CAPTURE_PINS_VIEW, captureStatements, GENERATED_FUNCTIONS, type CaptureOptions, type InstalledParts } from './generate.ts';
 import { quoteLiteral, resolveSourceTable } from './source-table.ts';
 
 /** Serialises install/uninstall across processes (an arbitrary constant: "suekk" in ASCII). */
@@ -26,6 +20,8 @@ const INSTALL_LOCK_KEY = 0x7375656b6b;
 export interface InstallOptions extends Partial<CaptureOptions> {
   source: SourceMapping;
   dryRun?: boolean;
+  /** Change the schema even while relays of another version are alive. */
+  force?: boolean;
 }
 
 export interface InstallResult {
@@ -56,8 +52,7 @@ async function dropCaptureStatements(client: PoolClient, table: string | null): 
   if (table !== null) {
     const exists = await client.query<{ oid: number | null }>('select to_regclass($1)::oid as oid', [table]);
     if (exists.rows[0]?.oid != null) {
-      statements.push(`drop trigger if exists ${CAPTURE_TRIGGER} on ${table}`);
-      statements.push(`drop trigger if exists ${TRUNCATE_TRIGGER} on ${table}`);
+      for (const trigger of CAPTURE_TRIGGERS) statements.push(`drop trigger if exists ${trigger} on ${table}`);
     }
   }
   statements.push(`drop view if exists ${CAPTURE_PINS_VIEW}`);
@@ -73,14 +68,38 @@ async function dropCaptureStatements(client: PoolClient, table: string | null): 
   return statements;
 }
 
-/** The user_payload_from functions an earlier install left (another mapping has another signature). */
-async function payloadHelpers(client: PoolClient): Promise<string[]> {
-  const { rows } = await client.query<{ signature: string }>(
-    `select p.oid::regprocedure::text as signature from pg_proc p
-       join pg_namespace n on n.oid = p.pronamespace
-      where n.nspname = 'suekk_sync' and p.proname = 'user_payload_from'`,
+/**
+ * What an earlier install left that the new statements must replace: user_payload_from functions
+ * (another mapping has another signature), and a user_payload returning another type.
+ */
+async function installedParts(client: PoolClient): Promise<InstalledParts> {
+  const { rows } = await client.query<{ signature: string; name: string; returns: string }>(
+    `select p.oid::regprocedure::text as signature, p.proname as name, p.prorettype::regtype::text as returns
+       from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+      where n.nspname = 'suekk_sync' and p.proname in ('user_payload_from', 'user_payload')`,
   );
-  return rows.map((r) => r.signature);
+  return {
+    payloadHelpers: rows.filter((r) => r.name === 'user_payload_from').map((r) => r.signature),
+    payloadReturnsOtherType: rows.some((r) => r.name === 'user_payload' && r.returns !== 'text'),
+  };
+}
+
+/**
+ * A relay of another version delivering while its tables are rebuilt under it would fail, or worse,
+ * act on a schema it does not know: a schema change waits until those relays are stopped.
+ */
+async function refuseUnderOtherRelays(client: PoolClient): Promise<void> {
+  const { rows } = await client.query<{ version: string; n: number }>(
+    `select version, count(*)::int as n from suekk_sync.relays
+      where heartbeat_at > now() - make_interval(secs => $1) and version <> $2 group by version order by version`,
+    [RELAY_ALIVE_SECONDS, VERSION],
+  );
+  if (rows.length === 0) return;
+  const total = rows.reduce((n, r) => n + r.n, 0);
+  const running = rows.map((r) => `${r.n} relay${r.n === 1 ? '' : 's'} of version ${r.version}`).join(' and ');
+  throw new UsageError(
+    `This install changes the suekk_sync schema while ${running} ${total === 1 ? 'is' : 'are'} still running against it; stop ${total === 1 ? 'it' : 'them'} first (${total === 1 ? 'it resumes' : 'they resume'} where ${total === 1 ? 'it' : 'they'} left off once upgraded), or pass --force.`,
+  );
 }
 
 export async function install(pool: Pool, options: InstallOptions): Promise<InstallResult> {
@@ -107,7 +126,9 @@ export async function install(pool: Pool, options: InstallOptions): Promise<Inst
     }
     const previous = await readInstalledState(client, fromVersion);
     const notify = options.notify ?? true;
-    for (const sql of pendingMigrationStatements(applied)) await run(sql);
+    const migrations = pendingMigrationStatements(applied);
+    if (fromVersion > 0 && migrations.length > 0 && !options.force) await refuseUnderOtherRelays(client);
+    for (const sql of migrations) await run(sql);
 
     // Generated parts are rebuilt every time; only the old table's triggers need dropping first
     // (create or replace handles the same table without a gap in capture).
@@ -118,7 +139,8 @@ export async function install(pool: Pool, options: InstallOptions): Promise<Inst
     } else if (previous?.source_table != null && mapping.updatedAtColumn === null) {
       await run('drop function if exists suekk_sync.user_updated_at(' + table.qualified + ')');
     }
-    const installed: InstalledParts = { payloadHelpers: movedFrom === undefined ? await payloadHelpers(client) : [] };
+    const installed: InstalledParts =
+      movedFrom === undefined ? await installedParts(client) : { payloadHelpers: [], payloadReturnsOtherType: false };
     const capture = { notify, fireOnReplica: options.fireOnReplica ?? false };
     for (const sql of captureStatements(table, mapping, capture, installed)) await run(sql);
     await run(
@@ -134,6 +156,14 @@ export async function install(pool: Pool, options: InstallOptions): Promise<Inst
   } finally {
     client.release();
   }
+}
+
+/** Before the immutable outbox (schema 5), each event kept its own status. */
+async function undeliveredBefore5(client: PoolClient): Promise<number> {
+  const { rows } = await client.query<{ n: string }>(
+    "select count(*) as n from suekk_sync.events where status in ('pending', 'failed')",
+  );
+  return Number(rows[0]!.n);
 }
 
 export interface UninstallOptions {
@@ -159,10 +189,7 @@ export async function uninstall(pool: Pool, options: UninstallOptions = {}): Pro
       await client.query('rollback');
       return { statements, undelivered: 0, installed: false };
     }
-    const { rows } = await client.query<{ n: string }>(
-      "select count(*) as n from suekk_sync.events where status in ('pending', 'failed')",
-    );
-    const undelivered = Number(rows[0]!.n);
+    const undelivered = version >= 5 ? await undeliveredCount(client) : await undeliveredBefore5(client);
     if (undelivered > 0 && !options.force) {
       throw new UsageError(
         `${undelivered} event${undelivered === 1 ? ' is' : 's are'} not delivered yet; let the relay deliver ${undelivered === 1 ? 'it' : 'them'} (or skip ${undelivered === 1 ? 'it' : 'them'}), or pass --force to uninstall anyway.`,

@@ -18,10 +18,19 @@ export interface ReferencedColumn {
   defaultCollation: boolean;
 }
 
+/** A column whose change can change what capture records: the UPDATE trigger fires on it. */
+export interface WatchedColumn {
+  name: string;
+  /** Its type has no equality operator (json, say): the trigger compares its text form. */
+  compareAsText: boolean;
+}
+
 export interface CheckedMapping {
   columns: Record<PayloadField, string>;
   /** Table columns the expressions reference, in table order. */
   referencedColumns: ReferencedColumn[];
+  /** The key, the soft-delete column and the referenced columns: an UPDATE of none of them captures nothing. */
+  watchedColumns: WatchedColumn[];
   softDeleteColumn: string | null;
   updatedAtColumn: string | null;
 }
@@ -65,12 +74,36 @@ export async function checkMapping(
     mapping.softDeleteColumn === null ? null : findColumn(table, mapping.softDeleteColumn, 'source.softDeleteColumn');
   const updatedAtColumn =
     mapping.updatedAtColumn === null ? null : findColumn(table, mapping.updatedAtColumn, 'source.updatedAtColumn');
+  const referenced = await referencedColumns(client, table, mapping);
+  const watched = [...new Set([table.primaryKey, ...(softDeleteColumn === null ? [] : [softDeleteColumn]), ...referenced.map((c) => c.name)])];
   return {
     columns: { ...mapping.columns },
-    referencedColumns: await referencedColumns(client, table, mapping),
+    referencedColumns: referenced,
+    watchedColumns: await watchedColumns(client, table, watched),
     softDeleteColumn,
     updatedAtColumn,
   };
+}
+
+/**
+ * Whether `IS DISTINCT FROM` works on each column as the trigger's WHEN condition will use it:
+ * Postgres resolves the operator exactly as it would there, so a type without equality (json) is
+ * found by asking, and compared as text instead.
+ */
+async function watchedColumns(client: Pick<PoolClient, 'query'>, table: SourceTable, names: string[]): Promise<WatchedColumn[]> {
+  const watched: WatchedColumn[] = [];
+  for (const name of names) {
+    await client.query('savepoint suekk_sync_watch');
+    try {
+      await client.query(`select u.${quoteIdent(name)} is distinct from u.${quoteIdent(name)} from ${table.qualified} u limit 0`);
+      await client.query('release savepoint suekk_sync_watch');
+      watched.push({ name, compareAsText: false });
+    } catch {
+      await client.query('rollback to savepoint suekk_sync_watch');
+      watched.push({ name, compareAsText: true });
+    }
+  }
+  return watched;
 }
 
 /**

@@ -10,7 +10,8 @@ export function registerInstall(program: Command): void {
     .option('--no-notify', 'leave NOTIFY out of the trigger (relays then rely on polling)')
     .option('--fire-on-replica', 'also capture changes applied with session_replication_role = replica')
     .option('--dry-run', 'print every statement install would run, and change nothing')
-    .action(async (opts: { table?: string; notify: boolean; fireOnReplica?: boolean; dryRun?: boolean }, cmd: Command) => {
+    .option('--force', 'change the schema even while relays of another version are running')
+    .action(async (opts: { table?: string; notify: boolean; fireOnReplica?: boolean; dryRun?: boolean; force?: boolean }, cmd: Command) => {
       const settings = settingsFrom(cmd.optsWithGlobals<GlobalFlags>(), { table: opts.table });
       const result = await withDatabase(settings, (pool) =>
         install(pool, {
@@ -18,6 +19,7 @@ export function registerInstall(program: Command): void {
           notify: opts.notify,
           fireOnReplica: opts.fireOnReplica ?? false,
           dryRun: opts.dryRun ?? false,
+          force: opts.force ?? false,
         }),
       );
       if (opts.dryRun) {

@@ -18,6 +18,8 @@ interface RelayFlags {
   leaseMs?: number;
   maxRps?: number;
   retention?: string;
+  probeInterval?: string;
+  coalesce?: boolean;
   metricsPort?: number;
 }
 
@@ -39,6 +41,8 @@ export function registerRelay(program: Command): void {
     .option('--lease-ms <n>', 'how long a claim holds a user (default 30000)', intOption(300))
     .option('--max-rps <n>', 'requests per second at most, 0 for no limit (default 0)', numberOption(0))
     .option('--retention <duration>', 'keep delivered events this long (default 7d)')
+    .option('--probe-interval <duration>', 'while the backend looks down, try one waiting user this often (default 5s)')
+    .option('--coalesce', "send a user's run of pending changes as one call with the newest state (default: one call per change)")
     .option('--metrics-port <port>', 'serve /metrics, /healthz and /readyz on this port', intOption(0, 65535))
     .action(async (flags: RelayFlags, cmd: Command) => {
       const { url, secret, token, ...relay } = flags;

@@ -49,6 +49,14 @@ export function formatStatus(report: StatusReport | UnreachableReport): string {
       ['failed', String(r.failed)],
       ['parked users', String(r.parkedUsers)],
       ['delivered (5m)', String(r.deliveredLast5m)],
+      [
+        'backend',
+        r.backend === null
+          ? '— (no relay alive to tell)'
+          : r.backend.state === 'up'
+            ? 'up'
+            : `DOWN since ${r.backend.since}${r.backend.probing ? ', relays probing' : ''}`,
+      ],
       ['relays', `${alive.length} alive`],
     );
     for (const relay of r.relays) {

@@ -6,7 +6,7 @@ import { UsageError } from '../errors.ts';
 import { push } from '../ops/push.ts';
 import { resync, resyncDryRun, type ResyncProgress, type ResyncScope } from '../ops/resync.ts';
 import { retry, skip, type EventSelector } from '../ops/retry.ts';
-import type { EventState, Verdict } from '../ops/settle.ts';
+import { wentOut, type EventState, type Verdict } from '../ops/settle.ts';
 import { settingsFrom, withDatabase, type GlobalFlags } from './context.ts';
 import { intOption } from './options.ts';
 
@@ -42,6 +42,8 @@ function describeState(s: EventState, verdict: Verdict): string {
   const detail =
     verdict === 'delivered' || verdict === 'skipped'
       ? ''
+      : verdict === 'superseded'
+        ? ` — carried by ${s.supersededBy} with a later state`
       : verdict === 'waiting'
         ? ` — ${s.error ?? 'not delivered'}; next round at ${s.nextAttemptAt.toISOString()}`
         : verdict === 'blocked' || verdict === 'queued'
@@ -66,6 +68,7 @@ function stateJson(s: EventState, verdict: Verdict) {
     durationMs: s.durationMs,
     error: s.error,
     response: s.response,
+    supersededBy: s.supersededBy,
     nextAttemptAt: s.status === 'pending' ? s.nextAttemptAt.toISOString() : null,
   };
 }
@@ -211,7 +214,7 @@ export function registerSyncCommands(program: Command): void {
               process.stdout.write(`    response: ${result.event.response.slice(0, 200)}\n`);
             }
           }
-          if (result.verdict !== 'delivered') process.exitCode = 1;
+          if (!wentOut(result.verdict)) process.exitCode = 1;
         } finally {
           interrupt.dispose();
         }
@@ -222,13 +225,20 @@ export function registerSyncCommands(program: Command): void {
     .command('retry [event-ids...]')
     .description('send failed events, and events waiting for their next round, again now, in order')
     .option('--all-failed', 'every event held back by a failure')
+    .option('--waiting', 'every event waiting for a later round (not the failed ones)')
     .option('--user <ref>', 'this user\'s failed and waiting events')
     .option('--dry-run', 'list what would be retried; change nothing')
     .option('--json', 'print JSON lines')
-    .action(async (ids: string[], opts: { allFailed?: boolean; user?: string; dryRun?: boolean; json?: boolean }, cmd: Command) => {
-      const chosen = [opts.allFailed, opts.user, ids.length > 0 ? ids : undefined].filter((x) => x !== undefined).length;
-      if (chosen !== 1) throw new UsageError('Say exactly one of --all-failed, --user <ref> or event ids.');
-      const selector: EventSelector = opts.allFailed ? { allFailed: true } : opts.user ? { userRef: opts.user } : { eventIds: ids };
+    .action(async (ids: string[], opts: { allFailed?: boolean; waiting?: boolean; user?: string; dryRun?: boolean; json?: boolean }, cmd: Command) => {
+      const chosen = [opts.allFailed, opts.waiting, opts.user, ids.length > 0 ? ids : undefined].filter((x) => x !== undefined).length;
+      if (chosen !== 1) throw new UsageError('Say exactly one of --all-failed, --waiting, --user <ref> or event ids.');
+      const selector: EventSelector = opts.allFailed
+        ? { allFailed: true }
+        : opts.waiting
+          ? { waiting: true }
+          : opts.user
+            ? { userRef: opts.user }
+            : { eventIds: ids };
       const settings = settingsFrom(cmd.optsWithGlobals<GlobalFlags>());
       await withDatabase(settings, async (pool) => {
         const interrupt = interruptSignal('wait');
@@ -245,7 +255,7 @@ export function registerSyncCommands(program: Command): void {
             if (!opts.json) process.stdout.write(`Would retry ${result.events.length} event(s); nothing was changed.\n`);
             return;
           }
-          const delivered = result.events.filter((e) => e.verdict === 'delivered').length;
+          const delivered = result.events.filter((e) => wentOut(e.verdict)).length;
           if (!opts.json) process.stdout.write(`${delivered} of ${result.events.length} delivered.\n`);
           if (delivered < result.events.length) process.exitCode = 1;
         } finally {

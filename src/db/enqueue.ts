@@ -2,9 +2,11 @@
  * Enqueueing current user state through the outbox (resync and push): one statement per batch,
  * through the same payload function the trigger uses, so the three can never disagree.
  *
- * The rows are read `FOR SHARE`: a writer's concurrent change either committed before (and is in
- * the snapshot) or waits for this batch and is captured after it. A resync can therefore never
- * deliver a state older than one already captured for that user.
+ * The rows are locked `FOR NO KEY UPDATE`: a writer's concurrent change either committed before
+ * (and is in the snapshot) or waits for this batch and is captured after it, so a resync can never
+ * deliver a state older than one already captured for that user. The lock also makes two enqueuers
+ * of one user (a resync and a push) take turns, as writers of the row do: a user's events commit in
+ * id order, which the relay's per-user cursor relies on.
  */
 import type { Pool, PoolClient } from './pool.ts';
 import { quoteIdent } from '../capture/source-table.ts';
@@ -85,10 +87,9 @@ export async function enqueueBatch(
     filter: EnqueueFilter;
     limit: number;
     action: Action | null;
+    /** resync events wait behind live changes; a push goes with them. */
     eventSource: 'resync' | 'push';
     runId: string | null;
-    /** 0 puts the users ahead of a running resync (push); 1 behind live changes (resync). */
-    priority: 0 | 1;
     /** Return the events' ids (default true); a resync only needs the count. */
     returnIds?: boolean;
     /** Advance the run's cursor and enqueued count (and finish it on a short batch) in the same statement. */
@@ -99,9 +100,12 @@ export async function enqueueBatch(
 ): Promise<EnqueueBatchResult> {
   const pk = quoteIdent(source.primaryKey);
   const pkType = await primaryKeyType(db, source);
-  const values: unknown[] = [options.limit, options.action, options.eventSource, options.runId, options.priority];
+  const values: unknown[] = [options.limit, options.action, options.eventSource, options.runId];
   const conditions = filterConditions(source, pkType, options.filter, values);
-  const where = conditions.length > 0 ? `where ${conditions.join(' and ')}` : '';
+  // The transaction takes its id before the first event id (a gating condition, evaluated before
+  // any row reaches the insert): the relays' tickers count on that to tell an event id whose
+  // transaction is still open from one that never committed (see suekk_sync.tick).
+  const where = `where ${['(select pg_current_xact_id()) is not null', ...conditions].join(' and ')}`;
   let run = '';
   if (options.recordRun) {
     if (options.runId === null) throw new Error('recordRun needs a runId');
@@ -119,26 +123,19 @@ export async function enqueueBatch(
     notify = `case when exists (select from events) then pg_notify($${values.length}, '') end`;
   }
   // The rows go straight from the locked scan into the insert: carrying each whole row through a
-  // CTE first cost about a fifth more. Identity values follow the scan, so the last event is the
-  // last key (user_key is the key as text), which is the cursor.
+  // CTE first cost about a fifth more. Event ids follow the scan, so the last event is the last key
+  // (user_key is the key as text), which is the cursor.
   const { rows } = await db.query<{ n: number; last_key: string | null; ids: string[] | null }>({
     text: `with events as (
-        insert into suekk_sync.events (user_id, action, payload, source, run_id, application_name)
-        select suekk_sync.user_key(u),
-               coalesce($2::text, case when suekk_sync.user_is_live(u) then 'created' else 'deleted' end),
-               suekk_sync.user_payload(u), $3, $4::bigint, current_setting('application_name', true)
-          from ${source.table} u ${where}
-         order by u.${pk} limit $1
-         for share of u
+        insert into suekk_sync.events (user_id, action, body, source, run_id, application_name)
+        select u.k, u.act, u.p || ',"action":"' || u.act || '"}', $3, $4::bigint, current_setting('application_name', true)
+          from (select suekk_sync.user_key(u) as k,
+                       coalesce($2::text, case when suekk_sync.user_is_live(u) then 'created' else 'deleted' end) as act,
+                       suekk_sync.user_payload(u) as p
+                  from ${source.table} u ${where}
+                 order by u.${pk} limit $1
+                 for no key update of u) u
         returning user_id, id
-      ), streams as (
-        insert into suekk_sync.streams as s (user_id, next_attempt_at, priority)
-        select user_id, clock_timestamp(), $5::smallint from events
-        on conflict (user_id) do update
-          set gen = s.gen + 1,
-              next_attempt_at = coalesce(s.next_attempt_at, excluded.next_attempt_at),
-              priority = case when s.next_attempt_at is null then excluded.priority
-                              else least(s.priority, excluded.priority) end
       ), last as (
         select e.user_id as k from events e order by e.id desc limit 1
       )${run}
@@ -167,7 +164,7 @@ export async function previewUsers(
   if (sample <= 0) return { count: Number(count.rows[0]!.n), first: [] };
   values.push(sample);
   const first = await db.query<{ userId: string; username: string }>(
-    `select u.${pk}::text as "userId", coalesce(suekk_sync.user_payload(u)->>'username', '') as username
+    `select u.${pk}::text as "userId", coalesce((suekk_sync.user_payload(u) || '}')::json->>'username', '') as username
        from ${source.table} u ${where} order by u.${pk} limit $${values.length}`,
     values,
   );

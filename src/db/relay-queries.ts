@@ -1,15 +1,16 @@
 /**
- * The relay's hot-path SQL: one statement per batch, never one per event. No statement here is
- * named (prepared): a prepared statement falls back to a generic plan after five runs, and that
- * plan is made once, for the tables as they were then, and kept. A daemon starts on a near-empty
- * outbox, so the plan it keeps is one for tiny tables: for the outcome statement, a walk of every
- * pending event per batch. When a resync then queued a million events, each batch took 1.8 s
- * (the benchmark's resync stalled at 547 deliveries in 40 s). Planned with the actual arrays on
- * every call, each statement costs about a millisecond of planning per batch and stays an index
- * lookup per row at any size. Every statement that records an outcome re-checks, in its own WHERE,
- * that the lease is still this relay's, so a relay whose lease lapsed can never overwrite what
- * another relay did. */
+ * The relay's hot-path SQL: one statement per batch, never one per event. A claim (due streams,
+ * then each lane's ticker) and a batch of releases are each one round trip; every statement that
+ * records progress re-checks, in its own WHERE, that the lease is still this relay's, so a relay
+ * whose lease lapsed can never overwrite what another relay did.
+ *
+ * No statement here is named (prepared): a prepared statement falls back to a generic plan after
+ * five runs, made once for the tables as they were then and kept. A daemon starts on a near-empty
+ * outbox, so that plan is one for tiny tables; planned with the actual arrays on every call, each
+ * statement costs a little planning and stays an index lookup per row at any size.
+ */
 import type { Pool, PoolClient } from './pool.ts';
+import { backendDownCondition, NOTIFY_CHANNEL } from './schema.ts';
 
 type Queryable = Pick<Pool | PoolClient, 'query'>;
 
@@ -18,8 +19,11 @@ export interface ClaimedEvent {
   webhookId: string;
   userId: string;
   action: 'created' | 'updated' | 'deleted';
-  payload: Record<string, unknown>;
+  /** The webhook body, as capture rendered it: sent as it is. */
+  body: string;
   source: string;
+  runId: string | null;
+  /** Attempts and rounds it has had (only the head of a stream can have had any). */
   attempts: number;
   rounds: number;
   createdAt: Date;
@@ -27,113 +31,120 @@ export interface ClaimedEvent {
 
 export interface ClaimedStream {
   userId: string;
-  /** The stream's generation in the same snapshot as `events`. */
-  gen: string;
+  /** Every event of the user up to this id is settled. */
+  cursor: string;
   /** Pending events in capture order, at most `perStream`. */
   events: ClaimedEvent[];
 }
 
-interface EventRow {
-  user_id: string;
-  snapshot_gen: string;
-  id: string | null;
-  webhook_id: string;
-  action: ClaimedEvent['action'];
-  payload: Record<string, unknown>;
-  source: string;
-  attempts: number;
-  rounds: number;
-  created_at: Date;
+export interface Claim {
+  streams: ClaimedStream[];
+  /** Event ids were handed out to transactions still open: look again shortly. */
+  openGaps: boolean;
+  /** Events are left that this claim did not read (a relay with room claims again at once). */
+  more: boolean;
+  /** Another relay was ticking a lane: it may leave work behind. */
+  busy: boolean;
 }
 
-const EVENT_COLUMNS = `e.id, e.webhook_id::text, e.action, e.payload, e.source, e.attempts, e.rounds, e.created_at`;
+interface EventRow {
+  user_id: string | null;
+  delivered_through: string | null;
+  head_id: string | null;
+  head_attempts: number | null;
+  head_rounds: number | null;
+  id: string | null;
+  webhook_id: string | null;
+  action: ClaimedEvent['action'] | null;
+  body: string | null;
+  source: string | null;
+  run_id: string | null;
+  created_at: Date | null;
+  open_gaps: boolean | null;
+  more: boolean | null;
+  busy: boolean | null;
+}
 
-function groupRows(rows: EventRow[]): ClaimedStream[] {
+function toEvent(row: EventRow, userId: string, head?: { id: string; attempts: number; rounds: number }): ClaimedEvent {
+  const isHead = head !== undefined && head.id === row.id;
+  return {
+    id: row.id!,
+    webhookId: row.webhook_id!,
+    userId,
+    action: row.action!,
+    body: row.body!,
+    source: row.source!,
+    runId: row.run_id,
+    attempts: isHead ? head.attempts : 0,
+    rounds: isHead ? head.rounds : 0,
+    createdAt: row.created_at!,
+  };
+}
+
+/**
+ * Leases up to `limit` users to this relay (streams due in the due set first, then new work from
+ * each lane's ticker, live before resync) and reads their first events, in one statement.
+ * `answerBell` clears the doorbell first, so a writer that rings after it is heard.
+ */
+export async function claimStreams(
+  db: Queryable,
+  relayId: string,
+  options: { limit: number; leaseMs: number; perStream: number; readLimit: number; answerBell: boolean },
+): Promise<Claim> {
+  const { rows } = await db.query<EventRow>({
+    text: `select user_id, delivered_through::text, head_id::text, head_attempts, head_rounds, id::text,
+                  webhook_id::text, action, body, source, run_id::text, created_at, open_gaps, more, busy
+             from suekk_sync.claim($1, $2, $3, $4, $5, $6)`,
+    values: [relayId, options.limit, options.leaseMs, options.perStream, options.readLimit, options.answerBell],
+  });
+  const status = rows.find((r) => r.user_id === null);
+  return {
+    streams: groupStreams(rows),
+    openGaps: status?.open_gaps ?? false,
+    more: status?.more ?? false,
+    busy: status?.busy ?? false,
+  };
+}
+
+/** Rows of stream columns and (left-joined) events, in user and id order, as streams. */
+function groupStreams(rows: EventRow[]): ClaimedStream[] {
   const byUser = new Map<string, ClaimedStream>();
   for (const row of rows) {
+    if (row.user_id === null) continue;
     let stream = byUser.get(row.user_id);
     if (!stream) {
-      stream = { userId: row.user_id, gen: row.snapshot_gen, events: [] };
+      stream = { userId: row.user_id, cursor: row.delivered_through!, events: [] };
       byUser.set(row.user_id, stream);
     }
-    if (row.id !== null) {
-      stream.events.push({
-        id: row.id,
-        webhookId: row.webhook_id,
-        userId: row.user_id,
-        action: row.action,
-        payload: row.payload,
-        source: row.source,
-        attempts: row.attempts,
-        rounds: row.rounds,
-        createdAt: row.created_at,
-      });
-    }
+    const head = row.head_id === null ? undefined : { id: row.head_id, attempts: row.head_attempts ?? 0, rounds: row.head_rounds ?? 0 };
+    if (row.id !== null) stream.events.push(toEvent(row, row.user_id, head));
   }
   return [...byUser.values()];
 }
 
 /**
- * Claims up to `limit` due streams (live ones first) and reads their first events, in one
- * statement. The generation is read without locking, so it comes from the same snapshot as the
- * events: a writer that commits after that snapshot has bumped it, and the stream will not be
- * marked idle over its event.
+ * A stream this relay holds, read afresh: for one a claim leased again while the relay was still
+ * finishing its previous turn of it.
  */
-export async function claimStreams(
-  db: Queryable,
-  relayId: string,
-  limit: number,
-  leaseMs: number,
-  perStream: number,
-): Promise<ClaimedStream[]> {
-  const { rows } = await db.query<EventRow>({
-    text: `with candidates as (
-        select user_id from suekk_sync.streams
-         where next_attempt_at <= now() and not parked
-           and (locked_until is null or locked_until < now())
-           and not (select paused from suekk_sync.state)
-         order by priority, next_attempt_at
-         limit $2
-         for update skip locked
-      ), claimed as (
-        update suekk_sync.streams s
-           set locked_by = $1, locked_until = now() + make_interval(secs => $3::double precision / 1000)
-          from candidates c
-         where s.user_id = c.user_id
-        returning s.user_id
-      )
-      select c.user_id,
-             (select s.gen from suekk_sync.streams s where s.user_id = c.user_id) as snapshot_gen,
-             ${EVENT_COLUMNS}
-        from claimed c
-        left join lateral suekk_sync.next_events(c.user_id, 0, $4) e on true
-       order by c.user_id, e.id`,
-    values: [relayId, limit, leaseMs, perStream],
-  });
-  return groupRows(rows);
+export async function readHeldStream(db: Queryable, relayId: string, userId: string, perStream: number): Promise<ClaimedStream | undefined> {
+  const { rows } = await db.query<EventRow>({ text: READ_HELD_STREAM_SQL, values: [relayId, userId, perStream] });
+  return groupStreams(rows)[0];
 }
 
-export const FETCH_MORE_SQL = `select s.user_id, s.gen as snapshot_gen, ${EVENT_COLUMNS}
-    from unnest($2::text[], $3::bigint[]) as c(user_id, after_id)
-    join suekk_sync.streams s on s.user_id = c.user_id and s.locked_by = $1
-    left join lateral suekk_sync.next_events(c.user_id, c.after_id, $4) e on true
-   order by s.user_id, e.id`;
+/**
+ * A held stream and its next events: the same read as the claim's and the release's
+ * (suekk_sync.next_events), an index range from the cursor in id order that stops after
+ * `perStream` rows, so a user with ten thousand pending events costs what a user with one does
+ * (relay-order.test.ts holds it to that).
+ */
+export const READ_HELD_STREAM_SQL = `select s.user_id, s.delivered_through::text, s.head_id::text, s.head_attempts, s.head_rounds, e.id,
+         e.webhook_id::text, e.action, e.body, e.source, e.run_id::text, e.created_at
+    from suekk_sync.streams s
+    left join lateral suekk_sync.next_events(s.user_id, s.delivered_through, $3) e on true
+   where s.user_id = $2 and s.locked_by = $1
+   order by e.id`;
 
-/** The next events of streams this relay holds, after the ones it has already handled. */
-export async function fetchMoreEvents(
-  db: Queryable,
-  relayId: string,
-  cursors: { userId: string; afterId: string }[],
-  perStream: number,
-): Promise<ClaimedStream[]> {
-  const { rows } = await db.query<EventRow>({
-    text: FETCH_MORE_SQL,
-    values: [relayId, cursors.map((c) => c.userId), cursors.map((c) => c.afterId), perStream],
-  });
-  return groupRows(rows);
-}
-
-/** Extends the leases this relay holds; rows a writer has locked this instant wait for the next beat. */
+/** Extends the leases this relay holds; rows another statement has locked this instant wait for the next beat. */
 export async function renewLeases(db: Queryable, relayId: string, userIds: string[], leaseMs: number): Promise<string[]> {
   if (userIds.length === 0) return [];
   const { rows } = await db.query<{ user_id: string }>({
@@ -151,151 +162,250 @@ export async function renewLeases(db: Queryable, relayId: string, userIds: strin
   return rows.map((r) => r.user_id);
 }
 
-export type EventOutcomeStatus = 'delivered' | 'pending' | 'failed';
-
-export interface EventOutcome {
+/** What the head event of a stream has been through, kept on the stream until it is delivered. */
+export interface HeadState {
   eventId: string;
-  /** `pending` means: rescheduled for its next round. */
-  status: EventOutcomeStatus;
   attempts: number;
+  rounds: number;
   httpStatus: number | null;
   error: string | null;
   response: string | null;
   durationMs: number;
-  nextAttemptAt: Date | null;
 }
 
-export type StreamRelease =
-  /** Nothing left in the snapshot of generation `gen`: idle unless a writer added events since. */
-  | { userId: string; kind: 'idle'; gen: string }
-  /** The head event waits for its next round. */
-  | { userId: string; kind: 'reschedule'; nextAttemptAt: Date }
+/** One settled event, for the delivery log. */
+export interface DeliveryRecord {
+  eventId: string;
+  /** superseded: merged into a later event's call (coalescing), whose webhook-id is supersededBy. */
+  outcome: 'delivered' | 'superseded';
+  supersededBy: string | null;
+  /** In all its rounds. */
+  attempts: number;
+  rounds: number;
+  httpStatus: number | null;
+  durationMs: number;
+  /** The backend's answer, kept only for pushes: their operator waits to see it. */
+  response: string | null;
+  /** Its resync run, whose settled count it adds to. */
+  runId: string | null;
+}
+
+export type ReleaseKind =
+  /** Everything read was delivered: idle, unless a ticker has seen more since (then it goes on). */
+  | 'idle'
+  /** The events read so far are delivered: record that, keep the lease, read the next ones. */
+  | 'checkpoint'
+  /** The head event waits for its next round (dueAt). */
+  | 'reschedule'
   /** The head event failed: hold the user until an operator retries or skips. */
-  | { userId: string; kind: 'park' }
-  /** Stopping: hand the stream back as it is, due at once for whoever claims it. */
-  | { userId: string; kind: 'return' };
+  | 'park'
+  /** Stopping: hand the stream back, due at once for whoever claims it. */
+  | 'return';
+
+export interface StreamRelease {
+  userId: string;
+  kind: ReleaseKind;
+  /** Every event of the user up to this id is settled now. */
+  cursor: string;
+  /** reschedule: when the next round is due. */
+  dueAt?: Date;
+  /** reschedule and park: the event whose round failed, and all its rounds so far. */
+  head: HeadState | null;
+  /** Delivered in this turn, appended to the log with the release. */
+  delivered: DeliveryRecord[];
+}
+
+export interface ReleaseResult {
+  userId: string;
+  /** released: handed back; continued: still this relay's, with its next events; lost: the lease was not ours. */
+  outcome: 'released' | 'continued' | 'lost';
+  events: ClaimedEvent[];
+}
 
 /**
- * Records round outcomes and releases streams in one statement (so one round trip, and atomic:
- * a stream can never go idle while one of its delivered events is still marked pending). Returns
- * the event ids that counted and the user ids whose release had to wait (a writer held the row,
- * or the lease is gone): the caller tells those apart with stillHeld().
+ * Records the turns of several streams in one statement: each stream's cursor and head, the
+ * delivery log rows of what it delivered, the resync runs' counts, and the lease (handed back, or
+ * kept with the next events read for a stream that goes on). All or nothing per stream: a stream
+ * whose lease is no longer ours records nothing, and the relay that holds it now delivers again.
  */
-export async function recordOutcomes(
+export async function releaseStreams(
   db: Queryable,
   relayId: string,
-  outcomes: EventOutcome[],
   releases: StreamRelease[],
-): Promise<{ recorded: string[]; releasePending: string[] }> {
-  const { rows } = await db.query<{ recorded: string[] | null; released: string[] | null }>({
-    text: `with o as (
-        select * from unnest($2::bigint[], $3::text[], $4::int[], $5::int[], $6::text[], $7::text[], $8::int[], $9::timestamptz[])
-          as o(id, status, attempts, http_status, error, response, duration_ms, next_attempt_at)
-      ), recorded as (
-        update suekk_sync.events e
-           set status = o.status,
-               attempts = e.attempts + o.attempts,
-               rounds = e.rounds + 1,
-               last_status = o.http_status,
-               last_error = o.error,
-               last_response = o.response,
-               duration_ms = o.duration_ms,
-               delivered_at = case when o.status = 'delivered' then clock_timestamp() end,
-               next_attempt_at = coalesce(o.next_attempt_at, e.next_attempt_at)
-          from o, suekk_sync.streams s
-         where e.id = o.id and e.status = 'pending'
-           and s.user_id = e.user_id and s.locked_by = $1
-        returning e.id
-      ), r as (
-        select * from unnest($10::text[], $11::text[], $12::bigint[], $13::timestamptz[]) as r(user_id, kind, gen, next_attempt_at)
+  options: { leaseMs: number; perStream: number },
+): Promise<ReleaseResult[]> {
+  const delivered = releases.flatMap((r) => r.delivered.map((d) => ({ ...d, userId: r.userId })));
+  const head = (r: StreamRelease) => r.head;
+  const { rows } = await db.query<EventRow & { kept: boolean }>({
+    text: `with r as (
+        select * from unnest($2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::bigint[], $7::int[], $8::int[],
+                             $9::int[], $10::text[], $11::text[], $12::int[])
+          as r(user_id, kind, cursor, due_at, head_id, head_attempts, head_rounds, head_status, head_error, head_response, head_duration)
       ), mine as (
-        select s.user_id from suekk_sync.streams s join r using (user_id)
-         where s.locked_by = $1
-         for update of s skip locked
-      ), released as (
+        select s.user_id, s.last_event_id from suekk_sync.streams s
+         where s.user_id = any($2::text[]) and s.locked_by = $1
+         order by s.user_id for update
+      ), done as (
         update suekk_sync.streams s
-           set locked_by = null,
-               locked_until = null,
-               parked = s.parked or r.kind = 'park',
-               next_attempt_at = case r.kind
-                 when 'idle' then case when s.gen = r.gen then null else s.next_attempt_at end
-                 when 'reschedule' then r.next_attempt_at
-                 else s.next_attempt_at end
+           set delivered_through = greatest(s.delivered_through, r.cursor),
+               locked_by = case when r.kind = 'checkpoint' or (r.kind = 'idle' and mine.last_event_id > r.cursor) then s.locked_by end,
+               locked_until = case when r.kind = 'checkpoint' or (r.kind = 'idle' and mine.last_event_id > r.cursor)
+                                   then now() + make_interval(secs => $13::double precision / 1000) end,
+               due_at = case r.kind when 'reschedule' then r.due_at when 'return' then now() end,
+               parked = r.kind = 'park',
+               -- A failed round records its head; otherwise the head's record stays until the cursor passes it.
+               head_id = case when r.kind in ('reschedule', 'park') then r.head_id when s.head_id <= r.cursor then null else s.head_id end,
+               head_attempts = case when r.kind in ('reschedule', 'park') then r.head_attempts when s.head_id <= r.cursor then null else s.head_attempts end,
+               head_rounds = case when r.kind in ('reschedule', 'park') then r.head_rounds when s.head_id <= r.cursor then null else s.head_rounds end,
+               head_http_status = case when r.kind in ('reschedule', 'park') then r.head_status when s.head_id <= r.cursor then null else s.head_http_status end,
+               head_error = case when r.kind in ('reschedule', 'park') then r.head_error when s.head_id <= r.cursor then null else s.head_error end,
+               head_response = case when r.kind in ('reschedule', 'park') then r.head_response when s.head_id <= r.cursor then null else s.head_response end,
+               head_duration_ms = case when r.kind in ('reschedule', 'park') then r.head_duration when s.head_id <= r.cursor then null else s.head_duration_ms end
           from r join mine using (user_id)
          where s.user_id = r.user_id
-        returning s.user_id
+        returning s.user_id, s.locked_by is not null as kept, r.cursor
+      ), d as (
+        select * from unnest($14::bigint[], $15::text[], $16::int[], $17::int[], $18::int[], $19::int[], $20::bigint[], $22::text[],
+                             $23::text[], $24::uuid[])
+          as d(event_id, user_id, attempts, rounds, http_status, duration_ms, run_id, response, outcome, superseded_by)
+      ), logged as (
+        insert into suekk_sync.deliveries (event_id, outcome, attempts, rounds, http_status, duration_ms, response, superseded_by)
+        select d.event_id, d.outcome, d.attempts, d.rounds, d.http_status, d.duration_ms, d.response, d.superseded_by
+          from d join done using (user_id)
+      ), runs as (
+        update suekk_sync.resync_runs rr set settled = rr.settled + c.n
+          from (select d.run_id, count(*) as n from d join done using (user_id)
+                 where d.run_id is not null group by d.run_id) c
+         where rr.id = c.run_id
       )
-      select (select array_agg(id::text) from recorded) as recorded,
-             (select array_agg(user_id) from released) as released`,
+      -- Only a stream that goes on reads its next events (a function call each).
+      -- Ids as bigint (numeric order); node-postgres hands them over as strings anyway.
+      select done.user_id, done.kept, null::bigint as id, null::text as webhook_id, null::text as action, null::text as body,
+             null::text as source, null::bigint as run_id, null::timestamptz as created_at
+        from done where not done.kept
+      union all
+      select done.user_id, done.kept, e.id, e.webhook_id::text, e.action, e.body, e.source, e.run_id, e.created_at
+        from done left join lateral suekk_sync.next_events(done.user_id, done.cursor, $21) e on true
+       where done.kept
+       order by 1, 3`,
     values: [
       relayId,
-      outcomes.map((o) => o.eventId),
-      outcomes.map((o) => o.status),
-      outcomes.map((o) => o.attempts),
-      outcomes.map((o) => o.httpStatus),
-      outcomes.map((o) => o.error),
-      outcomes.map((o) => o.response),
-      outcomes.map((o) => o.durationMs),
-      outcomes.map((o) => o.nextAttemptAt),
       releases.map((r) => r.userId),
       releases.map((r) => r.kind),
-      releases.map((r) => (r.kind === 'idle' ? r.gen : null)),
-      releases.map((r) => (r.kind === 'reschedule' ? r.nextAttemptAt : null)),
+      releases.map((r) => r.cursor),
+      releases.map((r) => r.dueAt ?? null),
+      releases.map((r) => head(r)?.eventId ?? null),
+      releases.map((r) => head(r)?.attempts ?? null),
+      releases.map((r) => head(r)?.rounds ?? null),
+      releases.map((r) => head(r)?.httpStatus ?? null),
+      releases.map((r) => head(r)?.error ?? null),
+      releases.map((r) => head(r)?.response ?? null),
+      releases.map((r) => head(r)?.durationMs ?? null),
+      options.leaseMs,
+      delivered.map((d) => d.eventId),
+      delivered.map((d) => d.userId),
+      delivered.map((d) => d.attempts),
+      delivered.map((d) => d.rounds),
+      delivered.map((d) => d.httpStatus),
+      delivered.map((d) => d.durationMs),
+      delivered.map((d) => d.runId),
+      options.perStream,
+      delivered.map((d) => d.response),
+      delivered.map((d) => d.outcome),
+      delivered.map((d) => d.supersededBy),
     ],
   });
-  const released = new Set(rows[0]?.released ?? []);
-  return {
-    recorded: rows[0]?.recorded ?? [],
-    releasePending: releases.map((r) => r.userId).filter((id) => !released.has(id)),
-  };
-}
-
-/** Which of these users this relay still holds (to tell a lost lease from a writer's row lock). */
-export async function stillHeld(db: Queryable, relayId: string, userIds: string[]): Promise<Set<string>> {
-  if (userIds.length === 0) return new Set();
-  const { rows } = await db.query<{ user_id: string }>(
-    'select user_id from suekk_sync.streams where user_id = any($2::text[]) and locked_by = $1',
-    [relayId, userIds],
-  );
-  return new Set(rows.map((r) => r.user_id));
+  const results = new Map<string, ReleaseResult>();
+  for (const row of rows) {
+    const userId = row.user_id!;
+    let result = results.get(userId);
+    if (!result) {
+      result = { userId, outcome: row.kept ? 'continued' : 'released', events: [] };
+      results.set(userId, result);
+    }
+    if (row.id !== null) result.events.push(toEvent(row, userId));
+  }
+  return releases.map((r) => results.get(r.userId) ?? { userId: r.userId, outcome: 'lost', events: [] });
 }
 
 /**
- * Defence in depth: a stream marked idle while it has pending events (which the generation check
- * should make impossible) is made due again. Cheap: it walks the partial index of undelivered events.
+ * Streams nobody is delivering although they should be: leases of relays that died (run out), and,
+ * as a defence, users with work left that are neither leased, due, nor parked. Both are made due.
  */
-export async function reviveStrandedStreams(db: Queryable): Promise<number> {
-  const { rowCount } = await db.query(
-    `update suekk_sync.streams s set next_attempt_at = now()
-       from (select distinct user_id from suekk_sync.events where status = 'pending') p
-      where s.user_id = p.user_id and s.next_attempt_at is null and not s.parked`,
+export async function sweepStreams(db: Queryable): Promise<{ expired: number; stranded: number }> {
+  const { rows } = await db.query<{ expired: number; stranded: number }>(
+    `with found as (
+        select s.user_id, s.locked_by is not null as expired from suekk_sync.streams s
+         where s.due_at is null and not s.parked
+           and ((s.locked_by is not null and s.locked_until < now())
+                or (s.locked_by is null and s.last_event_id > s.delivered_through))
+         for update skip locked
+      ), swept as (
+        update suekk_sync.streams s set due_at = now(), locked_by = null, locked_until = null
+          from found where s.user_id = found.user_id
+        returning found.expired
+      )
+      select count(*) filter (where expired)::int as expired, count(*) filter (where not expired)::int as stranded from swept`,
   );
-  return rowCount ?? 0;
+  return rows[0] ?? { expired: 0, stranded: 0 };
 }
 
-/**
- * Clears the doorbell and waits (briefly) for the writers that stayed silent while it was rung;
- * false when one of them is still open, so the caller must look again later.
- */
-export async function answerDoorbell(db: Queryable): Promise<boolean> {
-  const { rows } = await db.query<{ answered: boolean }>('select suekk_sync.answer_doorbell() as answered');
-  return rows[0]?.answered === true;
-}
-
-/** Seconds until the next stream becomes due (database clock), or null when none waits. */
+/** Seconds until the next stream in the due set becomes due (database clock), or null when none waits. */
 export async function secondsUntilNextDue(db: Queryable): Promise<number | null> {
-  // One ordered probe of streams_due per priority, not a scan of every waiting stream.
+  // One ordered probe of streams_due per lane, not a scan of every waiting stream.
   const { rows } = await db.query<{ s: number | null }>(
     `select extract(epoch from least(
-        (select next_attempt_at from suekk_sync.streams
-          where priority = 0 and next_attempt_at is not null and not parked and locked_until is null
-          order by priority, next_attempt_at limit 1),
-        (select next_attempt_at from suekk_sync.streams
-          where priority = 1 and next_attempt_at is not null and not parked and locked_until is null
-          order by priority, next_attempt_at limit 1)) - now())::float8 as s`,
+        (select due_at from suekk_sync.streams
+          where lane = 0 and due_at is not null and not parked and locked_by is null order by due_at limit 1),
+        (select due_at from suekk_sync.streams
+          where lane = 1 and due_at is not null and not parked and locked_by is null order by due_at limit 1)) - now())::float8 as s`,
   );
   const s = rows[0]?.s ?? null;
   return s === null ? null : Math.max(0, s);
+}
+
+/** A user waiting for its next round only because the backend was down (not parked, not leased). */
+const WAITING_FOR_BACKEND = `s.due_at > now() and not s.parked and (s.locked_by is null or s.locked_until < now())
+  and s.head_id is not null and ${backendDownCondition('s.head_http_status')}`;
+
+/** Whether any user waits for its next round only because the backend was down. */
+export async function anyWaitingForBackend(db: Queryable): Promise<boolean> {
+  const { rows } = await db.query<{ any: boolean }>(`select exists (select 1 from suekk_sync.streams s where ${WAITING_FOR_BACKEND}) as any`);
+  return rows[0]?.any ?? false;
+}
+
+/**
+ * A probe: one user waiting only for the backend (live before resync, the longest waiting first)
+ * made due now, so a claim sends its head event as usual. False when there is none.
+ */
+export async function probeOne(db: Queryable): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `with one as (
+        select s.user_id from suekk_sync.streams s where ${WAITING_FOR_BACKEND}
+         order by s.lane, s.due_at limit 1 for update skip locked
+      )
+      update suekk_sync.streams s set due_at = now() from one where s.user_id = one.user_id`,
+  );
+  return (rowCount ?? 0) > 0;
+}
+
+/**
+ * The backend answers again: every user waiting only because it was down is due now (the due
+ * set serves live users first), and every relay hears of it. Returns how many.
+ */
+export async function wakeWaitingForBackend(db: Queryable): Promise<number> {
+  const { rows } = await db.query<{ n: number }>(
+    `with woken as (
+        update suekk_sync.streams s set due_at = now() where ${WAITING_FOR_BACKEND} returning 1
+      )
+      select count(*)::int as n, case when count(*) > 0 then pg_notify('${NOTIFY_CHANNEL}', '') end from woken`,
+  );
+  return rows[0]?.n ?? 0;
+}
+
+/** What this relay sees of the backend, for status: since when it looks down, or null. */
+export async function recordBackendState(db: Queryable, relayId: string, downSince: Date | null): Promise<void> {
+  await db.query('update suekk_sync.relays set backend_down_since = $2 where id = $1', [relayId, downSince]);
 }
 
 export async function registerRelay(db: Queryable, relay: { id: string; host: string; pid: number; version: string }) {
@@ -314,33 +424,4 @@ export async function heartbeat(db: Queryable, relay: { id: string; host: string
 
 export async function unregisterRelay(db: Queryable, relayId: string): Promise<void> {
   await db.query('delete from suekk_sync.relays where id = $1', [relayId]);
-}
-
-/** Deletes delivered/skipped events past retention, a small batch at a time (no long locks). */
-export async function pruneDelivered(db: Queryable, retentionMs: number, batch = 1000): Promise<number> {
-  const { rowCount } = await db.query(
-    `delete from suekk_sync.events where id in (
-       select id from suekk_sync.events
-        where status in ('delivered', 'skipped')
-          and created_at < now() - make_interval(secs => $1::double precision / 1000)
-        limit $2)`,
-    [retentionMs, batch],
-  );
-  return rowCount ?? 0;
-}
-
-/**
- * Idle streams are only bookkeeping; deleting them keeps the table at the size of the backlog. A
- * writer that holds the row (adding an event) makes the delete re-check and skip it.
- */
-export async function pruneIdleStreams(db: Queryable, batch = 5000): Promise<number> {
-  const { rowCount } = await db.query(
-    `delete from suekk_sync.streams where user_id in (
-       select user_id from suekk_sync.streams
-        where next_attempt_at is null and locked_by is null and not parked
-        limit $1 for update skip locked)
-     and next_attempt_at is null and locked_by is null and not parked`,
-    [batch],
-  );
-  return rowCount ?? 0;
 }

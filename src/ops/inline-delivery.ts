@@ -6,15 +6,16 @@ import type { Settings } from '../config.ts';
 import { UsageError } from '../errors.ts';
 import { createLogger, type Logger } from '../logger.ts';
 import type { Pool } from '../db/pool.ts';
+import { RELAY_ALIVE_SECONDS } from '../db/schema.ts';
 import { Relay } from '../relay/relay.ts';
 import { createWebhookSender, parseBackendUrl } from '../webhook/sender.ts';
 import { parseSecrets } from '../webhook/signature.ts';
 import { requireDatabaseUrl } from '../config.ts';
 
-/** A relay is alive when it beat in the last 15 seconds (it beats every 5). */
 export async function aliveRelays(pool: Pool): Promise<number> {
   const { rows } = await pool.query<{ n: number }>(
-    "select count(*)::int as n from suekk_sync.relays where heartbeat_at > now() - interval '15 seconds'",
+    'select count(*)::int as n from suekk_sync.relays where heartbeat_at > now() - make_interval(secs => $1)',
+    [RELAY_ALIVE_SECONDS],
   );
   return rows[0]?.n ?? 0;
 }

@@ -6,9 +6,10 @@
 import type { Pool } from '../db/pool.ts';
 import { withTransaction } from '../db/pool.ts';
 import { installedSchemaVersion } from '../db/migrations.ts';
-import { NOTIFY_CHANNEL } from '../capture/generate.ts';
+import { NOTIFY_CHANNEL } from '../db/schema.ts';
 import { UsageError } from '../errors.ts';
-import { RELAY_ALIVE_SECONDS } from './status.ts';
+import { queueGauges } from '../db/outbox-queries.ts';
+import { RELAY_ALIVE_SECONDS } from '../db/schema.ts';
 
 export interface PauseResult {
   paused: boolean;
@@ -31,12 +32,11 @@ export async function setPaused(pool: Pool, paused: boolean): Promise<PauseResul
       // Delivered at commit, so a relay never hears of a switch that rolled back.
       await client.query('select pg_notify($1, $2)', [NOTIFY_CHANNEL, paused ? 'pause' : 'resume']);
     }
-    const { rows: counts } = await client.query<{ backlog: number; alive: number }>(
-      `select (select count(*)::int from suekk_sync.events where status = 'pending') as backlog,
-              (select count(*)::int from suekk_sync.relays
-                where heartbeat_at > now() - make_interval(secs => $1)) as alive`,
+    const { rows: counts } = await client.query<{ alive: number }>(
+      `select count(*)::int as alive from suekk_sync.relays where heartbeat_at > now() - make_interval(secs => $1)`,
       [RELAY_ALIVE_SECONDS],
     );
-    return { paused, changed, backlog: counts[0]!.backlog, relaysAlive: counts[0]!.alive };
+    const { backlog } = await queueGauges(client);
+    return { paused, changed, backlog, relaysAlive: counts[0]!.alive };
   });
 }

@@ -2,11 +2,12 @@
  * push: send a user's current state now, through the outbox, behind whatever of theirs is still
  * waiting (which becomes due now too). A parked user is refused: push never jumps a failed event.
  */
-import { NOTIFY_CHANNEL } from '../capture/generate.ts';
+import { NOTIFY_CHANNEL } from '../db/schema.ts';
 import type { Settings } from '../config.ts';
 import { WorkFailed } from '../errors.ts';
 import { withTransaction, type Pool } from '../db/pool.ts';
 import { enqueueBatch, type Action } from '../db/enqueue.ts';
+import { makeUsersDue, openEventsOf } from '../db/outbox-queries.ts';
 import { ensureDelivery } from './inline-delivery.ts';
 import { waitForFirstRound, type EventState, type Target, type Verdict } from './settle.ts';
 import { installedSource, resolveUserRef } from './source.ts';
@@ -45,25 +46,15 @@ export async function push(
       action: options.action ?? null,
       eventSource: 'push',
       runId: null,
-      priority: 0,
     });
-    // "Sync this user now" means the whole stream of that user, in order.
-    const { rows } = await client.query<{ id: string; rounds: number }>(
-      `update suekk_sync.events set next_attempt_at = now()
-        where user_id = $1 and status = 'pending'
-        returning id::text, rounds`,
-      [user.userId],
-    );
-    await client.query(
-      'update suekk_sync.streams set next_attempt_at = now(), priority = 0 where user_id = $1 and not parked',
-      [user.userId],
-    );
+    // "Sync this user now" means the whole stream of that user, in order: one waiting for its next
+    // round goes now.
+    await makeUsersDue(client, [user.userId], { unpark: false });
     await client.query('select pg_notify($1, $2)', [NOTIFY_CHANNEL, '']);
-    const own = batch.eventIds[0]!;
-    return rows
-      .filter((r) => BigInt(r.id) <= BigInt(own))
-      .map((r): Target => ({ id: r.id, roundsBefore: r.rounds }))
-      .sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
+    const own = BigInt(batch.eventIds[0]!);
+    return (await openEventsOf(client, [user.userId]))
+      .filter((e) => BigInt(e.id) <= own)
+      .map((e): Target => ({ id: e.id, roundsBefore: e.rounds }));
   });
   const delivery = await ensureDelivery(pool, settings);
   try {

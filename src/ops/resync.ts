@@ -3,7 +3,7 @@
  * order, so a million users never become one giant transaction, memory stays flat, relays start
  * delivering at once and an interrupted run continues from the cursor kept in the database.
  */
-import { NOTIFY_CHANNEL } from '../capture/generate.ts';
+import { NOTIFY_CHANNEL } from '../db/schema.ts';
 import type { Settings } from '../config.ts';
 import { UsageError } from '../errors.ts';
 import type { Pool } from '../db/pool.ts';
@@ -98,56 +98,36 @@ export async function resyncDryRun(pool: Pool, scope: ResyncScope): Promise<DryR
 type RunCounts = Pick<ResyncProgress, 'enqueued' | 'delivered' | 'failed' | 'waiting' | 'blocked' | 'queued'>;
 
 /**
- * The run's counts, exact, in one statement (one snapshot). Only the run's undelivered events are
- * read (events_open_by_run); "delivered" (delivered or skipped) is the rest of what the run
- * enqueued, from its row in resync_runs, which each batch advances in its own statement. So a poll
- * costs the run's backlog, not the run: a million delivered events cost nothing.
- *
- * "blocked" are fresh events behind an earlier event of their user that failed or waits for its
- * next round. They are found from those held-back events (events_failed_by_user and
- * events_waiting_by_user, normally a handful), one index probe per held-back user, and only when
- * the run has fresh events at all.
+ * The run's counts, exact, in one statement (one snapshot). "delivered" (delivered or skipped) is
+ * the run's settled count, which the relays add to as they record each turn; what is held back
+ * (failed, waiting for a next round, or behind one of those) is found from the streams whose head
+ * had a round, normally a handful. So a poll costs the held-back users, not the run: a million
+ * delivered events cost nothing.
  */
 async function countRun(pool: Pool, runId: string): Promise<RunCounts> {
-  const { rows } = await pool.query<{ enqueued: string; fresh: number; waiting: number; failed: number; blocked: number | null }>(
-    `select r.enqueued::text as enqueued, o.fresh, o.waiting, o.failed,
-            case when o.fresh > 0 then (
-              with held as (
-                select user_id, min(id) as first_id from (
-                  select user_id, id from suekk_sync.events where status = 'failed'
-                  union all
-                  select user_id, id from suekk_sync.events where status = 'pending' and rounds > 0
-                ) h group by user_id
-              )
-              select coalesce(sum(c.n), 0)::int from held
-               cross join lateral (
-                 select count(*) as n from suekk_sync.events e
-                  where e.user_id = held.user_id and e.status = 'pending' and e.id > held.first_id
-                    and e.run_id = $1::bigint and e.rounds = 0) c
-            ) end as blocked
-       from suekk_sync.resync_runs r
-      cross join lateral (
-        select count(*) filter (where e.status = 'pending' and e.rounds = 0)::int as fresh,
-               count(*) filter (where e.status = 'pending' and e.rounds > 0)::int as waiting,
-               count(*) filter (where e.status = 'failed')::int as failed
-          from suekk_sync.events e
-         where e.run_id = r.id and e.status in ('pending', 'failed')
-      ) o
-      where r.id = $1::bigint`,
+  const { rows } = await pool.query<{ enqueued: string; settled: string; failed: number; waiting: number; blocked: number }>(
+    `with held as (
+        select s.user_id, s.head_id, s.parked from suekk_sync.streams s where s.head_id is not null
+      )
+      select r.enqueued::text as enqueued, r.settled::text as settled,
+             (select count(*)::int from held h join suekk_sync.events e on e.id = h.head_id and e.user_id = h.user_id
+               where e.run_id = $1::bigint and h.parked) as failed,
+             (select count(*)::int from held h join suekk_sync.events e on e.id = h.head_id and e.user_id = h.user_id
+               where e.run_id = $1::bigint and not h.parked) as waiting,
+             (select count(*)::int from held h join suekk_sync.events e on e.user_id = h.user_id and e.id > h.head_id
+               where e.run_id = $1::bigint) as blocked
+        from suekk_sync.resync_runs r where r.id = $1::bigint`,
     [runId],
   );
   const r = rows[0];
   if (!r) throw new Error(`resync run ${runId} is gone`);
   const enqueued = Number(r.enqueued);
-  const blocked = Math.min(r.blocked ?? 0, r.fresh);
-  return {
-    enqueued,
-    delivered: enqueued - r.fresh - r.waiting - r.failed,
-    failed: r.failed,
-    waiting: r.waiting,
-    blocked,
-    queued: r.fresh - blocked,
-  };
+  const delivered = Math.min(Number(r.settled), enqueued);
+  const open = enqueued - delivered;
+  const failed = Math.min(r.failed, open);
+  const waiting = Math.min(r.waiting, open - failed);
+  const blocked = Math.min(r.blocked, open - failed - waiting);
+  return { enqueued, delivered, failed, waiting, blocked, queued: open - failed - waiting - blocked };
 }
 
 async function startRun(pool: Pool, filter: StoredFilter, action: Action | undefined, resume: boolean) {
@@ -286,7 +266,6 @@ export async function resync(pool: Pool, settings: Settings, options: ResyncOpti
         action: (run.action as Action | undefined) ?? null,
         eventSource: 'resync',
         runId: run.runId,
-        priority: 1,
         returnIds: false,
         recordRun: true,
         notifyChannel: NOTIFY_CHANNEL,

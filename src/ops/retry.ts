@@ -3,50 +3,46 @@
  * their original webhook-id; then wait until each has had one round. skip: a failed event the
  * backend will never accept is marked skipped and its user un-parked.
  */
-import { NOTIFY_CHANNEL } from '../capture/generate.ts';
+import { NOTIFY_CHANNEL } from '../db/schema.ts';
 import type { Settings } from '../config.ts';
 import { UsageError } from '../errors.ts';
 import { withTransaction, type Pool } from '../db/pool.ts';
+import { findEvents, heldBackEvents, makeUsersDue, openEventsOf, skipFailed } from '../db/outbox-queries.ts';
 import { ensureDelivery } from './inline-delivery.ts';
-import { eventStates, waitForFirstRound, type EventState, type Verdict } from './settle.ts';
+import { waitForFirstRound, type EventState, type Verdict } from './settle.ts';
 import { installedSource, resolveUserRef } from './source.ts';
 
-export type EventSelector = { allFailed: true } | { userRef: string } | { eventIds: string[] };
+export type EventSelector = { allFailed: true } | { waiting: true } | { userRef: string } | { eventIds: string[] };
 
-/** `12`, `evt_<uuid>` or `<uuid>` → a condition on suekk_sync.events. */
-function eventIdCondition(refs: string[]): { sql: string; values: unknown[] } {
-  const numeric: string[] = [];
-  const uuids: string[] = [];
+/** `12`, `evt_<uuid>` or `<uuid>` → event ids and webhook ids. */
+function parseEventRefs(refs: string[]): { ids: string[]; webhookIds: string[] } {
+  const ids: string[] = [];
+  const webhookIds: string[] = [];
   for (const ref of refs) {
     const bare = ref.startsWith('evt_') ? ref.slice(4) : ref;
-    if (/^\d+$/.test(bare)) numeric.push(bare);
-    else if (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(bare)) uuids.push(bare);
+    if (/^\d+$/.test(bare)) ids.push(bare);
+    else if (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(bare)) webhookIds.push(bare.toLowerCase());
     else throw new UsageError(`"${ref}" is not an event id; use the number or the evt_<uuid> that tail-log shows.`);
   }
-  return { sql: '(id = any($1::bigint[]) or webhook_id = any($2::uuid[]))', values: [numeric, uuids] };
+  return { ids, webhookIds };
 }
 
 async function selectEvents(pool: Pool, selector: EventSelector, statuses: string[]): Promise<EventState[]> {
-  let where: string;
-  let values: unknown[];
+  let events: EventState[];
   if ('allFailed' in selector) {
     // Every event held back by a failure: failed ones, and those waiting for their next round.
-    where = "(status = 'failed' or (status = 'pending' and rounds > 0))";
-    values = [];
+    events = await heldBackEvents(pool);
+  } else if ('waiting' in selector) {
+    // Only those waiting for a later round: an operator who knows the backend is back.
+    events = (await heldBackEvents(pool)).filter((e) => e.status === 'pending');
   } else if ('userRef' in selector) {
     const user = await resolveUserRef(pool, await installedSource(pool), selector.userRef);
-    where = 'user_id = $1';
-    values = [user.userId];
+    events = await openEventsOf(pool, [user.userId]);
   } else {
-    ({ sql: where, values } = eventIdCondition(selector.eventIds));
+    const { ids, webhookIds } = parseEventRefs(selector.eventIds);
+    events = await findEvents(pool, ids, webhookIds);
   }
-  values.push(statuses);
-  // events.id, not the text "id" of the output: capture order is numeric.
-  const { rows } = await pool.query<{ id: string }>(
-    `select id::text from suekk_sync.events where ${where} and status = any($${values.length}::text[]) order by events.id`,
-    values,
-  );
-  return eventStates(pool, rows.map((r) => r.id));
+  return events.filter((e) => statuses.includes(e.status));
 }
 
 export interface RetryResult {
@@ -67,18 +63,9 @@ export async function retry(
     return { events: chosen.map((state) => ({ state, verdict: state.status === 'failed' ? 'failed' : 'waiting' })), delivery: 'none' };
   }
   const targets = await withTransaction(pool, async (client) => {
-    const { rows } = await client.query<{ id: string; rounds: number }>(
-      `update suekk_sync.events set status = 'pending', next_attempt_at = now()
-        where user_id = any($1::text[]) and status in ('failed', 'pending')
-        returning id::text, rounds`,
-      [users],
-    );
-    await client.query(
-      'update suekk_sync.streams set parked = false, next_attempt_at = now() where user_id = any($1::text[])',
-      [users],
-    );
+    await makeUsersDue(client, users, { unpark: true });
     await client.query('select pg_notify($1, $2)', [NOTIFY_CHANNEL, '']);
-    return rows.map((r) => ({ id: r.id, roundsBefore: r.rounds })).sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
+    return (await openEventsOf(client, users)).map((e) => ({ id: e.id, roundsBefore: e.rounds }));
   });
   const delivery = await ensureDelivery(pool, settings);
   try {
@@ -108,20 +95,11 @@ export async function skip(pool: Pool, selector: { userRef: string } | { eventId
     }
     return { skipped: [], unparked: [] };
   }
-  const users = [...new Set(failed.map((e) => e.userId))];
-  await withTransaction(pool, async (client) => {
-    await client.query(
-      "update suekk_sync.events set status = 'skipped' where id = any($1::bigint[]) and status = 'failed'",
-      [failed.map((e) => e.id)],
-    );
-    // Due now: the relay finds the user's later events, or nothing and marks the stream idle.
-    await client.query(
-      `update suekk_sync.streams s set parked = false, next_attempt_at = now()
-        where user_id = any($1::text[])
-          and not exists (select 1 from suekk_sync.events e where e.user_id = s.user_id and e.status = 'failed')`,
-      [users],
-    );
+  const users = await withTransaction(pool, async (client) => {
+    // Due at once when more waits: the relay finds the user's later events.
+    const unparked = await skipFailed(client, failed.map((e) => e.id));
     await client.query('select pg_notify($1, $2)', [NOTIFY_CHANNEL, '']);
+    return unparked;
   });
   return { skipped: failed.map((e) => ({ ...e, status: 'skipped' as const })), unparked: users };
 }

@@ -1,40 +1,14 @@
 /**
  * Waiting for "the first round" of some events. A user's events go in order, so an event can only
  * have its round once those ahead of it were delivered: an event is settled when it was delivered,
- * failed or skipped, when it had a round, or when an earlier event of its user had a round that did
+ * superseded, failed or skipped, when it had a round, or when an earlier event of its user had a round that did
  * not deliver (it now waits behind that one, which can take until the next round).
  */
 import type { Pool } from '../db/pool.ts';
+import { eventStates, type EventState } from '../db/outbox-queries.ts';
 import { sleep } from '../relay/sleep.ts';
 
-export interface EventState {
-  id: string;
-  webhookId: string;
-  userId: string;
-  username: string;
-  action: string;
-  status: 'pending' | 'delivered' | 'failed' | 'skipped';
-  attempts: number;
-  rounds: number;
-  httpStatus: number | null;
-  error: string | null;
-  response: string | null;
-  durationMs: number | null;
-  nextAttemptAt: Date;
-}
-
-export async function eventStates(pool: Pool, ids: string[]): Promise<EventState[]> {
-  // ORDER BY prefers the output column "id", which is text here ('10' before '9'); events.id is not.
-  const { rows } = await pool.query<EventState>(
-    `select id::text, 'evt_' || webhook_id as "webhookId", user_id as "userId",
-            coalesce(payload->>'username', '') as username, action, status, attempts, rounds,
-            last_status as "httpStatus", last_error as error, last_response as response,
-            duration_ms as "durationMs", next_attempt_at as "nextAttemptAt"
-       from suekk_sync.events where id = any($1::bigint[]) order by events.id`,
-    [ids],
-  );
-  return rows;
-}
+export type { EventState };
 
 export interface Target {
   id: string;
@@ -42,7 +16,12 @@ export interface Target {
   roundsBefore: number;
 }
 
-export type Verdict = 'delivered' | 'failed' | 'skipped' | 'waiting' | 'blocked' | 'queued';
+export type Verdict = 'delivered' | 'superseded' | 'failed' | 'skipped' | 'waiting' | 'blocked' | 'queued';
+
+/** The verdicts of an event whose state reached the backend (superseded: carried by a later call). */
+export function wentOut(verdict: Verdict): boolean {
+  return verdict === 'delivered' || verdict === 'superseded';
+}
 
 /** Each target's verdict: queued means it has not had its round yet. */
 export function judge(targets: Target[], states: EventState[]): Map<string, Verdict> {
@@ -54,7 +33,7 @@ export function judge(targets: Target[], states: EventState[]): Map<string, Verd
       verdicts.set(s.id, 'blocked');
       continue;
     }
-    if (s.status === 'delivered' || s.status === 'skipped') {
+    if (s.status === 'delivered' || s.status === 'skipped' || s.status === 'superseded') {
       verdicts.set(s.id, s.status);
       continue;
     }

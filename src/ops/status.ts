@@ -8,12 +8,11 @@ import type { SourceMapping } from '../config.ts';
 import { describeConnectError, type Pool, type PoolClient } from '../db/pool.ts';
 import { installedSchemaVersion, LATEST_SCHEMA_VERSION } from '../db/migrations.ts';
 import { checkCaptureDrift } from '../capture/drift.ts';
-import { CAPTURE_TRIGGER, TRUNCATE_TRIGGER } from '../capture/generate.ts';
+import { deliveredWithin, queueGauges, type QueueGauges } from '../db/outbox-queries.ts';
+import { backendDownCondition, CAPTURE_TRIGGER, CAPTURE_TRIGGERS, RELAY_ALIVE_SECONDS } from '../db/schema.ts';
 
-type Queryable = Pick<Pool | PoolClient, 'query'>;
+export { queueGauges, type QueueGauges };
 
-/** DESIGN §4: a relay is alive when it beat within this many seconds (it beats every 5). */
-export const RELAY_ALIVE_SECONDS = 15;
 /** Pending this long with no relay alive is a problem, not a moment's wait. */
 export const STALE_PENDING_SECONDS = 60;
 
@@ -26,16 +25,6 @@ export interface RelayInfo {
   version: string;
   heartbeatAgeSeconds: number;
   alive: boolean;
-}
-
-export interface QueueGauges {
-  /** Pending events, including the ones being sent right now. */
-  backlog: number;
-  /** Age of the oldest pending event since capture; null when nothing is pending. */
-  oldestPendingSeconds: number | null;
-  failed: number;
-  parkedUsers: number;
-  paused: boolean;
 }
 
 export interface StatusReport extends QueueGauges {
@@ -65,6 +54,19 @@ export interface StatusReport extends QueueGauges {
   drift: string[] | null;
   deliveredLast5m: number;
   relays: RelayInfo[];
+  /**
+   * The backend as the live relays see it: down while one of them has its breaker open (it then
+   * probes on a fixed cadence). Null when no relay is alive to tell.
+   */
+  backend: BackendState | null;
+}
+
+export interface BackendState {
+  state: 'up' | 'down';
+  /** Since when the relays have seen it down (ISO); null while it is up. */
+  since: string | null;
+  /** The relays are trying one waiting user's event every few seconds to see whether it is back. */
+  probing: boolean;
 }
 
 export interface UnreachableReport {
@@ -78,19 +80,6 @@ export interface StatusOptions {
   source?: SourceMapping;
   /** For the unreachable message (the password is never shown). */
   databaseUrl?: string;
-}
-
-/** The numbers every view shares (status, metrics gauges, the tail-log live view). */
-export async function queueGauges(db: Queryable): Promise<QueueGauges> {
-  const { rows } = await db.query<QueueGauges>(
-    `select p.backlog, p.oldest as "oldestPendingSeconds",
-            (select count(*)::int from suekk_sync.events where status = 'failed') as failed,
-            (select count(*)::int from suekk_sync.streams where parked) as "parkedUsers",
-            coalesce((select paused from suekk_sync.state), false) as paused
-       from (select count(*)::int as backlog, extract(epoch from now() - min(created_at))::float8 as oldest
-               from suekk_sync.events where status = 'pending') p`,
-  );
-  return rows[0]!;
 }
 
 export async function getStatus(pool: Pool, options: StatusOptions = {}): Promise<StatusReport | UnreachableReport> {
@@ -148,6 +137,7 @@ function notInstalled(): StatusReport {
     parkedUsers: 0,
     deliveredLast5m: 0,
     relays: [],
+    backend: null,
   };
 }
 
@@ -206,10 +196,10 @@ async function readStatus(db: PoolClient, options: StatusOptions): Promise<Statu
   if (capturedOn !== null) {
     const { rows } = await db.query<{ tgname: string; tgenabled: string }>(
       'select tgname, tgenabled from pg_trigger where tgrelid = to_regclass($1) and tgname = any($2)',
-      [capturedOn, [CAPTURE_TRIGGER, TRUNCATE_TRIGGER]],
+      [capturedOn, [...CAPTURE_TRIGGERS]],
     );
     const found = new Map(rows.map((r) => [r.tgname, r.tgenabled]));
-    const missing = [CAPTURE_TRIGGER, TRUNCATE_TRIGGER].filter((name) => !found.has(name));
+    const missing = CAPTURE_TRIGGERS.filter((name) => !found.has(name));
     // 'O' fires in normal sessions, 'A' always; 'D' never and 'R' only under replication, so
     // neither captures an ordinary writer's change.
     const disabled = [...found].filter(([, mode]) => mode !== 'O' && mode !== 'A').map(([name]) => name);
@@ -245,12 +235,10 @@ async function readStatus(db: PoolClient, options: StatusOptions): Promise<Statu
   }
 
   const gauges = await queueGauges(db);
-  const { rows: deliveredRows } = await db.query<{ n: number }>(
-    `select count(*)::int as n from suekk_sync.events
-      where status = 'delivered' and delivered_at > now() - interval '5 minutes'`,
-  );
-  const { rows: relayRows } = await db.query<{ host: string; pid: number; version: string; age: number }>(
-    `select host, pid, version, greatest(0, extract(epoch from now() - heartbeat_at))::float8 as age
+  const deliveredLast5m = await deliveredWithin(db, 300);
+  const { rows: relayRows } = await db.query<{ host: string; pid: number; version: string; age: number; down_since: Date | null }>(
+    `select host, pid, version, greatest(0, extract(epoch from now() - heartbeat_at))::float8 as age,
+            backend_down_since as down_since
        from suekk_sync.relays order by heartbeat_at desc`,
   );
   const relays = relayRows.map((r) => ({
@@ -261,6 +249,21 @@ async function readStatus(db: PoolClient, options: StatusOptions): Promise<Statu
     alive: r.age < RELAY_ALIVE_SECONDS,
   }));
   const alive = relays.filter((r) => r.alive).length;
+  const downSince = relayRows
+    .filter((r) => r.age < RELAY_ALIVE_SECONDS && r.down_since !== null)
+    .map((r) => r.down_since!.getTime());
+  const backend: BackendState | null =
+    alive === 0
+      ? null
+      : downSince.length > 0
+        ? { state: 'down', since: new Date(Math.min(...downSince)).toISOString(), probing: true }
+        : { state: 'up', since: null, probing: false };
+  if (backend?.state === 'down') {
+    const lastError = await lastBackendError(db);
+    problems.push(
+      `The backend looks down to the relays since ${backend.since}${lastError === null ? '' : ` (last error: ${lastError})`}; they probe it every few seconds and deliver the backlog as soon as it answers, so check the backend at BACKEND_SYNC_URL.`,
+    );
+  }
 
   if (gauges.failed > 0) {
     problems.push(
@@ -298,9 +301,22 @@ async function readStatus(db: PoolClient, options: StatusOptions): Promise<Statu
     oldestPendingSeconds: oldest === null ? null : Math.round(oldest * 10) / 10,
     failed: gauges.failed,
     parkedUsers: gauges.parkedUsers,
-    deliveredLast5m: deliveredRows[0]!.n,
+    deliveredLast5m,
     relays,
+    backend,
   };
+}
+
+/** What the most recently rescheduled user's last round got from the backend. */
+async function lastBackendError(db: PoolClient): Promise<string | null> {
+  const { rows } = await db.query<{ error: string | null; status: number | null }>(
+    `select head_error as error, head_http_status as status from suekk_sync.streams
+      where head_id is not null and not parked and ${backendDownCondition('head_http_status')}
+      order by due_at desc nulls last limit 1`,
+  );
+  const row = rows[0];
+  if (row === undefined) return null;
+  return row.error ?? (row.status === null ? null : `HTTP ${row.status}`);
 }
 
 /** The table a configured name means, spelled as install records it; null when there is none. */

@@ -10,13 +10,13 @@
  * every transaction open at a given moment has ended.
  */
 import type { Pool, PoolClient } from '../db/pool.ts';
+import { EVENT_STATUSES, type EventStatus } from '../db/outbox-queries.ts';
 import { UsageError } from '../errors.ts';
 import { installedSource, resolveUserRef } from './source.ts';
 
 type Queryable = Pick<Pool | PoolClient, 'query'>;
 
-export const EVENT_STATUSES = ['pending', 'delivered', 'failed', 'skipped'] as const;
-export type EventStatus = (typeof EVENT_STATUSES)[number];
+export { EVENT_STATUSES, type EventStatus };
 
 export interface LogEntry {
   id: string;
@@ -35,6 +35,8 @@ export interface LogEntry {
   createdAt: Date;
   deliveredAt: Date | null;
   nextAttemptAt: Date;
+  /** Superseded (coalescing): the webhook-id of the call that carried its state. */
+  supersededBy: string | null;
 }
 
 export interface TailFilter {
@@ -43,11 +45,13 @@ export interface TailFilter {
 }
 
 // Selecting id::text names the output column "id", and ORDER BY prefers an output column: every
-// "order by" here names events.id, or ids would sort as text ('10' before '9').
+// "order by" here names event_log.id, or ids would sort as text ('10' before '9'). event_log derives
+// each event's status from its stream and the delivery log (events are never updated).
 const COLUMNS = `id::text, 'evt_' || webhook_id::text as "webhookId", user_id as "userId",
   coalesce(payload->>'username', '') as username, action, source, status, attempts, rounds,
   last_status as "httpStatus", duration_ms as "durationMs", last_error as error,
-  created_at as "createdAt", delivered_at as "deliveredAt", next_attempt_at as "nextAttemptAt"`;
+  created_at as "createdAt", delivered_at as "deliveredAt", next_attempt_at as "nextAttemptAt",
+  'evt_' || superseded_by::text as "supersededBy"`;
 
 /** Rows read per statement while following; a burst is read in pages, never skipped. */
 const PAGE = 1_000;
@@ -59,11 +63,23 @@ const START_LOOKBACK = '2 minutes';
 /** Undelivered events below the floor re-read for status changes, at most (the oldest are kept). */
 const MAX_TRACKED = 10_000;
 
+/**
+ * Failed and skipped events are rare among many delivered ones: found through the streams and the
+ * delivery log, not by deriving every event's status until enough match.
+ */
+const RARE_STATUS: Partial<Record<EventStatus, string>> = {
+  failed: 'id in (select head_id from suekk_sync.streams where parked)',
+  skipped: "id in (select event_id from suekk_sync.deliveries where outcome = 'skipped')",
+  superseded: "id in (select event_id from suekk_sync.deliveries where outcome = 'superseded')",
+};
+
 function where(filter: TailFilter, conditions: string[], values: unknown[]): string {
   const all = [...conditions];
   if (filter.status !== undefined) {
     values.push(filter.status);
     all.push(`status = $${values.length}`);
+    const rare = RARE_STATUS[filter.status];
+    if (rare) all.push(rare);
   }
   if (filter.userId !== undefined) {
     values.push(filter.userId);
@@ -78,7 +94,7 @@ export async function recentEntries(db: Queryable, filter: TailFilter, limit: nu
   const clause = where(filter, [], values);
   values.push(limit);
   const { rows } = await db.query<LogEntry>(
-    `select ${COLUMNS} from suekk_sync.events ${clause} order by events.id desc limit $${values.length}`,
+    `select ${COLUMNS} from suekk_sync.event_log ${clause} order by event_log.id desc limit $${values.length}`,
     values,
   );
   return rows.reverse();
@@ -95,7 +111,7 @@ export async function resolveLogUser(db: Queryable, ref: string): Promise<string
     if (!(err instanceof UsageError) || !err.message.startsWith('No user matches')) throw err;
     const { rows } = await db.query<{ user_id: string }>(
       `select distinct user_id from suekk_sync.events
-        where user_id = $1 or payload->>'email' = $1 or payload->>'username' = $1 limit 2`,
+        where user_id = $1 or body::json->>'email' = $1 or body::json->>'username' = $1 limit 2`,
       [ref],
     );
     if (rows.length === 1) return rows[0]!.user_id;
@@ -138,8 +154,9 @@ export class LogFollower {
   async start(limit: number, status?: EventStatus): Promise<LogEntry[]> {
     this.lastMaxId = (await this.horizon()).maxId;
     const { rows } = await this.db.query<{ id: string }>(
+      // Walks back by id (ids follow capture time closely) to the last event older than the look-back.
       `select coalesce((select id from suekk_sync.events where created_at < now() - interval '${START_LOOKBACK}'
-                         order by created_at desc limit 1), 0)::text as id`,
+                         order by id desc limit 1), 0)::text as id`,
     );
     this.floor = BigInt(rows[0]!.id);
     this.absorb(await this.readAbove(this.floor));
@@ -177,7 +194,7 @@ export class LogFollower {
       const id = BigInt(row.id);
       const key = `${row.status}:${row.attempts}`;
       if (this.seen.get(id)?.key === key) continue;
-      this.seen.set(id, { key, settled: row.status === 'delivered' || row.status === 'skipped' });
+      this.seen.set(id, { key, settled: row.status !== 'pending' && row.status !== 'failed' });
       changed.push(row);
     }
     return changed;
@@ -214,7 +231,7 @@ export class LogFollower {
       const clause = where({ userId: this.userId }, ['id > $1'], values);
       values.push(PAGE);
       const { rows } = await this.db.query<LogEntry>(
-        `select ${COLUMNS} from suekk_sync.events ${clause} order by events.id limit $${values.length}`,
+        `select ${COLUMNS} from suekk_sync.event_log ${clause} order by event_log.id limit $${values.length}`,
         values,
       );
       all.push(...rows);
@@ -228,7 +245,7 @@ export class LogFollower {
     const clause = where({ userId: this.userId }, ["status in ('pending', 'failed')", 'id <= $1'], values);
     values.push(MAX_TRACKED);
     const { rows } = await this.db.query<LogEntry>(
-      `select ${COLUMNS} from suekk_sync.events ${clause} order by events.id limit $${values.length}`,
+      `select ${COLUMNS} from suekk_sync.event_log ${clause} order by event_log.id limit $${values.length}`,
       values,
     );
     return rows;
@@ -238,7 +255,7 @@ export class LogFollower {
     const ids = [...this.seen.keys()].filter((id) => id <= this.floor).map(String);
     if (ids.length === 0) return [];
     const { rows } = await this.db.query<LogEntry>(
-      `select ${COLUMNS} from suekk_sync.events where id = any($1::bigint[])`,
+      `select ${COLUMNS} from suekk_sync.event_log where id = any($1::bigint[])`,
       [ids],
     );
     return rows;
@@ -290,7 +307,7 @@ function percentile(sorted: number[], p: number): number | null {
   return sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)]!;
 }
 
-/** One `tail-log --json` line (DESIGN §5 contract). */
+/** One `tail-log --json` line: its keys are a contract scripts rely on. */
 export function entryJson(e: LogEntry): Record<string, unknown> {
   return {
     id: e.id,
@@ -309,6 +326,7 @@ export function entryJson(e: LogEntry): Record<string, unknown> {
     deliveredAt: e.deliveredAt?.toISOString() ?? null,
     // Only a pending event waits for anything.
     nextAttemptAt: e.status === 'pending' ? e.nextAttemptAt.toISOString() : null,
+    supersededBy: e.supersededBy,
   };
 }
 
@@ -326,6 +344,7 @@ export function formatEntry(e: LogEntry): string {
   if (e.httpStatus !== null) parts.push(`http=${e.httpStatus}`);
   if (e.durationMs !== null) parts.push(`${e.durationMs}ms`);
   if (e.status === 'pending' && e.rounds > 0) parts.push(`next=${e.nextAttemptAt.toISOString()}`);
+  if (e.supersededBy !== null) parts.push(`carried by ${e.supersededBy}`);
   if (e.error !== null && e.status !== 'delivered') parts.push(`error: ${e.error}`);
   return parts.join('  ');
 }

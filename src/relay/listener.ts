@@ -4,7 +4,7 @@
  * polls as a backstop.
  */
 import pgListen, { type Subscriber } from 'pg-listen';
-import { NOTIFY_CHANNEL } from '../capture/generate.ts';
+import { NOTIFY_CHANNEL } from '../db/schema.ts';
 import { UsageError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { redactUrl, type Pool } from '../db/pool.ts';

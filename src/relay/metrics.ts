@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Pool } from '../db/pool.ts';
 import { UsageError, errorMessage } from '../errors.ts';
-import { queueGauges, type QueueGauges } from '../ops/status.ts';
+import { queueGauges, type QueueGauges } from '../db/outbox-queries.ts';
 import type { AttemptOutcome } from '../webhook/sender.ts';
 import type { DeliveryEvent, Relay } from './relay.ts';
 
@@ -56,7 +56,7 @@ export function createRelayMetrics(relay: Relay, pool: Pool): RelayMetrics {
 
   const deliveries = new Counter({
     name: 'suekk_sync_deliveries_total',
-    help: 'Rounds finished, by outcome (delivered, rescheduled, failed, returned at shutdown) and action.',
+    help: 'Rounds finished, by outcome (delivered, rescheduled, failed, returned at shutdown; superseded counts the events a coalesced call carried) and action.',
     labelNames: ['outcome', 'action'] as const,
     registers: [registry],
   });
@@ -91,8 +91,10 @@ export function createRelayMetrics(relay: Relay, pool: Pool): RelayMetrics {
     registers: [registry],
   });
 
-  const onDelivery = ({ event, result, outcome }: DeliveryEvent) => {
+  const onDelivery = ({ event, result, outcome, superseded }: DeliveryEvent) => {
     deliveries.inc({ outcome, action: event.action });
+    // Coalescing: the earlier events the call carried settle without a call of their own.
+    if (superseded) deliveries.inc({ outcome: 'superseded', action: event.action }, superseded);
     duration.observe({ outcome }, result.durationMs / 1000);
     if (result.attempts > 0) {
       rounds.inc();
@@ -149,6 +151,7 @@ export function createRelayMetrics(relay: Relay, pool: Pool): RelayMetrics {
     });
   fromRelay('suekk_sync_in_flight_users', 'Users this relay holds right now.', () => relay.inFlight);
   fromRelay('suekk_sync_breaker_open', '1 while this relay thinks the backend is down and probes with one user.', () => (relay.breakerOpen ? 1 : 0));
+  fromRelay('suekk_sync_backend_up', '1 while the backend answers as this relay sees it, 0 while it looks down.', () => (relay.backendDownSince === undefined ? 1 : 0));
   fromRelay('suekk_sync_listening', '1 while the LISTEN connection is up.', () => (relay.listening ? 1 : 0));
 
   return {

@@ -10,24 +10,30 @@ import type { RelaySettings } from '../config.ts';
 import type { Logger } from '../logger.ts';
 import { isConnectionError, type Pool } from '../db/pool.ts';
 import {
-  answerDoorbell,
+  anyWaitingForBackend,
   claimStreams,
-  fetchMoreEvents,
   heartbeat,
-  pruneDelivered,
-  pruneIdleStreams,
+  probeOne,
+  readHeldStream,
+  recordBackendState,
   registerRelay,
   renewLeases,
-  reviveStrandedStreams,
   secondsUntilNextDue,
+  sweepStreams,
   unregisterRelay,
+  wakeWaitingForBackend,
+  type Claim,
   type ClaimedEvent,
   type ClaimedStream,
-  type EventOutcome,
-  type StreamRelease,
+  type DeliveryRecord,
+  type HeadState,
+  type ReleaseKind,
+  type ReleaseResult,
 } from '../db/relay-queries.ts';
-import { NOTIFY_CHANNEL } from '../capture/generate.ts';
-import { buildWebhookBody } from '../webhook/body.ts';
+import { pruneIdleStreams, pruneTicks, rotatePartitions } from '../db/retention.ts';
+import { NOTIFY_CHANNEL } from '../db/schema.ts';
+import { formatDuration } from '../duration.ts';
+import { usernameOf } from '../webhook/body.ts';
 import type { AttemptOutcome, WebhookSender } from '../webhook/sender.ts';
 import { VERSION } from '../version.ts';
 import { Breaker } from './breaker.ts';
@@ -37,17 +43,30 @@ import { RateLimiter } from './rate-limit.ts';
 import { deliverRound, type RoundResult } from './round.ts';
 import { nextRound } from './schedule.ts';
 import { sleep } from './sleep.ts';
+import { runAction, runLength, withAction } from './coalesce.ts';
 
-/** Events read per stream per query: enough that a hot user costs one read per few deliveries. */
+/**
+ * Events read per stream per query, and so the most a stream delivers between two records of its
+ * progress: enough that a hot user costs one read and one write per many deliveries, few enough
+ * that a relay killed mid-turn sends few of them again.
+ */
 const EVENTS_PER_FETCH = 20;
+/**
+ * Ids a claim's ticker may move past per lane (the other lane's events it walks by, and its own it
+ * reads): a resync queued in front of a live change is crossed in a few claims.
+ */
+const TICK_READ_MIN = 1_000;
 const HEARTBEAT_MS = 5_000;
 const MAINTENANCE_MS = 60_000;
-/** A writer holds the stream row for the length of its transaction: look again shortly. */
-const LOCKED_RETRY_MS = 25;
 /** Events a stream sends before it lets a waiting stream have its place (when one waits). */
 const TURN_EVENTS = 5;
-/** The first wait before looking at the doorbell again when a silent writer was still open. */
-const BELL_RETRY_MIN_MS = 50;
+/**
+ * While ids were handed out to transactions still open (or another relay was ticking), the relay
+ * looks again after this, doubling up to RECHECK_MAX_MS: a silent writer's event is seen within
+ * that of its commit even if nobody rings.
+ */
+const RECHECK_MIN_MS = 5;
+const RECHECK_MAX_MS = 100;
 
 export interface RelayOptions {
   pool: Pool;
@@ -71,6 +90,8 @@ export interface DeliveryEvent {
   /** delivered | rescheduled | failed | returned */
   outcome: 'delivered' | 'rescheduled' | 'failed' | 'returned';
   nextAttemptAt?: Date;
+  /** Coalescing: how many earlier events of the user the delivered call carried. */
+  superseded?: number;
 }
 
 interface StreamState {
@@ -79,11 +100,20 @@ interface StreamState {
   attempt: AbortController;
   leaseTimer: NodeJS.Timeout | undefined;
   leaseExpiresAt: number;
+  /** A claim leased the user to this relay again while this turn was ending: run it again after. */
+  leasedAgain: boolean;
 }
+
+/** What one round came to: delivered (the stream goes on), or how it ends the stream's turn. */
+type RoundEnd =
+  | { kind: 'delivered'; records: DeliveryRecord[] }
+  | { kind: Exclude<ReleaseKind, 'idle' | 'checkpoint'>; head: HeadState | null; dueAt?: Date };
 
 export interface RelayEvents {
   delivery: [DeliveryEvent];
   attempt: [AttemptOutcome];
+  /** The backend looks down (the breaker opened), or answers again. */
+  backend: ['down' | 'up'];
   idle: [];
 }
 
@@ -106,11 +136,12 @@ export class Relay extends EventEmitter<RelayEvents> {
   private dueTimer: NodeJS.Timeout | undefined;
   /** A writer may have rung since this relay last answered the doorbell (true at start). */
   private bellMayBeRung = true;
-  private bellTimer: NodeJS.Timeout | undefined;
-  private bellRetryMs = BELL_RETRY_MIN_MS;
+  private recheckTimer: NodeJS.Timeout | undefined;
+  private recheckMs = RECHECK_MIN_MS;
   private claiming = false;
   /** The claim loop running now, if any: a stop waits for it, so no query outlives the relay. */
   private claimRun: Promise<void> | undefined;
+  private probeTimer: NodeJS.Timeout | undefined;
   private wakeRequested = false;
   private started = false;
   private stopped: Promise<void> | undefined;
@@ -128,7 +159,11 @@ export class Relay extends EventEmitter<RelayEvents> {
     this.sender = options.sender;
     this.settings = options.settings;
     this.logger = options.logger.child({ relayId: this.id });
-    this.writer = new OutcomeWriter(this.pool, this.id, this.logger, Math.max(100, this.settings.batchSize));
+    this.writer = new OutcomeWriter(this.pool, this.id, this.logger, {
+      maxBatch: Math.max(100, this.settings.batchSize),
+      leaseMs: this.settings.leaseMs,
+      perStream: EVENTS_PER_FETCH,
+    });
     this.breaker = new Breaker(this.settings.breakerThreshold);
     this.limiter = new RateLimiter(this.settings.maxRps);
     this.listener = options.listenUrl
@@ -186,9 +221,18 @@ export class Relay extends EventEmitter<RelayEvents> {
       this.wake();
     });
     this.every(Math.max(100, Math.floor(this.settings.leaseMs / 3)), () => this.renew());
+    // A relay that died leaves its users leased until the lease runs out; whoever sweeps first
+    // makes them due again.
+    this.every(Math.max(250, Math.floor(this.settings.leaseMs / 3)), () => this.sweep());
     if (this.options.maintenance) {
       await this.maintain();
       this.every(MAINTENANCE_MS, () => this.maintain());
+    }
+    // Users already waiting for the backend (a relay starting during an outage, or after one):
+    // start by probing, so they go as soon as it answers rather than at their own next round.
+    if (await anyWaitingForBackend(this.pool)) {
+      this.breaker.trip();
+      this.backendDown();
     }
   }
 
@@ -255,29 +299,46 @@ export class Relay extends EventEmitter<RelayEvents> {
       while (!this.stopController.signal.aborted && !this.paused) {
         const free = this.capacity() + this.reserve() - this.streams.size;
         if (free <= 0) break;
+        // Every place busy and streams waiting for one: a claim can wait until it is worth a batch.
+        // Claiming for each stream that ends made a claim per event, and a claim costs about as much
+        // for one user as for fifty.
+        if (this.streams.size >= this.capacity() && free < Math.max(1, Math.floor(this.reserve() / 2))) break;
         const limit = Math.min(free, this.settings.batchSize);
-        let claimed: ClaimedStream[];
+        // Answering the doorbell inside the claim: a writer that rings from now on is heard.
+        const answerBell = this.bellMayBeRung && this.listener !== undefined;
+        this.bellMayBeRung = false;
+        let claim: Claim;
+        // The leases start when the database runs the claim: count them from before it was sent.
+        const claimedAt = performance.now();
         try {
-          claimed = await claimStreams(this.pool, this.id, limit, this.settings.leaseMs, EVENTS_PER_FETCH);
+          claim = await claimStreams(this.pool, this.id, {
+            limit,
+            leaseMs: this.settings.leaseMs,
+            perStream: EVENTS_PER_FETCH,
+            readLimit: Math.max(TICK_READ_MIN, limit * 10),
+            answerBell,
+          });
           if (this.databaseDown) this.logger.info('The database answers again; delivering');
           this.databaseDown = false;
         } catch (err) {
+          if (answerBell) this.bellMayBeRung = true;
           this.noteDatabaseError(err, 'claim');
           this.scheduleWake(1_000);
           return;
         }
-        for (const stream of claimed) this.startStream(stream);
-        if (claimed.length < limit && this.bellMayBeRung && this.listener) {
-          // About to rely on notifications again: answer the doorbell, then look once more for
-          // what the writers that stayed silent meanwhile committed.
-          this.bellMayBeRung = false;
-          await this.answerDoorbell();
-          continue;
+        if (this.logger.isLevelEnabled('debug')) {
+          this.logger.debug(
+            { limit, streams: claim.streams.map((c) => `${c.userId}>${c.cursor}:${c.events.map((e) => e.id).join(',')}`), openGaps: claim.openGaps, more: claim.more, busy: claim.busy },
+            'Claimed',
+          );
         }
-        if (claimed.length < limit) {
+        for (const stream of claim.streams) this.startStream(stream, claimedAt);
+        if (claim.openGaps || claim.busy) this.scheduleRecheck();
+        else this.recheckMs = RECHECK_MIN_MS;
+        if (claim.streams.length < limit && !claim.more) {
           // Nothing else is due now. Only an empty claim asks when something will be: while
           // streams are in flight, their ends wake the relay again anyway.
-          if (claimed.length === 0) await this.sleepUntilNextDue();
+          if (claim.streams.length === 0) await this.sleepUntilNextDue();
           break;
         }
       }
@@ -316,27 +377,17 @@ export class Relay extends EventEmitter<RelayEvents> {
   }
 
   /**
-   * Clears the doorbell (see generate.ts, ringDoorbell). When a silent writer's transaction is still
-   * open, its stream is not visible yet: look again after a backoff, up to the poll interval.
+   * Ids were handed out to transactions still open when the claim looked (or another relay was
+   * ticking): look again soon, backing off, so a writer that stayed silent because the bell was
+   * rung is delivered within moments of its commit.
    */
-  private async answerDoorbell(): Promise<void> {
-    let answered = false;
-    try {
-      answered = await answerDoorbell(this.pool);
-    } catch (err) {
-      this.noteDatabaseError(err, 'doorbell');
-    }
-    if (answered) {
-      this.bellRetryMs = BELL_RETRY_MIN_MS;
-      return;
-    }
-    if (this.bellTimer) return;
-    this.bellTimer = setTimeout(() => {
-      this.bellTimer = undefined;
-      this.bellMayBeRung = true;
+  private scheduleRecheck(): void {
+    if (this.recheckTimer) return;
+    this.recheckTimer = setTimeout(() => {
+      this.recheckTimer = undefined;
       this.wake();
-    }, this.bellRetryMs);
-    this.bellRetryMs = Math.min(this.bellRetryMs * 2, this.settings.pollIntervalMs);
+    }, this.recheckMs);
+    this.recheckMs = Math.min(this.recheckMs * 2, RECHECK_MAX_MS, this.settings.pollIntervalMs);
   }
 
   /** Sets a timer for the next stream that becomes due before the next poll. */
@@ -357,17 +408,24 @@ export class Relay extends EventEmitter<RelayEvents> {
     }, ms);
   }
 
-  private startStream(claimed: ClaimedStream): void {
+  private startStream(claimed: ClaimedStream, leasedAt = performance.now()): void {
+    const running = this.streams.get(claimed.userId);
+    if (running) {
+      // Its turn is ending (the release landed, its answer not yet here) and a ticker leased it to
+      // this relay again: run it once more, from what the database says then.
+      running.leasedAgain = true;
+      return;
+    }
     const state: StreamState = {
       userId: claimed.userId,
       attempt: new AbortController(),
       leaseTimer: undefined,
       leaseExpiresAt: 0,
+      leasedAgain: false,
     };
     this.streams.set(claimed.userId, state);
-    // The claim's lease started at the database's now(), a moment before this line: count from here
-    // minus nothing, but abort a little early so the request ends before another relay may start.
-    this.armLease(state, performance.now());
+    // Abort a little before the lease ends, so the request ends before another relay may start.
+    this.armLease(state, leasedAt);
     const task = this.runStreamInPlace(claimed, state)
       .catch((err: unknown) => {
         this.logger.error({ err: { message: (err as Error).message }, userId: claimed.userId }, 'Stream task failed');
@@ -376,9 +434,20 @@ export class Relay extends EventEmitter<RelayEvents> {
         clearTimeout(state.leaseTimer);
         this.streams.delete(claimed.userId);
         this.tasks.delete(task);
+        if (state.leasedAgain) void this.restartStream(claimed.userId);
         this.wake();
       });
     this.tasks.add(task);
+  }
+
+  private async restartStream(userId: string): Promise<void> {
+    if (this.stopController.signal.aborted) return; // the lease runs out and the stream goes back
+    try {
+      const stream = await this.retryDatabase(() => readHeldStream(this.pool, this.id, userId, EVENTS_PER_FETCH));
+      if (stream) this.startStream(stream);
+    } catch {
+      // Stopping: the lease runs out and the stream is due again for whoever claims it.
+    }
   }
 
   private armLease(state: StreamState, renewedAt: number): void {
@@ -416,50 +485,61 @@ export class Relay extends EventEmitter<RelayEvents> {
     }
   }
 
+  /**
+   * One user's turn: its events one at a time, in capture order. Progress is recorded once at the
+   * end of the turn (and after every EVENTS_PER_FETCH events of a long one), together with what was
+   * delivered, never per event.
+   */
   private async runStream(claimed: ClaimedStream, state: StreamState): Promise<void> {
     const { userId } = claimed;
-    let gen = claimed.gen;
+    let cursor = claimed.cursor;
     let queue = claimed.events;
     let mayHaveMore = queue.length >= EVENTS_PER_FETCH;
-    let lastId: string | undefined;
+    let delivered: DeliveryRecord[] = [];
     let sentInTurn = 0;
+    const release = async (kind: ReleaseKind, end?: Exclude<RoundEnd, { kind: 'delivered' }>): Promise<ReleaseResult> => {
+      // A lease kept is renewed by the statement, which runs after this: count from here.
+      const asked = performance.now();
+      const result = await this.writer.release({ userId, kind, cursor, dueAt: end?.dueAt, head: end?.head ?? null, delivered });
+      delivered = [];
+      if (result.outcome === 'continued') this.armLease(state, asked);
+      return result;
+    };
 
     for (;;) {
       if (this.stopController.signal.aborted || this.paused || state.attempt.signal.aborted) {
-        await this.writer.release({ userId, kind: 'return' });
+        await release('return');
         return;
       }
-      const event = queue.shift();
-      if (event === undefined) {
-        if (mayHaveMore && lastId !== undefined) {
-          const more = await this.retryDatabase(() =>
-            fetchMoreEvents(this.pool, this.id, [{ userId, afterId: lastId! }], EVENTS_PER_FETCH),
-          );
-          const stream = more[0];
-          if (stream === undefined) return; // the lease is no longer ours
-          gen = stream.gen;
-          queue = stream.events;
-          mayHaveMore = queue.length >= EVENTS_PER_FETCH;
-          if (queue.length > 0) continue;
-        }
-        const released = await this.writer.release({ userId, kind: 'idle', gen });
-        if (released !== 'locked') return;
-        // A writer is adding an event to this user right now: wait for its commit and read again.
-        await sleep(LOCKED_RETRY_MS, this.stopController.signal);
-        mayHaveMore = true;
-        lastId ??= '0';
+      if (queue.length === 0) {
+        // Read all there was: record it, and go on if more came (or was not read yet).
+        const result = await release(mayHaveMore ? 'checkpoint' : 'idle');
+        if (result.outcome !== 'continued') return;
+        queue = result.events;
+        mayHaveMore = queue.length >= EVENTS_PER_FETCH;
         continue;
       }
-      lastId = event.id;
-      const done = await this.deliver(event, state);
-      if (!done) return;
-      if (++sentInTurn >= TURN_EVENTS && this.placeWaiters.length > 0) {
+      const run = queue.splice(0, this.settings.coalesce ? runLength(queue) : 1);
+      const end = await this.deliver(run, state);
+      if (end.kind !== 'delivered') {
+        await release(end.kind, end);
+        return;
+      }
+      cursor = run.at(-1)!.id;
+      delivered.push(...end.records);
+      sentInTurn += run.length;
+      if (sentInTurn >= TURN_EVENTS && this.placeWaiters.length > 0) {
         // A user with a backlog takes turns with the users waiting for a place instead of
-        // keeping its place for thousands of events: its lease and order stay as they are.
+        // keeping its place for thousands of events: its lease and order stay as they are, and
+        // what its turn delivered is recorded as it hands the place over.
         sentInTurn = 0;
         this.leaveSendingPlace();
+        const result = await release('checkpoint');
         const waiting = this.takeSendingPlace();
         if (waiting) await waiting;
+        if (result.outcome !== 'continued') return;
+        queue = result.events;
+        mayHaveMore = queue.length >= EVENTS_PER_FETCH;
       }
     }
   }
@@ -478,20 +558,28 @@ export class Relay extends EventEmitter<RelayEvents> {
     }
   }
 
-  /** One round for one event; true when the stream may go on to its next event. */
-  private async deliver(event: ClaimedEvent, state: StreamState): Promise<boolean> {
-    const username = typeof event.payload.username === 'string' && event.payload.username !== '' ? event.payload.username : event.userId;
+  /**
+   * One round for one call: a single event, or (coalescing) a run of a user's events sent as its
+   * newest one. The run's rounds are its first event's: that is the one waiting when it fails.
+   */
+  private async deliver(run: readonly ClaimedEvent[], state: StreamState): Promise<RoundEnd> {
+    const first = run[0]!;
+    const event = run.at(-1)!;
+    const action = run.length > 1 ? runAction(run) : event.action;
+    const body = run.length > 1 ? withAction(event.body, action) : event.body;
+    const username = usernameOf(event.body) || event.userId;
     const webhookId = `evt_${event.webhookId}`;
     const logFields = () => ({
       eventId: event.id,
       webhookId,
       userId: event.userId,
-      action: event.action,
+      action,
       source: event.source,
-      round: event.rounds + 1,
+      round: first.rounds + 1,
+      ...(run.length > 1 ? { merged: run.length } : {}),
     });
     const result = await deliverRound(
-      { webhookId, body: buildWebhookBody(event.payload, event.action), username, logFields },
+      { webhookId, body, username, logFields },
       {
         sender: this.sender,
         logger: this.logger,
@@ -504,74 +592,80 @@ export class Relay extends EventEmitter<RelayEvents> {
       },
     );
     const last = result.last;
-    const base = {
-      eventId: event.id,
-      attempts: result.attempts,
-      httpStatus: last?.status ?? null,
-      error: last?.kind === 'delivered' ? null : (last?.error ?? null),
-      response: last?.responseSnippet ?? null,
-      durationMs: result.durationMs,
-    };
 
     if (result.kind === 'delivered') {
-      if (this.logger.isLevelEnabled('info')) this.logger.info(
-        { ...logFields(), attempt: result.attempts, status: last?.status, durationMs: last?.durationMs },
-        `User ${username} synced to backend (action: ${event.action})`,
-      );
-      this.writer.add({ ...base, status: 'delivered', nextAttemptAt: null });
-      this.emit('delivery', { event, result, outcome: 'delivered' });
-      return true;
+      if (this.logger.isLevelEnabled('info')) {
+        this.logger.info(
+          { ...logFields(), attempt: result.attempts, status: last?.status, durationMs: last?.durationMs },
+          `User ${username} synced to backend (action: ${action})`,
+        );
+      }
+      this.emit('delivery', { event, result, outcome: 'delivered', superseded: run.length - 1 });
+      const carried: DeliveryRecord = {
+        eventId: event.id,
+        outcome: 'delivered',
+        supersededBy: null,
+        attempts: event.attempts + result.attempts,
+        rounds: event.rounds + 1,
+        httpStatus: last?.status ?? null,
+        durationMs: result.durationMs,
+        response: event.source === 'push' ? (last?.responseSnippet ?? null) : null,
+        runId: event.runId,
+      };
+      const merged = run.slice(0, -1).map((e): DeliveryRecord => ({
+        eventId: e.id,
+        outcome: 'superseded',
+        supersededBy: event.webhookId,
+        attempts: e.attempts,
+        rounds: e.rounds,
+        httpStatus: null,
+        durationMs: 0,
+        response: null,
+        runId: e.runId,
+      }));
+      return { kind: 'delivered', records: [...merged, carried] };
     }
     if (result.kind === 'aborted') {
       if (result.attempts > 0) {
         this.logger.info({ ...logFields(), attempts: result.attempts }, 'Stopped before the round finished; the event stays pending and keeps its webhook-id');
       }
-      await this.writer.release({ userId: event.userId, kind: 'return' });
       this.emit('delivery', { event, result, outcome: 'returned' });
-      return false;
+      return { kind: 'return', head: null };
     }
 
+    const head: HeadState = {
+      eventId: first.id,
+      attempts: first.attempts + result.attempts,
+      rounds: first.rounds + 1,
+      httpStatus: last?.status ?? null,
+      error: last?.error ?? null,
+      response: last?.responseSnippet ?? null,
+      durationMs: result.durationMs,
+    };
     this.logger.error(
       { ...logFields(), attempts: result.attempts, status: last?.status, error: last?.error },
       `Failed to sync user ${username} after ${result.attempts} attempts`,
     );
     const next = result.kind === 'retryable'
-      ? nextRound(this.settings, event.rounds + 1, event.createdAt, Date.now(), last?.retryAfterMs ?? 0)
+      ? nextRound(this.settings, first.rounds + 1, first.createdAt, Date.now(), last?.retryAfterMs ?? 0)
       : ({ giveUp: true } as const);
     if (next.giveUp) {
       const why = result.kind === 'rejected'
         ? `the backend rejected it (HTTP ${last?.status})`
-        : `it still failed ${Math.round(this.settings.giveUpAfterMs / 60_000)} minutes after capture`;
+        : `it still failed ${formatDuration(this.settings.giveUpAfterMs)} after capture`;
       this.logger.error(
         { ...logFields(), status: last?.status },
-        `Event evt_${event.webhookId} is now failed because ${why}; user ${username} is parked until \`suekk-sync retry --user ${event.userId}\` or \`suekk-sync skip --user ${event.userId}\``,
+        `Event evt_${first.webhookId} is now failed because ${why}; user ${username} is parked until \`suekk-sync retry --user ${event.userId}\` or \`suekk-sync skip --user ${event.userId}\``,
       );
-      await this.releaseFully({ userId: event.userId, kind: 'park' }, { ...base, status: 'failed', nextAttemptAt: null });
       this.emit('delivery', { event, result, outcome: 'failed' });
-      return false;
+      return { kind: 'park', head };
     }
     this.logger.warn(
       { ...logFields(), nextAttemptAt: next.at.toISOString(), delayMs: next.delayMs },
       `Next round for user ${username} in ${Math.round(next.delayMs / 1000)}s at ${next.at.toISOString()}; later events of this user wait behind it`,
     );
-    await this.releaseFully(
-      { userId: event.userId, kind: 'reschedule', nextAttemptAt: next.at },
-      { ...base, status: 'pending', nextAttemptAt: next.at },
-    );
     this.emit('delivery', { event, result, outcome: 'rescheduled', nextAttemptAt: next.at });
-    return false;
-  }
-
-  /**
-   * A park or reschedule must land: left undone, the stream would come back due with its failed
-   * head skipped and a later event would go first. A writer holding the row only delays it.
-   */
-  private async releaseFully(release: StreamRelease, outcome: EventOutcome): Promise<void> {
-    let result = await this.writer.release(release, outcome);
-    while (result === 'locked') {
-      await sleep(LOCKED_RETRY_MS);
-      result = await this.writer.release(release);
-    }
+    return { kind: 'reschedule', head, dueAt: next.at };
   }
 
   private readonly onAttempt = (outcome: AttemptOutcome): void => this.recordAttempt(outcome);
@@ -580,15 +674,68 @@ export class Relay extends EventEmitter<RelayEvents> {
     const change = this.breaker.record(outcome);
     if (change === 'opened') {
       this.logger.error(
-        { consecutiveFailures: this.breaker.failures },
-        'The backend looks down (consecutive connection errors or 5xx); probing with one user at a time until it answers',
+        { consecutiveFailures: this.breaker.failures, probeIntervalMs: this.settings.probeIntervalMs },
+        `The backend looks down (consecutive connection errors, timeouts, 408, 425, 429 or 5xx); probing every ${formatDuration(this.settings.probeIntervalMs)} with one waiting user until it answers`,
       );
+      this.backendDown();
     } else if (change === 'closed') {
-      this.logger.info('The backend answers again; delivering at full concurrency');
-      this.admitWaiting();
-      this.wake();
+      void this.backendUp();
     }
     this.emit('attempt', outcome);
+  }
+
+  /** Since when this relay has seen the backend down; undefined while it answers. */
+  backendDownSince: Date | undefined;
+
+  private backendDown(): void {
+    this.backendDownSince = new Date();
+    this.recordBackendState();
+    clearInterval(this.probeTimer);
+    this.probeTimer = setInterval(() => void this.probe(), this.settings.probeIntervalMs);
+    this.emit('backend', 'down');
+  }
+
+  /**
+   * While the backend looks down, users that failed a round wait for their next one, which may be
+   * an hour away: a fixed cadence of probes (a real delivery of one waiting user's head event)
+   * notices the backend is back, whatever the users' own schedules.
+   */
+  private async probe(): Promise<void> {
+    if (this.stopController.signal.aborted || this.paused || this.streams.size > 0) return; // one is in flight
+    try {
+      if (await probeOne(this.pool)) this.wake();
+    } catch (err) {
+      this.noteDatabaseError(err, 'probe');
+    }
+  }
+
+  private async backendUp(): Promise<void> {
+    clearInterval(this.probeTimer);
+    this.probeTimer = undefined;
+    const since = this.backendDownSince;
+    this.backendDownSince = undefined;
+    this.recordBackendState();
+    this.emit('backend', 'up');
+    this.admitWaiting();
+    this.wake();
+    let woken = 0;
+    try {
+      woken = await wakeWaitingForBackend(this.pool);
+    } catch (err) {
+      // The sweep and the users' own schedules still bring them back.
+      this.noteDatabaseError(err, 'waking the users that waited for the backend');
+    }
+    const after = since === undefined ? '' : ` after ${formatDuration(Date.now() - since.getTime())}`;
+    this.logger.info(
+      { usersDue: woken, downMs: since === undefined ? undefined : Date.now() - since.getTime() },
+      `The backend answers again${after}; ${woken} user${woken === 1 ? '' : 's'} waiting for their next round ${woken === 1 ? 'is' : 'are'} due now`,
+    );
+    if (woken > 0) this.wake();
+  }
+
+  private recordBackendState(): void {
+    if (this.options.heartbeat === false) return;
+    recordBackendState(this.pool, this.id, this.backendDownSince ?? null).catch((err: unknown) => this.noteDatabaseError(err, 'backend state'));
   }
 
   private control(payload: string): void {
@@ -611,24 +758,41 @@ export class Relay extends EventEmitter<RelayEvents> {
   private async beat(): Promise<void> {
     try {
       await heartbeat(this.pool, { id: this.id, host: hostname(), pid: process.pid, version: VERSION });
+      // Again with every beat: a relay row registered again (a restored schema) must not say "up".
+      if (this.backendDownSince !== undefined) await recordBackendState(this.pool, this.id, this.backendDownSince);
       await this.refreshPaused();
     } catch (err) {
       this.noteDatabaseError(err, 'heartbeat');
     }
   }
 
+  private async sweep(): Promise<void> {
+    try {
+      const { expired, stranded } = await sweepStreams(this.pool);
+      if (expired > 0) this.logger.warn({ users: expired }, 'Took back users whose relay stopped renewing its lease; they are due again');
+      if (stranded > 0) this.logger.warn({ users: stranded }, 'Found users with pending events that nobody was delivering; made them due');
+      if (expired + stranded > 0) this.wake();
+    } catch (err) {
+      this.noteDatabaseError(err, 'sweep');
+    }
+  }
+
   private async maintain(): Promise<void> {
     try {
-      const revived = await reviveStrandedStreams(this.pool);
-      if (revived > 0) this.logger.warn({ revived }, 'Found users with pending events but no due stream; made them due');
+      const rotation = await rotatePartitions(this.pool, this.settings.retentionMs);
+      if (rotation.truncated.length > 0) {
+        this.logger.info({ partitions: rotation.truncated, moved: rotation.moved }, 'Emptied outbox partitions past retention');
+      }
+      if (rotation.deferred.length > 0) {
+        this.logger.warn({ partitions: rotation.deferred }, 'An outbox partition past retention is in use by a long query; emptying it later');
+      }
       let pruned = 0;
       for (let batch = 0; batch < 100; batch++) {
-        const n = await pruneDelivered(this.pool, this.settings.retentionMs);
+        const n = await pruneIdleStreams(this.pool);
         pruned += n;
         if (n === 0) break;
       }
-      if (pruned > 0) this.logger.info({ pruned }, 'Pruned delivered events past retention');
-      await pruneIdleStreams(this.pool);
+      await pruneTicks(this.pool);
     } catch (err) {
       this.noteDatabaseError(err, 'maintenance');
     }
@@ -645,8 +809,9 @@ export class Relay extends EventEmitter<RelayEvents> {
 
   private async shutdown(): Promise<void> {
     this.stopController.abort();
+    clearInterval(this.probeTimer);
     if (this.dueTimer) clearTimeout(this.dueTimer);
-    if (this.bellTimer) clearTimeout(this.bellTimer);
+    if (this.recheckTimer) clearTimeout(this.recheckTimer);
     for (const timer of this.timers) clearInterval(timer);
     // Leases must outlive the requests still in flight.
     const renewal = setInterval(() => void this.renew(), Math.max(100, Math.floor(this.settings.leaseMs / 3)));
@@ -686,4 +851,3 @@ export class Relay extends EventEmitter<RelayEvents> {
   }
 }
 
-export type { EventOutcome };

@@ -5,7 +5,7 @@
 import type { Settings } from '../config.ts';
 import { requireDatabaseUrl } from '../config.ts';
 import { UsageError } from '../errors.ts';
-import { createLogger, type Logger } from '../logger.ts';
+import { createLogger, logDestination, type Logger } from '../logger.ts';
 import { checkConnection, closePool, createPool, type Pool } from '../db/pool.ts';
 import { installedSchemaVersion, LATEST_SCHEMA_VERSION } from '../db/migrations.ts';
 import { createWebhookSender, parseBackendUrl } from '../webhook/sender.ts';
@@ -38,7 +38,7 @@ export interface StartedRelay {
 }
 
 /** Builds, checks and starts a relay from settings; the caller owns stopping it. */
-export async function startRelay(settings: Settings, logger = createLogger(settings.logLevel)): Promise<StartedRelay> {
+export async function startRelay(settings: Settings, logger = createLogger(settings.logLevel, logDestination())): Promise<StartedRelay> {
   const url = parseBackendUrl(settings.backendSyncUrl);
   const secrets = parseSecrets(settings.webhookSecrets);
   const databaseUrl = requireDatabaseUrl(settings);

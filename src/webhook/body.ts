@@ -51,3 +51,31 @@ export function buildWebhookBody(payload: Record<string, unknown>, action: Webho
     '"}'
   );
 }
+
+/**
+ * The username in a body capture rendered (for the reference's log lines), without parsing the
+ * whole body. The first `"username":"` is the key itself: inside a JSON string a quote is always
+ * escaped, so `":"` cannot occur in a value. Empty when absent.
+ */
+export function usernameOf(body: string): string {
+  const marker = '"username":"';
+  const start = body.indexOf(marker);
+  if (start < 0) return '';
+  let end = start + marker.length;
+  let escaped = false;
+  for (; end < body.length; end++) {
+    const c = body.charCodeAt(end);
+    if (c === 0x22) break;
+    if (c === 0x5c) {
+      escaped = true;
+      end++; // the escaped character, a quote perhaps
+    }
+  }
+  const raw = body.slice(start + marker.length, end);
+  if (!escaped) return raw;
+  try {
+    return JSON.parse(`"${raw}"`) as string;
+  } catch {
+    return raw;
+  }
+}

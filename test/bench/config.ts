@@ -32,6 +32,8 @@ export interface BenchSizes {
   hotUser: { hotEvents: number; users: number; perUser: number; pairs: number };
   resync: { users: number; liveRate: number; liveUsers: number; capSeconds: number };
   trigger: { clients: number; users: number; roundSeconds: number; cycles: number };
+  /** Waves of one update of every user, delivered while an old snapshot is held. */
+  longtx: { users: number; waves: number };
 }
 
 export const FULL: BenchSizes = {
@@ -42,6 +44,7 @@ export const FULL: BenchSizes = {
   hotUser: { hotEvents: 10_000, users: 10_000, perUser: 5, pairs: 2 },
   resync: { users: 1_000_000, liveRate: 100, liveUsers: 5_000, capSeconds: 600 },
   trigger: { clients: 4, users: 10_000, roundSeconds: 5, cycles: 5 },
+  longtx: { users: 20_000, waves: 5 },
 };
 
 export const QUICK: BenchSizes = {
@@ -52,4 +55,5 @@ export const QUICK: BenchSizes = {
   hotUser: { hotEvents: 10_000, users: 2_000, perUser: 5, pairs: 2 },
   resync: { users: 100_000, liveRate: 100, liveUsers: 2_000, capSeconds: 60 },
   trigger: { clients: 4, users: 10_000, roundSeconds: 2, cycles: 3 },
+  longtx: { users: 5_000, waves: 5 },
 };

@@ -24,6 +24,8 @@ export interface BenchContext {
   diagnostics: Record<string, unknown>;
   /** Where the relays' own log lines (level warn and above) go: a file, counted at the end. */
   relayLog: NodeJS.WritableStream;
+  /** Where a relay logging every delivery at info writes (a file, removed at the end). */
+  infoLogFile: string;
   /** --relay-db-options: libpq `options` for the relay's connections (an experiment knob). */
   relayDbOptions?: string;
   /** Set by --profile: the measured drain runs are profiled. */

@@ -6,7 +6,7 @@
  */
 import { pino } from 'pino';
 import { createPool, type Pool } from '../../src/db/pool.ts';
-import { createLogger, type Logger } from '../../src/logger.ts';
+import { createLogger, logDestination, type Logger } from '../../src/logger.ts';
 import { Relay } from '../../src/relay/relay.ts';
 import { createWebhookSender } from '../../src/webhook/sender.ts';
 import { RELAY_SETTINGS } from './config.ts';
@@ -58,15 +58,15 @@ function countQueries(pool: Pool): Map<string, { n: number; ms: number }> {
   return stats;
 }
 
-export type RelayLogging = 'warn' | 'info-devnull';
+/** warn: only problems (to the run's relay log); info-file: every delivery, as the daemon logs by default. */
+export type RelayLogging = 'warn' | 'info-file';
 
 function benchLogger(ctx: BenchContext, logging: RelayLogging): Logger {
   // Warnings go to the run's relay log (its path is printed at the end), not into the table.
   if (logging === 'warn') return createLogger('warn', ctx.relayLog as unknown as NodeJS.WritableStream);
-  // Every delivery logged at info, written synchronously to /dev/null as a file-backed stdout
-  // would be: the formatting and the write syscall are the cost; where the bytes go is not.
-  // (createLogger types its destination as a Node stream; pino takes its own SonicBoom as well.)
-  return createLogger('info', pino.destination({ dest: '/dev/null', sync: true }) as unknown as NodeJS.WritableStream);
+  // Every delivery logged at info, to a file through the daemon's own destination: the formatting
+  // and the writes are the cost.
+  return createLogger('info', logDestination(ctx.infoLogFile));
 }
 
 /**
@@ -93,6 +93,7 @@ export async function startBenchRelay(
     // The daemon's formula (src/relay/start.ts).
     max: Math.min(10, 3 + Math.ceil(settings.concurrency / 16)),
     applicationName: 'suekk-sync relay',
+    asyncCommit: true,
   });
   const sender = createWebhookSender({
     url: receiverUrl,
@@ -124,10 +125,18 @@ export async function startBenchRelay(
   };
 }
 
-/** Events not yet delivered (pending or failed): 0 means every event was delivered and marked. */
-export async function undelivered(pool: Pool): Promise<number> {
-  const { rows } = await pool.query<{ n: number }>(
-    "select count(*)::int as n from suekk_sync.events where status <> 'delivered'",
+/**
+ * Whether every event (but `exceptUser`'s) has been delivered and recorded: both tickers have read
+ * past the newest event, and no stream (but that user's) has work left or is held. Cheap enough to
+ * poll: the streams table holds the users in hand, not the outbox.
+ */
+export async function outboxSettled(db: Pick<Pool, 'query'>, exceptUser: string | null = null): Promise<boolean> {
+  const { rows } = await db.query<{ settled: boolean }>(
+    `select suekk_sync.ticked_horizon() > coalesce((select max(id) from suekk_sync.events), 0)
+        and not exists (select 1 from suekk_sync.streams
+                         where (last_event_id > delivered_through or locked_by is not null or due_at is not null or parked)
+                           and user_id is distinct from $1) as settled`,
+    [exceptUser],
   );
-  return rows[0]!.n;
+  return rows[0]!.settled;
 }

@@ -7,7 +7,7 @@
  *                                       [--no-info-logs] [--no-resync-library] [--profile <prefix>]
  *                                       [--relay-db-options '-c synchronous_commit=off']
  *
- * Scenarios: ceiling, drain, peer, latency, hot_user, resync, trigger_overhead. It starts what it
+ * Scenarios: ceiling, drain, peer, latency, hot_user, resync, trigger_overhead, login, longtx. It starts what it
  * needs — a receiver process, fresh databases on the PostgreSQL at SUEKK_BENCH_DATABASE_URL
  * (default postgres://postgres@127.0.0.1:5432/postgres; it must be allowed to create databases) —
  * and drops every database it created when it ends, fails or is interrupted.
@@ -30,9 +30,10 @@ import { runDrain } from './scenarios/drain.ts';
 import { runHotUser } from './scenarios/hot-user.ts';
 import { runLatency } from './scenarios/latency.ts';
 import { runResync } from './scenarios/resync.ts';
-import { runTriggerOverhead } from './scenarios/trigger-overhead.ts';
+import { runLongTx } from './scenarios/longtx.ts';
+import { runLogin, runTriggerOverhead } from './scenarios/trigger-overhead.ts';
 
-const SCENARIOS = ['ceiling', 'drain', 'peer', 'latency', 'hot_user', 'resync', 'trigger_overhead'] as const;
+const SCENARIOS = ['ceiling', 'drain', 'peer', 'latency', 'hot_user', 'resync', 'trigger_overhead', 'login', 'longtx'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 interface Args {
@@ -100,6 +101,7 @@ async function main(): Promise<number> {
   // The relays log warnings (lost leases, slow database…) here rather than over the table.
   const relayLogFile = join(tmpdir(), `suekk-bench-${process.pid}.relay.log`);
   const relayLog = pino.destination({ dest: relayLogFile, sync: true });
+  const infoLogFile = join(tmpdir(), `suekk-bench-${process.pid}.info.log`);
   let receiver: Receiver | undefined;
   const children = new Set<ChildProcess>();
   let cleaning: Promise<void> | undefined;
@@ -137,6 +139,7 @@ async function main(): Promise<number> {
     receiver = await Receiver.start();
     const ctx: BenchContext = createContext({
       relayLog: relayLog as unknown as NodeJS.WritableStream,
+      infoLogFile,
       dbs,
       receiver,
       sizes: args.quick ? QUICK : FULL,
@@ -165,6 +168,8 @@ async function main(): Promise<number> {
       hot_user: async () => void (results.hotUser = await runHotUser(ctx)),
       resync: async () => void (results.resync = await runResync(ctx, args.resyncLibrary)),
       trigger_overhead: async () => void (results.trigger = await runTriggerOverhead(ctx)),
+      login: async () => void (results.login = await runLogin(ctx)),
+      longtx: async () => void (results.longtx = await runLongTx(ctx)),
     };
     for (const s of args.scenarios) {
       const t0 = performance.now();
@@ -183,6 +188,7 @@ async function main(): Promise<number> {
     await cleanup();
   }
 
+  rmSync(infoLogFile, { force: true });
   results.machine.load_avg_end = loadAverage();
   results.machine.total_seconds = Math.round((performance.now() - started) / 1000);
   // What the relays logged at warn and above, counted by level (lost leases, a slow database…).

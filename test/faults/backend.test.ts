@@ -28,7 +28,7 @@ t.test('backend down for many rounds, then back: everything delivered in order, 
   for (let i = 0; i < 3; i++) await db.pool.query("update users set first_name = 'v' || $1::text", [i]);
   // Long enough for several rounds of every head event.
   await waitFor(async () => {
-    const { rows } = await db.pool.query<{ n: number }>('select coalesce(min(rounds), 0)::int as n from suekk_sync.events where id in (select min(id) from suekk_sync.events group by user_id)');
+    const { rows } = await db.pool.query<{ n: number }>('select coalesce(min(rounds), 0)::int as n from suekk_sync.event_log where id in (select min(id) from suekk_sync.event_log group by user_id)');
     return rows[0]!.n >= 3;
   }, 'three failed rounds for every user', 20_000);
   t.equal(receiver.delivered.length, 0, 'nothing accepted while down');
@@ -58,7 +58,7 @@ t.test('backend down past --give-up-after: failed, then retry --all-failed deliv
   const capture = await captureOrder(db.pool);
   await waitFor(async () => (await eventStatuses(db)).failed === 4, 'each user\'s head event failed', 15_000, async () => eventStatuses(db));
   const { rows: failed } = await db.pool.query<{ webhook_id: string; user_id: string }>(
-    "select 'evt_' || webhook_id as webhook_id, user_id from suekk_sync.events where status = 'failed' order by id",
+    "select 'evt_' || webhook_id as webhook_id, user_id from suekk_sync.event_log where status = 'failed' order by id",
   );
   t.same(failed.map((f) => f.webhook_id).sort(), [...capture.values()].map((ids) => ids[0]!).sort(), 'the failed events are the users\' first ones');
   const { rows: parked } = await db.pool.query<{ n: number }>('select count(*)::int as n from suekk_sync.streams where parked');
@@ -148,7 +148,7 @@ t.test('a 50 MB answer and an answer that never comes: bounded time and memory, 
   t.ok(elapsed < 15_000, `settled in ${Math.round(elapsed)} ms`);
 
   const { rows } = await db.pool.query<{ user_id: string; webhook_id: string; status: string; last_status: number | null; last_error: string | null; attempts: number }>(
-    "select user_id, 'evt_' || webhook_id as webhook_id, status, last_status, last_error, attempts from suekk_sync.events order by id",
+    "select user_id, 'evt_' || webhook_id as webhook_id, status, last_status, last_error, attempts from suekk_sync.event_log order by id",
   );
   for (const r of rows) {
     if (huge.includes(r.user_id)) {

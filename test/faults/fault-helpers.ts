@@ -120,7 +120,7 @@ export function startWriter(url: string, userIds: string[], pauseMs = 10): Write
 /** Capture order per user, as `evt_<uuid>` ids. */
 export async function captureOrder(pool: Pool): Promise<Map<string, string[]>> {
   const { rows } = await pool.query<{ user_id: string; webhook_id: string }>(
-    'select user_id, webhook_id::text from suekk_sync.events order by id',
+    'select user_id, webhook_id::text from suekk_sync.event_log order by id',
   );
   const order = new Map<string, string[]>();
   for (const r of rows) order.set(r.user_id, [...(order.get(r.user_id) ?? []), `evt_${r.webhook_id}`]);

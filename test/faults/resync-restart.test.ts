@@ -115,7 +115,7 @@ t.test('relay killed and resync interrupted twice mid-way, then resumed: every u
   }, 'the receiver quiet after the kill', 30_000);
   const receivedBeforeKill = new Set(receiver.requests.map((r) => r.webhookId));
   const { rows: markedRows } = await db.pool.query<{ id: string }>(
-    "select 'evt_' || webhook_id as id from suekk_sync.events where status = 'delivered'",
+    "select 'evt_' || webhook_id as id from suekk_sync.event_log where status = 'delivered'",
   );
   const marked = new Set(markedRows.map((r) => r.id));
   // Sent (perhaps even answered) but not recorded as delivered: these may arrive again.
@@ -151,7 +151,7 @@ t.test('relay killed and resync interrupted twice mid-way, then resumed: every u
   // A batch is one statement: killed mid-way, the server either rolls it back or, once the row
   // is free, finishes it whole. Either way the run's count and cursor match what is in the outbox.
   const { rows: runEvents } = await db.pool.query<{ n: number }>(
-    "select count(*)::int as n from suekk_sync.events where run_id = 1 and source = 'resync'",
+    "select count(*)::int as n from suekk_sync.event_log where run_id = 1 and source = 'resync'",
   );
   t.ok(
     afterCrash!.enqueued === beforeCrash!.enqueued || afterCrash!.enqueued === beforeCrash!.enqueued + 50,
@@ -186,7 +186,7 @@ t.test('relay killed and resync interrupted twice mid-way, then resumed: every u
 
   // One resync event per user: neither the interruption nor the killed batch enqueued anyone twice.
   const { rows: perUser } = await db.pool.query<{ user_id: string; n: number }>(
-    "select user_id, count(*)::int as n from suekk_sync.events where source = 'resync' group by user_id",
+    "select user_id, count(*)::int as n from suekk_sync.event_log where source = 'resync' group by user_id",
   );
   t.equal(perUser.length, USERS, 'every user resynced');
   t.same(perUser.filter((r) => r.n !== 1), [], 'each exactly once');
@@ -207,7 +207,7 @@ t.test('relay killed and resync interrupted twice mid-way, then resumed: every u
 
   // The last thing each user's backend copy heard is the user's final state.
   const { rows: finals } = await db.pool.query<{ id: string; display: string }>(
-    "select id::text, coalesce(suekk_sync.user_payload(u)->>'displayName', '') as display from users u",
+    "select id::text, coalesce((suekk_sync.user_payload(u) || '}')::json->>'displayName', '') as display from users u",
   );
   const last = new Map<string, string>();
   for (const r of receiver.requests) last.set(String(r.body.id), String(r.body.displayName));

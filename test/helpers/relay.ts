@@ -109,7 +109,7 @@ export async function addUsers(db: TestDatabase, count: number, prefix = 'user')
 
 export async function eventStatuses(db: TestDatabase): Promise<Record<string, number>> {
   const { rows } = await db.pool.query<{ status: string; n: number }>(
-    'select status, count(*)::int as n from suekk_sync.events group by status',
+    'select status, count(*)::int as n from suekk_sync.event_log group by status',
   );
   return Object.fromEntries(rows.map((r) => [r.status, r.n]));
 }

@@ -30,7 +30,7 @@ import { resync } from '../../../src/ops/resync.ts';
 import type { BenchContext } from '../context.ts';
 import { peakRssMb, type CpuReport } from '../cpu.ts';
 import { analyze, seedUsers } from '../db.ts';
-import { startBenchRelay, undelivered, type BenchRelay } from '../relay-harness.ts';
+import { outboxSettled, startBenchRelay, type BenchRelay } from '../relay-harness.ts';
 import { round, sleep } from '../stats.ts';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -156,7 +156,7 @@ async function resyncRun(ctx: BenchContext, mode: 'cli' | 'library', capSeconds:
         while (elapsed() < capSeconds) {
           if (enqueueFailure !== undefined) throw new Error(`resync (${mode}) failed: ${enqueueFailure}`);
           delivered = (await ctx.receiver.stats()).tagged;
-          if (delivered >= users && (await undelivered(relay.pool)) === 0) {
+          if (delivered >= users && (await outboxSettled(relay.pool))) {
             complete = true;
             break;
           }

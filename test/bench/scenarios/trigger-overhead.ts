@@ -6,9 +6,8 @@
  *   with         `install` (trigger + NOTIFY);
  *   no_notify    `install --no-notify` (trigger, no NOTIFY: no commit-time notify lock);
  *   looked       `install`, with a stand-in for a relay that keeps up: every millisecond it
- *                hands every due stream back as idle (as if all were delivered at once) and
- *                answers the doorbell, so writes keep waking idle streams and a writer may ring
- *                after every look: the most a real relay makes writers notify.
+ *                answers the doorbell, so a writer may ring after every look: the most a real
+ *                relay makes writers notify.
  * No relay delivers: this is the writer's cost alone (the outbox grows by a few thousand rows).
  * With no relay looking, the doorbell stays rung after the first write, as it does while every
  * relay is busy, so `with` measures the trigger under load and `looked` a keeping-up relay's worst.
@@ -91,7 +90,13 @@ function pgbenchRound(ctx: BenchContext, url: string, script: string, seconds: n
 }
 
 /** The fallback: `clients` connections, each updating back to back for `seconds`. */
-async function nodeRound(url: string, seconds: number, clients: number, users: number): Promise<number> {
+async function nodeRound(
+  url: string,
+  seconds: number,
+  clients: number,
+  users: number,
+  text = 'update users set first_name = $1, updated_at = now() where username = $2',
+): Promise<number> {
   const conns = await Promise.all(
     Array.from({ length: clients }, async () => {
       const c = new pg.Client({ connectionString: url, application_name: 'suekk-bench trigger' });
@@ -108,7 +113,7 @@ async function nodeRound(url: string, seconds: number, clients: number, users: n
         const n = 1 + Math.floor(Math.random() * users);
         await c.query({
           name: 'bench_trigger_update',
-          text: 'update users set first_name = $1, updated_at = now() where username = $2',
+          text,
           values: [`p${n}_${Math.floor(Math.random() * 1e9)}`, `u${n}`],
         });
         done++;
@@ -121,8 +126,8 @@ async function nodeRound(url: string, seconds: number, clients: number, users: n
 }
 
 /**
- * About once a millisecond, makes every due stream idle (the release a relay makes after
- * delivering) and answers the doorbell; counts the writers' rings (notifications) meanwhile.
+ * About once a millisecond, answers the doorbell as a relay's claim does, so the next captured
+ * write rings; counts the writers' rings (notifications) meanwhile.
  */
 async function startLooker(url: string): Promise<{ stop(): Promise<{ rings: number; seconds: number }> }> {
   const answering = new pg.Client({ connectionString: url, application_name: 'suekk-bench looker' });
@@ -135,12 +140,7 @@ async function startLooker(url: string): Promise<{ stop(): Promise<{ rings: numb
   let stopping = false;
   const loop = (async () => {
     while (!stopping) {
-      // skip locked, as a relay's release does: a writer holding a stream row is never waited for.
-      await answering.query(
-        `update suekk_sync.streams set next_attempt_at = null
-          where user_id in (select user_id from suekk_sync.streams where next_attempt_at is not null for update skip locked)`,
-      );
-      await answering.query('select suekk_sync.answer_doorbell()');
+      await answering.query("select setval('suekk_sync.wake_pending', 0)");
       await new Promise((r) => setTimeout(r, 1));
     }
   })();
@@ -153,6 +153,61 @@ async function startLooker(url: string): Promise<{ stop(): Promise<{ rings: numb
       return { rings, seconds };
     },
   };
+}
+
+export interface LoginOverheadResult {
+  tps_without: number;
+  tps_with: number;
+  /** A login (last_login_at only) with capture installed, against without: it captures nothing. */
+  ratio_login: number;
+  driver: 'pgbench' | 'node-postgres';
+  rounds: { without: number[]; with: number[] };
+}
+
+/**
+ * login: the writes an auth service makes most, `update users set last_login_at = now()`, which
+ * change nothing capture reads. Pairs of rounds alternate between a database without capture and
+ * one with `install`, the order swapping each pair.
+ */
+export async function runLogin(ctx: BenchContext): Promise<LoginOverheadResult> {
+  const { clients, users, roundSeconds, cycles } = ctx.sizes.trigger;
+  const sides = ['without', 'with'] as const;
+  const dbs = {} as Record<(typeof sides)[number], { name: string; url: string }>;
+  const dir = mkdtempSync(join(tmpdir(), 'suekk-bench-'));
+  try {
+    for (const side of sides) {
+      dbs[side] = await ctx.dbs.clone(side === 'with' ? 'suekk' : 'users', `login_${side}`);
+      await seedUsers(dbs[side].url, 1, users, false);
+      await analyze(dbs[side].url, ['users']);
+    }
+    const script = join(dir, 'login.sql');
+    writeFileSync(script, `\\set n random(1, ${users})\nupdate users set last_login_at = now() where username = 'u' || :n;\n`);
+    const driver = (await hasPgbench()) ? 'pgbench' : 'node-postgres';
+    const round1 = (side: (typeof sides)[number]) =>
+      driver === 'pgbench'
+        ? pgbenchRound(ctx, dbs[side].url, script, roundSeconds, clients)
+        : nodeRound(dbs[side].url, roundSeconds, clients, users, 'update users set last_login_at = now() where username = $2 and $1::text is not null');
+    for (const side of sides) await round1(side);
+    const rounds = { without: [] as number[], with: [] as number[] };
+    await ctx.measureCpu('login', async () => {
+      for (let cycle = 0; cycle < cycles; cycle++) {
+        const order = cycle % 2 === 0 ? sides : ([...sides].reverse() as unknown as typeof sides);
+        for (const side of order) rounds[side].push(await round1(side));
+      }
+    });
+    const result: LoginOverheadResult = {
+      tps_without: round(mean(rounds.without)),
+      tps_with: round(mean(rounds.with)),
+      ratio_login: round(mean(rounds.with) / mean(rounds.without), 3),
+      driver,
+      rounds: { without: rounds.without.map((r) => round(r)), with: rounds.with.map((r) => round(r)) },
+    };
+    ctx.log(`  login (${driver}, ${clients} clients): without ${result.tps_without} tps, with capture ${result.tps_with} tps (×${result.ratio_login})`);
+    return result;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    for (const side of sides) if (dbs[side]) await ctx.dbs.drop(dbs[side].name);
+  }
 }
 
 export async function runTriggerOverhead(ctx: BenchContext): Promise<TriggerOverheadResult> {
