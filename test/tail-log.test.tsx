@@ -27,6 +27,7 @@ const JSON_KEYS = [
   'createdAt',
   'deliveredAt',
   'nextAttemptAt',
+  'supersededBy',
 ];
 
 /** A writer whose transaction stays open until the test commits it. */

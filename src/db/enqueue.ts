@@ -73,12 +73,13 @@ function filterConditions(source: InstalledSource, pkType: string, filter: Enque
 }
 
 /**
- * Enqueues one batch of users in primary key order. `action` null means DESIGN's default:
+ * Enqueues one batch of users in primary key order. `action` null means the default:
  * `created` for live users (what the backend upserts on), `deleted` for soft-deleted ones.
  *
- * One statement: the rows read FOR SHARE, their events and streams, and (for a resync) the run's
- * cursor and count and the relays' wake-up, so it is atomic on its own (no BEGIN/COMMIT round
- * trips) and the row locks last only as long as the statement.
+ * One statement: the rows read FOR NO KEY UPDATE (a writer of the same user waits, so its event
+ * follows this one), their events, and (for a resync) the run's cursor and count and the relays'
+ * wake-up, so it is atomic on its own (no BEGIN/COMMIT round trips) and the row locks last only as
+ * long as the statement.
  */
 export async function enqueueBatch(
   db: Queryable,

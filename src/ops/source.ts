@@ -1,6 +1,6 @@
 /**
  * What install recorded about the users table, and finding a user by reference: id, then email,
- * then username, tried in that order (DESIGN §5).
+ * then username, tried in that order.
  */
 import { UsageError } from '../errors.ts';
 import type { Pool, PoolClient } from '../db/pool.ts';

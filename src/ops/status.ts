@@ -1,6 +1,6 @@
 /**
  * `status`: is capture on, is anything stuck, is a relay alive — in one read-only snapshot, as the
- * `status --json` contract lays it out (DESIGN §5). `healthy` is false only for states that lose
+ * `status --json` contract lays it out. `healthy` is false only for states that lose
  * or hold back changes without anyone acting; everything else worth knowing is a warning.
  */
 import { isDeepStrictEqual } from 'node:util';

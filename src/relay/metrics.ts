@@ -1,5 +1,5 @@
 /**
- * The relay's Prometheus metrics, /healthz and /readyz (`relay --metrics-port`, DESIGN §6).
+ * The relay's Prometheus metrics, /healthz and /readyz (`relay --metrics-port`).
  *
  * Counters and histograms follow the relay's own events, so they cost nothing per delivery beyond
  * an increment. The queue gauges (backlog, failed, parked, paused) are read from the database when

@@ -1,5 +1,5 @@
 /**
- * The peer: graphile-worker 0.16, the job queue DESIGN.md names as the model for streams, set up
+ * The peer: graphile-worker 0.16, the job queue whose design suekk-sync's streams follow, set up
  * to do the same job as suekk-sync as fairly as we can:
  *   - the same receiver, the same body bytes (buildWebhookBody) and the same client
  *     (createWebhookSender: one undici Pool, keep-alive, the same headers, timeout and body read);

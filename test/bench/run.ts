@@ -1,7 +1,7 @@
 /**
  * `npm run bench` — suekk-sync's benchmark, side by side with a raw-HTTP ceiling and with
- * graphile-worker, in one go on this machine (DESIGN.md §8: speed is measured here, never by
- * timed assertions in tests).
+ * graphile-worker, in one go on this machine: speed is measured here, never by timed
+ * assertions in tests.
  *
  *   node --import tsx test/bench/run.ts [--quick] [--out bench-results.json] [--only a,b] [--skip a,b]
  *                                       [--no-info-logs] [--no-resync-library] [--profile <prefix>]
