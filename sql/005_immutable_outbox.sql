@@ -412,7 +412,7 @@ $next$;
 -- to p_limit users leased to the relay; then the first events of each, and a last row (user_id
 -- null) saying whether gaps are open, more is left to read, or another relay was ticking.
 create function suekk_sync.claim(p_relay text, p_limit integer, p_lease_ms double precision, p_per_stream integer,
-                                 p_read integer, p_answer_bell boolean)
+                                 p_read integer, p_answer_bell boolean, p_read_ahead boolean default false)
 returns table (user_id text, delivered_through bigint, head_id bigint, head_attempts integer, head_rounds integer,
                id bigint, webhook_id uuid, action text, body text, source text, run_id bigint, created_at timestamptz,
                open_gaps boolean, more boolean, busy boolean)
@@ -502,7 +502,11 @@ begin
       left join lateral (
         select ev.id, ev.webhook_id, ev.action, ev.body, ev.source, ev.run_id, ev.created_at
           from suekk_sync.events ev
-         where ev.user_id = s.user_id and ev.id > s.delivered_through and ev.id <= k.upper
+         -- p_read_ahead (a coalescing relay): every committed event of the user, not only those the
+         -- tick read, so that a backlog merges. As safe as the due set's reads: a user's events
+         -- commit in id order (each writer holds the user's row while it takes its id).
+         where ev.user_id = s.user_id and ev.id > s.delivered_through
+           and ev.id <= case when p_read_ahead then allocated else k.upper end
          order by ev.id limit p_per_stream) e on true
     union all
     select s.user_id, s.delivered_through, s.head_id, s.head_attempts, s.head_rounds,

@@ -108,6 +108,18 @@ t.test('a backlog goes out as one call per run, with the newest state and webhoo
   t.equal((JSON.parse(all.stdout) as Record<string, unknown>).supersededBy, null, 'a delivered event: supersededBy is null');
 });
 
+t.test('a run merges events the ticker has not read yet: a long backlog between them', async (t) => {
+  const db = await createTestDatabase(t);
+  const [early] = await addUsers(db, 1, 'early');
+  await addUsers(db, 60, 'between'); // far more than one tick reads for a relay with one place
+  await db.pool.query("update users set first_name = 'Late' where id = $1", [early]);
+  const receiver = await startReceiver(t);
+  await startTestRelay(t, db, receiver.url, { settings: { ...COALESCE, concurrency: 1, batchSize: 1 } });
+  await waitFor(async () => (await eventStatuses(db)).pending === undefined, 'everything settled');
+  t.same(calls(receiver.delivered, early!).map((c) => [c.action, c.name]), [['created', 'Late Last']], 'one call with the newest state');
+  t.equal(receiver.delivered.length, 61, 'one call per user');
+});
+
 t.test('without --coalesce, one call per change', async (t) => {
   const db = await createTestDatabase(t);
   const [id] = await addUsers(db, 1);

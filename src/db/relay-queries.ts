@@ -89,13 +89,21 @@ function toEvent(row: EventRow, userId: string, head?: { id: string; attempts: n
 export async function claimStreams(
   db: Queryable,
   relayId: string,
-  options: { limit: number; leaseMs: number; perStream: number; readLimit: number; answerBell: boolean },
+  options: {
+    limit: number;
+    leaseMs: number;
+    perStream: number;
+    readLimit: number;
+    answerBell: boolean;
+    /** Read a ticked user's events past what the tick saw (coalescing merges what is there). */
+    readAhead?: boolean;
+  },
 ): Promise<Claim> {
   const { rows } = await db.query<EventRow>({
     text: `select user_id, delivered_through::text, head_id::text, head_attempts, head_rounds, id::text,
                   webhook_id::text, action, body, source, run_id::text, created_at, open_gaps, more, busy
-             from suekk_sync.claim($1, $2, $3, $4, $5, $6)`,
-    values: [relayId, options.limit, options.leaseMs, options.perStream, options.readLimit, options.answerBell],
+             from suekk_sync.claim($1, $2, $3, $4, $5, $6, $7)`,
+    values: [relayId, options.limit, options.leaseMs, options.perStream, options.readLimit, options.answerBell, options.readAhead ?? false],
   });
   const status = rows.find((r) => r.user_id === null);
   return {

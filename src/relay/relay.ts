@@ -317,6 +317,7 @@ export class Relay extends EventEmitter<RelayEvents> {
             perStream: EVENTS_PER_FETCH,
             readLimit: Math.max(TICK_READ_MIN, limit * 10),
             answerBell,
+            readAhead: this.settings.coalesce,
           });
           if (this.databaseDown) this.logger.info('The database answers again; delivering');
           this.databaseDown = false;

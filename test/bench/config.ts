@@ -34,6 +34,8 @@ export interface BenchSizes {
   trigger: { clients: number; users: number; roundSeconds: number; cycles: number };
   /** Waves of one update of every user, delivered while an old snapshot is held. */
   longtx: { users: number; waves: number };
+  /** The backend down for `downSeconds` under `rate` changes a second over `users` users. */
+  outage: { users: number; rate: number; downSeconds: number };
 }
 
 export const FULL: BenchSizes = {
@@ -45,6 +47,7 @@ export const FULL: BenchSizes = {
   resync: { users: 1_000_000, liveRate: 100, liveUsers: 5_000, capSeconds: 600 },
   trigger: { clients: 4, users: 10_000, roundSeconds: 5, cycles: 5 },
   longtx: { users: 20_000, waves: 5 },
+  outage: { users: 10_000, rate: 200, downSeconds: 90 },
 };
 
 export const QUICK: BenchSizes = {
@@ -56,4 +59,5 @@ export const QUICK: BenchSizes = {
   resync: { users: 100_000, liveRate: 100, liveUsers: 2_000, capSeconds: 60 },
   trigger: { clients: 4, users: 10_000, roundSeconds: 2, cycles: 3 },
   longtx: { users: 5_000, waves: 5 },
+  outage: { users: 2_000, rate: 200, downSeconds: 20 },
 };

@@ -31,6 +31,8 @@ export type ReceiverRequest =
    */
   | { id: number; type: 'reset'; tag?: string; markers?: boolean }
   | { id: number; type: 'writer-start'; spec: WriterSpec }
+  /** Answer every request with this status (a backend that is down: 503), or 200 again with null. */
+  | { id: number; type: 'refuse'; status: number | null }
   /** Resolves once the writer stopped and its in-flight commits returned. */
   | { id: number; type: 'writer-stop' }
   /** Waits up to `waitMs` for every measured marker to arrive, then reports. */
@@ -43,6 +45,8 @@ export interface ReceiverStats {
   tagged: number;
   /** performance.now() of the latest request, in the receiver's clock. */
   lastAt: number;
+  /** Requests refused (answered with the `refuse` status) since the last reset. */
+  refused: number;
 }
 
 export interface WriterStats {

@@ -25,6 +25,9 @@ import { mean, percentile, sleep } from './stats.ts';
 
 let count = 0;
 let tagged = 0;
+let refused = 0;
+/** While set, every request is answered with this status and counts as refused, not answered. */
+let refuseWith: number | null = null;
 let lastAt = 0;
 let tag: string | undefined;
 let trackMarkers = false;
@@ -48,6 +51,16 @@ function markerOf(body: string): number | undefined {
 }
 
 const server = createServer((req, res) => {
+  if (refuseWith !== null) {
+    const status = refuseWith;
+    req.resume();
+    req.on('end', () => {
+      refused++;
+      res.writeHead(status, { 'content-length': '0' });
+      res.end();
+    });
+    return;
+  }
   const answer = () => {
     count++;
     lastAt = performance.now();
@@ -186,10 +199,15 @@ async function latency(waitMs: number): Promise<LatencyReport> {
 async function handle(msg: ReceiverRequest): Promise<unknown> {
   switch (msg.type) {
     case 'stats':
-      return { count, tagged, lastAt } satisfies ReceiverStats;
+      return { count, tagged, lastAt, refused } satisfies ReceiverStats;
+    case 'refuse':
+      refuseWith = msg.status;
+      return null;
     case 'reset':
       count = 0;
       tagged = 0;
+      refused = 0;
+      refuseWith = null;
       tag = msg.tag;
       trackMarkers = msg.markers ?? false;
       arrivals = new Map();

@@ -70,6 +70,11 @@ export class Receiver {
     return this.ask({ type: 'reset', ...options });
   }
 
+  /** Answer every request with `status` (the backend is down), or normally again with null. */
+  refuse(status: number | null): Promise<void> {
+    return this.ask({ type: 'refuse', status });
+  }
+
   startWriter(spec: WriterSpec): Promise<void> {
     return this.ask({ type: 'writer-start', spec });
   }

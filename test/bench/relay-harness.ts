@@ -5,6 +5,7 @@
  * pre-filled outbox inside the measured window, which is start-up cost, not throughput.
  */
 import { pino } from 'pino';
+import type { RelaySettings } from '../../src/config.ts';
 import { createPool, type Pool } from '../../src/db/pool.ts';
 import { createLogger, logDestination, type Logger } from '../../src/logger.ts';
 import { Relay } from '../../src/relay/relay.ts';
@@ -85,8 +86,9 @@ export async function startBenchRelay(
   ctx: BenchContext,
   databaseUrl: string,
   logging: RelayLogging = 'warn',
+  overrides: Partial<RelaySettings> = {},
 ): Promise<BenchRelay> {
-  const settings = RELAY_SETTINGS;
+  const settings = { ...RELAY_SETTINGS, ...overrides };
   const receiverUrl = ctx.receiver.url;
   databaseUrl = withDbOptions(databaseUrl, ctx.relayDbOptions);
   const pool = createPool(databaseUrl, {

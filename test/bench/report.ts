@@ -13,6 +13,7 @@ import type { LatencyResult } from './scenarios/latency.ts';
 import type { PeerResult } from './scenarios/peer.ts';
 import type { ResyncResult } from './scenarios/resync.ts';
 import type { LongTxResult } from './scenarios/longtx.ts';
+import type { OutageResult } from './scenarios/outage.ts';
 import type { LoginOverheadResult, TriggerOverheadResult } from './scenarios/trigger-overhead.ts';
 import { round } from './stats.ts';
 
@@ -36,6 +37,7 @@ export interface Results {
   trigger?: TriggerOverheadResult;
   login?: LoginOverheadResult;
   longtx?: LongTxResult;
+  outage?: OutageResult;
   errors: Record<string, string>;
   diagnostics: Record<string, unknown>;
 }
@@ -67,6 +69,16 @@ export function resultsJson(r: Results): Record<string, unknown> {
     longtx: r.longtx
       ? { users: r.longtx.users, waves: r.longtx.waves, eps: r.longtx.eps, last_first: r.longtx.last_first, bytes_per_event: r.longtx.bytes_per_event }
       : null,
+    outage: r.outage
+      ? {
+          users: r.outage.users,
+          rate: r.outage.rate,
+          down_seconds: r.outage.down_seconds,
+          seconds_to_empty: r.outage.one_per_change.seconds,
+          seconds_to_empty_coalesced: r.outage.coalesced.seconds,
+        }
+      : null,
+    hot_user_coalesced: r.hotUser?.coalesced ?? null,
     targets: targetRows(r).map(({ figure, value, target, measured, met }) => ({ figure, value, target, measured, met })),
     errors: r.errors,
     details: {
@@ -79,6 +91,7 @@ export function resultsJson(r: Results): Record<string, unknown> {
       trigger_overhead: r.trigger,
       login: r.login,
       longtx: r.longtx,
+      outage: r.outage,
       ...r.diagnostics,
     },
   };
@@ -240,6 +253,27 @@ export function targetRows(r: Results): Row[] {
         }
       : { figure: 'old snapshot held: suekk_sync storage per event', value: 'n/a', target: '≤ 1 KB', measured: 'n/a', met: null },
   );
+  const o = r.outage;
+  if (o) {
+    for (const run of [o.one_per_change, o.coalesced]) {
+      rows.push({
+        figure: `outage ${o.down_seconds} s @${o.rate}/s: return → empty${run.coalesce ? ' (--coalesce)' : ''}`,
+        value: `${fmt(run.changes)} changes, ${fmt(run.calls)} calls; first 2xx after ${fmt(run.first_delivery_s, ' s')}`,
+        target: '≤ probe interval + drain',
+        measured: fmt(run.seconds, ' s'),
+        met: null,
+      });
+    }
+  }
+  if (h) {
+    rows.push({
+      figure: 'hot user with --coalesce',
+      value: `others ${fmt(h.coalesced.others_eps)} ev/s; hot user ${fmt(h.coalesced.hot_eps)} ev/s (${fmt(h.hot_eps)} without)`,
+      target: '',
+      measured: `${fmt(h.coalesced.hot_calls_per_event)} calls/event`,
+      met: null,
+    });
+  }
   if (t) {
     rows.push({
       figure: 'trigger overhead (NOTIFY, a relay looking every ms)',

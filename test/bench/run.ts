@@ -7,7 +7,7 @@
  *                                       [--no-info-logs] [--no-resync-library] [--profile <prefix>]
  *                                       [--relay-db-options '-c synchronous_commit=off']
  *
- * Scenarios: ceiling, drain, peer, latency, hot_user, resync, trigger_overhead, login, longtx. It starts what it
+ * Scenarios: ceiling, drain, peer, latency, hot_user, resync, trigger_overhead, login, longtx, outage. It starts what it
  * needs — a receiver process, fresh databases on the PostgreSQL at SUEKK_BENCH_DATABASE_URL
  * (default postgres://postgres@127.0.0.1:5432/postgres; it must be allowed to create databases) —
  * and drops every database it created when it ends, fails or is interrupted.
@@ -31,9 +31,10 @@ import { runHotUser } from './scenarios/hot-user.ts';
 import { runLatency } from './scenarios/latency.ts';
 import { runResync } from './scenarios/resync.ts';
 import { runLongTx } from './scenarios/longtx.ts';
+import { runOutage } from './scenarios/outage.ts';
 import { runLogin, runTriggerOverhead } from './scenarios/trigger-overhead.ts';
 
-const SCENARIOS = ['ceiling', 'drain', 'peer', 'latency', 'hot_user', 'resync', 'trigger_overhead', 'login', 'longtx'] as const;
+const SCENARIOS = ['ceiling', 'drain', 'peer', 'latency', 'hot_user', 'resync', 'trigger_overhead', 'login', 'longtx', 'outage'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 interface Args {
@@ -170,6 +171,7 @@ async function main(): Promise<number> {
       trigger_overhead: async () => void (results.trigger = await runTriggerOverhead(ctx)),
       login: async () => void (results.login = await runLogin(ctx)),
       longtx: async () => void (results.longtx = await runLongTx(ctx)),
+      outage: async () => void (results.outage = await runOutage(ctx)),
     };
     for (const s of args.scenarios) {
       const t0 = performance.now();

@@ -15,6 +15,7 @@
  * hot-user.ts reuses runOutboxDrain with one user holding thousands of events.
  */
 import pg from 'pg';
+import type { RelaySettings } from '../../../src/config.ts';
 import type { BenchContext } from '../context.ts';
 import { cpuMicrosPer, type CpuReport, type CpuGroup } from '../cpu.ts';
 import { analyze, seedUsers, updateUsers, withClient } from '../db.ts';
@@ -31,6 +32,8 @@ export interface DrainSpec {
   /** Events for one extra user, `hot`, captured before everyone else's. */
   hotEvents?: number;
   logging?: RelayLogging;
+  /** Relay settings other than the bench's (e.g. coalesce). */
+  relay?: Partial<RelaySettings>;
 }
 
 export interface DrainRun {
@@ -39,8 +42,10 @@ export interface DrainRun {
   users: number;
   seconds: number;
   eps: number;
-  /** The hot user's events delivered while the others drained. */
+  /** The hot user's calls answered while the others drained. */
   hotDelivered?: number;
+  /** The hot user's events settled (delivered, or carried by a coalesced call) by then. */
+  hotSettled?: number;
   /** CPU µs per delivered event, per process group (bench = the relay). */
   cpu_us_per_event?: Partial<Record<CpuGroup, number>>;
   cpu?: CpuReport;
@@ -82,7 +87,7 @@ export async function runOutboxDrain(ctx: BenchContext, spec: DrainSpec): Promis
     const { value, cpu } = await ctx.measureCpu(spec.label, async () => {
       await profiler?.start();
       const t0 = performance.now();
-      const relay = await startBenchRelay(ctx, db.url, spec.logging ?? 'warn');
+      const relay = await startBenchRelay(ctx, db.url, spec.logging ?? 'warn', spec.relay);
       try {
         const others = async () => {
           const s = await ctx.receiver.stats();
@@ -98,11 +103,18 @@ export async function runOutboxDrain(ctx: BenchContext, spec: DrainSpec): Promis
         const seconds = (performance.now() - t0) / 1000;
         profile = await profiler?.stop(spec.label);
         const hotDelivered = spec.hotEvents ? (await ctx.receiver.stats()).tagged : undefined;
+        const hotSettled = hotId
+          ? (await poller.query<{ n: number }>(
+              `select count(*)::int as n from suekk_sync.events e join suekk_sync.streams s on s.user_id = e.user_id
+                where e.user_id = $1 and e.id <= s.delivered_through`,
+              [hotId],
+            )).rows[0]!.n
+          : undefined;
         const queries = Object.fromEntries(
           [...relay.queries].sort((a, b) => b[1].n - a[1].n).map(([k, v]) => [k, { n: v.n, mean_ms: round(v.ms / v.n, 2) }]),
         );
         const queryCount = [...relay.queries.values()].reduce((a, v) => a + v.n, 0);
-        return { seconds, hotDelivered, queries, queryCount };
+        return { seconds, hotDelivered, hotSettled, queries, queryCount };
       } finally {
         await relay.stop();
       }
@@ -112,7 +124,7 @@ export async function runOutboxDrain(ctx: BenchContext, spec: DrainSpec): Promis
       users: spec.users,
       seconds: round(value.seconds, 2),
       eps: round(expected / value.seconds),
-      ...(value.hotDelivered !== undefined ? { hotDelivered: value.hotDelivered } : {}),
+      ...(value.hotDelivered !== undefined ? { hotDelivered: value.hotDelivered, hotSettled: value.hotSettled } : {}),
       ...(cpu ? { cpu_us_per_event: cpuMicrosPer(cpu, total - (spec.hotEvents ?? 0) + (value.hotDelivered ?? 0)), cpu } : {}),
       ...(profile ? { profile } : {}),
       queries_per_event: round(value.queryCount / (expected + (value.hotDelivered ?? 0)), 3),
