@@ -253,6 +253,11 @@ create function suekk_sync.tick(p_lane smallint, p_relay text, p_capacity intege
                                 allocated bigint, running_now xid8[],
                                 out leased text[], out uppers bigint[], out open_gaps boolean, out more boolean, out busy boolean)
 language plpgsql
+-- Index lookups only, whatever the statistics say: a relay plans these once per session, often
+-- while the outbox is nearly empty, and a plan kept from then would scan a million events per user.
+-- No JIT: the disabled scans' costs would cross its threshold and compile every statement.
+set enable_seqscan = off
+set jit = off
 set search_path = pg_catalog, pg_temp
 as $tick$
 declare
@@ -292,8 +297,11 @@ begin
   end if;
   horizon := suekk_sync.ticked_horizon();
   -- Read up to the `enough`-th event of this lane (or all there is), and at most p_read ids further.
+  -- Bounded by p_read too: behind a resync's million events, the live lane finds none of its own
+  -- and must not walk them all on every tick.
   select e.id into lth from suekk_sync.events e
-   where e.id > last.through and e.id <= allocated and (e.source = 'resync') = (p_lane = 1)
+   where e.id > last.through and e.id <= least(allocated, last.through + p_read)
+     and (e.source = 'resync') = (p_lane = 1)
    order by e.id offset enough - 1 limit 1;
   read_to := greatest(last.through, least(coalesce(lth, allocated), last.through + p_read));
 
@@ -397,6 +405,7 @@ language plpgsql stable
 rows 20
 set enable_sort = off
 set enable_bitmapscan = off
+set jit = off
 set search_path = pg_catalog, pg_temp
 as $next$
 begin
@@ -404,7 +413,8 @@ begin
     select e.id, e.webhook_id, e.action, e.body, e.source, e.run_id, e.created_at
       from suekk_sync.events e
      where e.user_id = p_user_id and e.id > p_after
-     order by e.id limit p_limit;
+     -- (user_id, id): see claim(); with sorts off, only that index gives this order.
+     order by e.user_id, e.id limit p_limit;
 end
 $next$;
 
@@ -417,6 +427,12 @@ returns table (user_id text, delivered_through bigint, head_id bigint, head_atte
                id bigint, webhook_id uuid, action text, body text, source text, run_id bigint, created_at timestamptz,
                open_gaps boolean, more boolean, busy boolean)
 language plpgsql
+-- Index lookups only, whatever the statistics say: a relay plans these once per session, often
+-- while the outbox is nearly empty, and a plan kept from then would scan a million events per user.
+-- No JIT: the disabled scans' costs would cross its threshold and compile every statement.
+set enable_seqscan = off
+set enable_sort = off
+set jit = off
 set search_path = pg_catalog, pg_temp
 as $claim$
 #variable_conflict use_column
@@ -507,7 +523,9 @@ begin
          -- commit in id order (each writer holds the user's row while it takes its id).
          where ev.user_id = s.user_id and ev.id > s.delivered_through
            and ev.id <= case when p_read_ahead then allocated else k.upper end
-         order by ev.id limit p_per_stream) e on true
+         -- In the (user_id, id) index's order: the id index cannot give it without a sort, so its
+         -- walk over every user's events in the range is never chosen, whatever the statistics.
+         order by ev.user_id, ev.id limit p_per_stream) e on true
     union all
     select s.user_id, s.delivered_through, s.head_id, s.head_attempts, s.head_rounds,
            e.id, e.webhook_id, e.action, e.body, e.source, e.run_id, e.created_at,

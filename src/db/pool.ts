@@ -32,6 +32,12 @@ export interface PoolOptions {
   onIdleError?: (err: Error) => void;
   /** Commits of this pool's sessions return before their WAL is flushed (`synchronous_commit=off`). */
   asyncCommit?: boolean;
+  /**
+   * JIT compilation off for this pool's sessions: every statement of the relay is a short lookup,
+   * and one whose estimate crosses jit_above_cost (a table's statistics lagging behind a
+   * resync's million rows, say) would spend tens of milliseconds compiling it.
+   */
+  noJit?: boolean;
 }
 
 export function createPool(url: string, options: PoolOptions = {}): Pool {
@@ -40,7 +46,9 @@ export function createPool(url: string, options: PoolOptions = {}): Pool {
     max: options.max ?? 10,
     application_name: options.applicationName ?? 'suekk-sync',
     connectionTimeoutMillis: 10_000,
-    ...(options.asyncCommit ? { options: '-c synchronous_commit=off' } : {}),
+    ...(options.asyncCommit || options.noJit
+      ? { options: [options.asyncCommit ? '-c synchronous_commit=off' : '', options.noJit ? '-c jit=off' : ''].filter(Boolean).join(' ') }
+      : {}),
     // A connection the server killed must not crash the process: pg emits these on the pool.
   });
   pool.on('error', (err) => options.onIdleError?.(err));

@@ -7,6 +7,7 @@ import { NOTIFY_CHANNEL } from '../db/schema.ts';
 import type { Settings } from '../config.ts';
 import { UsageError } from '../errors.ts';
 import type { Pool } from '../db/pool.ts';
+import { refreshOutboxStatistics } from '../db/statistics.ts';
 import { enqueueBatch, previewUsers, type Action, type EnqueueFilter } from '../db/enqueue.ts';
 import { sleep } from '../relay/sleep.ts';
 import { ensureDelivery } from './inline-delivery.ts';
@@ -257,6 +258,7 @@ export async function resync(pool: Pool, settings: Settings, options: ResyncOpti
     }
   };
 
+  let analyzedAt = 5_000;
   try {
     let cursor = run.cursor;
     while (!options.signal?.aborted) {
@@ -272,8 +274,14 @@ export async function resync(pool: Pool, settings: Settings, options: ResyncOpti
       });
       enqueued += batch.enqueued;
       cursor = batch.lastKey ?? cursor;
+      // The relays' plans follow the outbox's statistics: refreshed as the run doubles the outbox.
+      if (enqueued >= analyzedAt * 2) {
+        analyzedAt = enqueued;
+        await refreshOutboxStatistics(pool);
+      }
       if (asyncError !== undefined) throw asyncError;
       if (batch.enqueued < batchSize) {
+        await refreshOutboxStatistics(pool);
         enqueueDone = true;
         break;
       }

@@ -31,6 +31,7 @@ import {
   type ReleaseResult,
 } from '../db/relay-queries.ts';
 import { pruneIdleStreams, pruneTicks, rotatePartitions } from '../db/retention.ts';
+import { refreshOutboxStatistics } from '../db/statistics.ts';
 import { NOTIFY_CHANNEL } from '../db/schema.ts';
 import { formatDuration } from '../duration.ts';
 import { usernameOf } from '../webhook/body.ts';
@@ -794,6 +795,7 @@ export class Relay extends EventEmitter<RelayEvents> {
         if (n === 0) break;
       }
       await pruneTicks(this.pool);
+      await refreshOutboxStatistics(this.pool);
     } catch (err) {
       this.noteDatabaseError(err, 'maintenance');
     }

@@ -50,6 +50,7 @@ export async function startRelay(settings: Settings, logger = createLogger(setti
     // same webhook-id) and leases of the last moments, which the relay covers by stopping its
     // requests the moment it sees a connection drop (Relay.connectionLost).
     asyncCommit: true,
+    noJit: true,
     onIdleError: (err) => logger.warn({ err: { message: err.message } }, 'A database connection dropped; the pool replaces it'),
   });
   const sender = createWebhookSender({

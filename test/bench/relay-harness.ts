@@ -96,6 +96,7 @@ export async function startBenchRelay(
     max: Math.min(10, 3 + Math.ceil(settings.concurrency / 16)),
     applicationName: 'suekk-sync relay',
     asyncCommit: true,
+    noJit: true,
   });
   const sender = createWebhookSender({
     url: receiverUrl,
