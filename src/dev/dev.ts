@@ -4,7 +4,9 @@
  * writing it, a relay delivering the changes, and a receiver printing each webhook it verifies.
  *
  * Everything it keeps lives in `./.suekk-sync/`: the database, and the generated secrets, so a
- * second run in the same folder carries on with the same users and the same tokens.
+ * second run in the same folder carries on with the same users and the same tokens. Run as root
+ * from a folder the database's own user cannot enter, the database lives in a staging folder
+ * instead (staging.ts), named in the banner.
  */
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -21,6 +23,7 @@ import { createLogger } from '../logger.ts';
 import { startRelay } from '../relay/start.ts';
 import { generateSecret, parseSecrets } from '../webhook/signature.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded.ts';
+import { placeEmbeddedPostgres, type EmbeddedPlace } from './staging.ts';
 import { createReceiver, type ReceivedWebhook } from './receiver.ts';
 
 const USERS_SQL = new URL('../../sql/examples/users.sql', import.meta.url);
@@ -170,6 +173,7 @@ function banner(info: {
   database: string;
   stateDir: string;
   embedded: boolean;
+  staged: EmbeddedPlace['staged'];
 }): string {
   const api = info.apiUrl;
   const json = "-H 'content-type: application/json'";
@@ -185,6 +189,12 @@ function banner(info: {
     `  receiver  ${info.receiverUrl} (verifying signatures)`,
     '  relay     delivering every change of public.users to the receiver',
     `  secrets   ${info.stateDir}/secrets.json (webhookSecret, jwtSecret), reused by the next run here`,
+    ...(info.staged === undefined
+      ? []
+      : [
+          `  staged    ${info.staged.dir}: the postgres user the database runs as cannot enter ${info.staged.blocked},`,
+          `            so ${info.staged.data ? (info.staged.programs ? 'the database and its programs are' : 'the database is') : 'its programs are'} kept there, and reused by the next run here`,
+        ]),
     '',
     'Try it; each change arrives below as a signed webhook:',
     '',
@@ -251,15 +261,19 @@ export async function startDev(options: DevOptions): Promise<DevSession> {
     let databaseUrl: string;
     let embedded: EmbeddedPostgres | undefined;
     let database: string;
+    let staged: EmbeddedPlace['staged'];
     if (databaseFlag !== undefined) {
       databaseUrl = databaseFlag;
       database = redactUrl(databaseUrl);
     } else {
-      const pg = await startEmbeddedPostgres({ dataDir: join(stateDir, 'pgdata') });
+      const place = await placeEmbeddedPostgres(options.cwd, join(stateDir, 'pgdata'));
+      staged = place.staged;
+      const pg = await startEmbeddedPostgres({ dataDir: place.dataDir, binaries: place.binaries });
       embedded = pg;
       started.push(() => pg.stop());
       databaseUrl = pg.url;
-      database = `embedded PostgreSQL in ${shownStateDir}/pgdata, on ${HOST}:${pg.port}`;
+      const where = staged?.data ? place.dataDir : `${shownStateDir}/pgdata`;
+      database = `embedded PostgreSQL in ${where}, on ${HOST}:${pg.port}`;
       // For other suekk-sync commands (tail-log, status, …) while dev runs; the port changes per run.
       const urlFile = join(stateDir, 'database-url');
       writeFileSync(urlFile, `${databaseUrl}\n`, { mode: 0o600 });
@@ -317,7 +331,7 @@ export async function startDev(options: DevOptions): Promise<DevSession> {
     started.push(() => app.close());
     signal?.throwIfAborted();
 
-    out.write(banner({ apiUrl, receiverUrl, database, stateDir: shownStateDir, embedded: embedded !== undefined }));
+    out.write(banner({ apiUrl, receiverUrl, database, stateDir: shownStateDir, embedded: embedded !== undefined, staged }));
     let stopping: Promise<void> | undefined;
     return {
       apiUrl,

