@@ -1,6 +1,6 @@
 /**
- * The API's SQL against the reference users table (DESIGN.md §7). Plain writes only: the capture
- * trigger turns each into an outbox event, exactly as for any other writer.
+ * The API's SQL against the reference users table (sql/examples/users.sql). Plain writes only:
+ * the capture trigger turns each into an outbox event, exactly as for any other writer.
  */
 import { CAPTURE_TRIGGER } from '../db/schema.ts';
 import { withTransaction, type Pool } from '../db/pool.ts';
@@ -8,8 +8,8 @@ import type { ProfileBody, RegisterBody } from './schemas.ts';
 
 export const USERS_TABLE = 'public.users';
 
-// displayName repeats the default mapping's expression (DESIGN.md §3), so the API and the
-// webhook name a user the same way.
+// displayName repeats the default mapping's expression (first and last name, else the username),
+// so the API and the webhook name a user the same way.
 const USER_COLUMNS = `id, email, username, first_name, last_name, avatar, role, is_active, created_at, updated_at,
   coalesce(nullif(trim(concat_ws(' ', first_name, last_name)), ''), username) as display_name`;
 

@@ -1,5 +1,5 @@
 /**
- * The webhook body bytes (DESIGN.md §2, contract). Built by hand rather than by stringifying an
+ * The webhook body bytes: the mapped user fields, then `action`, as one JSON object. Built by hand rather than by stringifying an
  * object so the key order, the key set and the NULL handling are fixed by this file alone, whatever
  * shape the stored jsonb snapshot comes back in (jsonb reorders keys and may carry extra ones).
  */

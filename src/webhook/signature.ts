@@ -1,5 +1,5 @@
 /**
- * Standard Webhooks signing and verification (DESIGN.md §2, contract): secrets are
+ * Standard Webhooks signing and verification: secrets are
  * `whsec_<base64>`, the key is the decoded bytes, and `webhook-signature` carries one `v1,<base64
  * HMAC-SHA256(key, "<id>.<timestamp>.<body>")>` entry per active secret, so either side can rotate.
  */
