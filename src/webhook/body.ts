@@ -1,7 +1,8 @@
 /**
- * The webhook body bytes: the mapped user fields, then `action`, as one JSON object. Built by hand rather than by stringifying an
- * object so the key order, the key set and the NULL handling are fixed by this file alone, whatever
- * shape the stored jsonb snapshot comes back in (jsonb reorders keys and may carry extra ones).
+ * The webhook body bytes: the mapped user fields, then `action`, as one JSON object. Built by hand
+ * rather than by stringifying an object so the key order, the key set and the NULL handling are
+ * fixed by this file alone, whatever shape the stored jsonb snapshot comes back in (jsonb reorders
+ * keys and may carry extra ones).
  */
 import { PAYLOAD_FIELDS } from '../config.ts';
 
