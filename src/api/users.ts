@@ -1,5 +1,5 @@
 /**
- * The API's SQL against the reference users table (sql/examples/users.sql). Plain writes only:
+ * The API's SQL against the example users table (sql/examples/users.sql). Plain writes only:
  * the capture trigger turns each into an outbox event, exactly as for any other writer.
  */
 import { CAPTURE_TRIGGER } from '../db/schema.ts';
@@ -71,7 +71,7 @@ export type Registration = { user: UserJson } | { taken: IdentityField[] };
 
 /**
  * Inserts a user unless another one, soft-deleted ones included, has the email or the username in
- * any case. The reference table's unique indexes on lower(...) refuse such a row on their own (a
+ * any case. The example table's unique indexes on lower(...) refuse such a row on their own (a
  * 23505 the caller maps); an operator's table may have no such index, so the API checks first,
  * under locks on the lowercased values, so that two racing registrations cannot both pass it.
  * Every registration takes both locks in the same statement, so in the same order: none deadlock.

@@ -1,6 +1,6 @@
 /**
  * `suekk-sync dev`: the whole loop on one machine, for a first look and for demos. An embedded
- * PostgreSQL (or --database-url) with the reference users table and capture installed, the API
+ * PostgreSQL (or --database-url) with the example users table and capture installed, the API
  * writing it, a relay delivering the changes, and a receiver printing each webhook it verifies.
  *
  * Everything it keeps lives in `./.suekk-sync/`: the database, and the generated secrets, so a

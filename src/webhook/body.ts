@@ -54,7 +54,7 @@ export function buildWebhookBody(payload: Record<string, unknown>, action: Webho
 }
 
 /**
- * The username in a body capture rendered (for the reference's log lines), without parsing the
+ * The username in a body capture rendered (for the log lines), without parsing the
  * whole body. The first `"username":"` is the key itself: inside a JSON string a quote is always
  * escaped, so `":"` cannot occur in a value. Empty when absent.
  */
