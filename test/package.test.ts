@@ -162,8 +162,10 @@ t.test('as root, dev from the installed package in a mode-700 folder stages what
       reject(new Error(`dev exited (${code}) before it was ready:\n${stdout}\n${stderr}`));
     });
   });
-  t.match(stdout, `staged    the postgres user the database runs as cannot enter ${closed}, so it keeps`);
-  t.match(stdout, `the database in ${staging} and its programs in ${programs}; the next run reuses them`);
+  t.match(
+    stdout,
+    `staged    the postgres user the database runs as cannot enter ${closed}; kept for the next run:\n            the database in ${staging}\n            its programs in ${programs}\n`,
+  );
   const response = await fetch(`http://127.0.0.1:${apiPort}/api/v1/auth/register`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },

@@ -179,13 +179,10 @@ interface Staged {
 
 function stagedLines(staged: Staged | undefined): string[] {
   if (staged === undefined || (staged.data === undefined && staged.programs === undefined)) return [];
-  const kept = [
-    ...(staged.data === undefined ? [] : [`the database in ${staged.data}`]),
-    ...(staged.programs === undefined ? [] : [`its programs in ${staged.programs}`]),
-  ];
   return [
-    `  staged    the postgres user the database runs as cannot enter ${staged.blocked}, so it keeps`,
-    `            ${kept.join(' and ')}; the next run reuses them`,
+    `  staged    the postgres user the database runs as cannot enter ${staged.blocked}; kept for the next run:`,
+    ...(staged.data === undefined ? [] : [`            the database in ${staged.data}`]),
+    ...(staged.programs === undefined ? [] : [`            its programs in ${staged.programs}`]),
   ];
 }
 
