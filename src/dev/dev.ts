@@ -48,6 +48,8 @@ export interface DevOptions {
   out?: NodeJS.WritableStream;
   /** Aborting while starting stops whatever already started; startDev then rejects. */
   signal?: AbortSignal;
+  /** How the banner tells to run another command (default `suekk-sync`). */
+  command?: string;
 }
 
 export interface DevSession {
@@ -193,13 +195,14 @@ function banner(info: {
   stateDir: string;
   embedded: boolean;
   staged: Staged | undefined;
+  command: string;
 }): string {
   const api = info.apiUrl;
   const json = "-H 'content-type: application/json'";
   const auth = '-H "authorization: Bearer $TOKEN"';
   const outbox = info.embedded
-    ? `DATABASE_URL="$(cat ${info.stateDir}/database-url)" suekk-sync tail-log -f`
-    : 'DATABASE_URL=<the --database-url> suekk-sync tail-log -f';
+    ? `DATABASE_URL="$(cat ${info.stateDir}/database-url)" ${info.command} tail-log -f`
+    : `DATABASE_URL=<the --database-url> ${info.command} tail-log -f`;
   return [
     '',
     'suekk-sync dev is running',
@@ -346,7 +349,7 @@ export async function startDev(options: DevOptions): Promise<DevSession> {
     started.push(() => app.close());
     signal?.throwIfAborted();
 
-    out.write(banner({ apiUrl, receiverUrl, database, stateDir: shownStateDir, embedded: embedded !== undefined, staged }));
+    out.write(banner({ apiUrl, receiverUrl, database, stateDir: shownStateDir, embedded: embedded !== undefined, staged, command: options.command ?? 'suekk-sync' }));
     let stopping: Promise<void> | undefined;
     return {
       apiUrl,
