@@ -1,9 +1,13 @@
 #!/usr/bin/env node
-// Runs the TypeScript sources directly through tsx, so there is no build step to forget. The
-// project's tsconfig is named: tsx would otherwise look in the current directory, and run from
-// anywhere else the ink views (JSX) were compiled for a React that is not in scope.
+// The compiled CLI (npm run build, or prepare on npm ci/install). From a clone, npm run dev and
+// scripts/suekk-sync-src.js run the TypeScript sources instead.
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { register } from 'tsx/esm/api';
 
-register({ tsconfig: fileURLToPath(new URL('../tsconfig.json', import.meta.url)) });
-await import('../src/cli/main.ts');
+const main = new URL('../dist/cli/main.js', import.meta.url);
+if (!existsSync(main)) {
+  // A clone installed with --ignore-scripts, or dist/ deleted: say how to build, not a stack trace.
+  process.stderr.write(`suekk-sync: ${fileURLToPath(main)} is missing; run npm run build in ${fileURLToPath(new URL('..', import.meta.url))}.\n`);
+  process.exit(2);
+}
+await import(main.href);

@@ -29,7 +29,7 @@ export interface SourceMapping {
   columns: Record<PayloadField, string>;
 }
 
-/** Fits the reference auth service's GORM-style table. */
+/** Fits a GORM-style users table, as in sql/examples/users.sql. */
 export const DEFAULT_SOURCE: SourceMapping = {
   table: 'public.users',
   softDeleteColumn: 'deleted_at',

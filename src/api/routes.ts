@@ -1,4 +1,7 @@
-/** The routes of DESIGN.md §7. Handlers get validated bodies; every failure is thrown as an ApiError. */
+/**
+ * The routes under /api/v1: register, login, and the caller's own profile (get, update, delete).
+ * Handlers get validated bodies; every failure is thrown as an ApiError.
+ */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Pool } from '../db/pool.ts';
 import { ApiError, type FieldError } from './errors.ts';

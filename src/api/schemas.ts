@@ -1,5 +1,5 @@
 /**
- * Request and response schemas of the API (DESIGN.md §7). Fastify's ajv validates requests against
+ * Request and response schemas of the API. Fastify's ajv validates requests against
  * them, so handlers can trust the shapes; response schemas make fast-json-stringify write only the
  * listed keys, a second guard (after toUserJson) against a password hash ever reaching a client.
  */

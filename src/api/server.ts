@@ -1,5 +1,5 @@
 /**
- * The register/profile HTTP API (DESIGN.md §7) as a Fastify instance that the caller listens with
+ * The register/profile HTTP API as a Fastify instance that the caller listens with
  * and closes. It only writes the users table; the capture trigger and the relay do the syncing.
  */
 import rateLimit from '@fastify/rate-limit';

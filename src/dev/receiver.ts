@@ -1,7 +1,7 @@
 /**
- * A webhook receiver for development and tests: it answers like the reference backend's
+ * A webhook receiver for development and tests: it answers as a backend's
  * `/internal/users/sync` (`{"success":true}`), verifies Standard Webhooks signatures from the raw
- * body bytes, de-duplicates by `webhook-id` as DESIGN.md §2 asks of receivers, and can fail or
+ * body bytes, de-duplicates by `webhook-id` (a delivery may arrive more than once), and can fail or
  * stall on purpose so the relay's retries can be watched.
  */
 import { timingSafeEqual } from 'node:crypto';

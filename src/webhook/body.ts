@@ -1,7 +1,8 @@
 /**
- * The webhook body bytes (DESIGN.md §2, contract). Built by hand rather than by stringifying an
- * object so the key order, the key set and the NULL handling are fixed by this file alone, whatever
- * shape the stored jsonb snapshot comes back in (jsonb reorders keys and may carry extra ones).
+ * The webhook body bytes: the mapped user fields, then `action`, as one JSON object. Built by hand
+ * rather than by stringifying an object so the key order, the key set and the NULL handling are
+ * fixed by this file alone, whatever shape the stored jsonb snapshot comes back in (jsonb reorders
+ * keys and may carry extra ones).
  */
 import { PAYLOAD_FIELDS } from '../config.ts';
 
@@ -53,7 +54,7 @@ export function buildWebhookBody(payload: Record<string, unknown>, action: Webho
 }
 
 /**
- * The username in a body capture rendered (for the reference's log lines), without parsing the
+ * The username in a body capture rendered (for the log lines), without parsing the
  * whole body. The first `"username":"` is the key itself: inside a JSON string a quote is always
  * escaped, so `":"` cannot occur in a value. Empty when absent.
  */

@@ -1,5 +1,5 @@
 /**
- * One HTTP attempt at delivering a webhook, and what it means (DESIGN.md §2, contract): 2xx is
+ * One HTTP attempt at delivering a webhook, and what it means: 2xx is
  * delivered; connection errors, timeouts, 408, 425, 429 and 5xx are worth retrying; a 3xx or any
  * other 4xx is a rejection that sending again cannot fix. Retries and rounds belong to the relay;
  * this module only ever makes one request per send().

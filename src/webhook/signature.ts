@@ -1,7 +1,7 @@
 /**
- * Standard Webhooks signing and verification (DESIGN.md §2, contract): secrets are
- * `whsec_<base64>`, the key is the decoded bytes, and `webhook-signature` carries one `v1,<base64
- * HMAC-SHA256(key, "<id>.<timestamp>.<body>")>` entry per active secret, so either side can rotate.
+ * Standard Webhooks signing and verification: secrets are `whsec_<base64>`, the key is the decoded
+ * bytes, and `webhook-signature` carries one `v1,<base64 HMAC-SHA256(key,
+ * "<id>.<timestamp>.<body>")>` entry per active secret, so either side can rotate.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { inspect } from 'node:util';

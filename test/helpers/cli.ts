@@ -5,7 +5,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { findLeaks, SecretLeakError, secretsGiven, type KnownSecret, type Leak, type LeakKind } from './secrets.ts';
 
-export const BIN = new URL('../../bin/suekk-sync.js', import.meta.url).pathname;
+/** The CLI from the sources, so the tests see a change to src/ without a build. */
+export const BIN = new URL('../../scripts/suekk-sync-src.js', import.meta.url).pathname;
 
 export interface CliResult {
   code: number | null;
