@@ -1,4 +1,4 @@
-/** Every row of the capture table (README, "What is captured"), asserted on the outbox of a real database. */
+/** Every row of the capture table (docs/design.md, "What is captured"), asserted on the outbox of a real database. */
 import t, { type Test } from 'tap';
 import { claimStreams } from '../src/db/relay-queries.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
