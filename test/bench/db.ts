@@ -163,7 +163,7 @@ export async function updateUsers(url: string, from: number, to: number, round: 
   await withClient(url, (c) =>
     c.query(
       `update users set first_name = 'v' || $3::int, updated_at = now()
-        where username in (select 'u' || g from generate_series($1::int, $2::int) g)`,
+        where lower(username) in (select 'u' || g from generate_series($1::int, $2::int) g)`,
       [from, to, round],
     ),
   );

@@ -129,7 +129,7 @@ function startWriter(spec: WriterSpec): void {
         const p = pool
           .query({
             name: 'bench_writer_update',
-            text: 'update users set first_name = $1, updated_at = now() where username = $2',
+            text: 'update users set first_name = $1, updated_at = now() where lower(username) = $2',
             values: [`${MARKER_PREFIX}${marker}`, `u${user}`],
           })
           .then(

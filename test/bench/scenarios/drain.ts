@@ -61,7 +61,7 @@ async function prefill(url: string, spec: DrainSpec): Promise<void> {
       await c.query(`insert into users (email, username, password, first_name, last_name) values ('hot@bench.test', $1, 'x', 'h', 'l')`, [HOT_USERNAME]);
       // One transaction, one row updated many times: each UPDATE is a captured event.
       await c.query(`do $$ begin for i in 1..${spec.hotEvents! - 1} loop
-          update users set first_name = 'h' || i where username = '${HOT_USERNAME}'; end loop; end $$`);
+          update users set first_name = 'h' || i where lower(username) = '${HOT_USERNAME}'; end loop; end $$`);
     });
   }
   await seedUsers(url, 1, spec.users, true);
@@ -98,7 +98,7 @@ export async function runOutboxDrain(ctx: BenchContext, spec: DrainSpec): Promis
         if (!spec.relay?.coalesce) await waitUntil(async () => (await others()) >= expected, `${expected} deliveries`, 600_000, 20, others);
         // On the bench's own connection: the relay's round trips are counted, the bench's are not.
         const hotId = spec.hotEvents
-          ? (await poller.query<{ id: string }>('select id::text from users where username = $1', [HOT_USERNAME])).rows[0]!.id
+          ? (await poller.query<{ id: string }>('select id::text from users where lower(username) = $1', [HOT_USERNAME])).rows[0]!.id
           : null;
         await waitUntil(() => outboxSettled(poller, hotId), 'every event delivered and recorded', 60_000, 10);
         const seconds = (performance.now() - t0) / 1000;

@@ -95,7 +95,7 @@ async function nodeRound(
   seconds: number,
   clients: number,
   users: number,
-  text = 'update users set first_name = $1, updated_at = now() where username = $2',
+  text = 'update users set first_name = $1, updated_at = now() where lower(username) = $2',
 ): Promise<number> {
   const conns = await Promise.all(
     Array.from({ length: clients }, async () => {
@@ -181,12 +181,12 @@ export async function runLogin(ctx: BenchContext): Promise<LoginOverheadResult> 
       await analyze(dbs[side].url, ['users']);
     }
     const script = join(dir, 'login.sql');
-    writeFileSync(script, `\\set n random(1, ${users})\nupdate users set last_login_at = now() where username = 'u' || :n;\n`);
+    writeFileSync(script, `\\set n random(1, ${users})\nupdate users set last_login_at = now() where lower(username) = 'u' || :n;\n`);
     const driver = (await hasPgbench()) ? 'pgbench' : 'node-postgres';
     const round1 = (side: (typeof sides)[number]) =>
       driver === 'pgbench'
         ? pgbenchRound(ctx, dbs[side].url, script, roundSeconds, clients)
-        : nodeRound(dbs[side].url, roundSeconds, clients, users, 'update users set last_login_at = now() where username = $2 and $1::text is not null');
+        : nodeRound(dbs[side].url, roundSeconds, clients, users, 'update users set last_login_at = now() where lower(username) = $2 and $1::text is not null');
     for (const side of sides) await round1(side);
     const rounds = { without: [] as number[], with: [] as number[] };
     await ctx.measureCpu('login', async () => {
@@ -226,7 +226,7 @@ export async function runTriggerOverhead(ctx: BenchContext): Promise<TriggerOver
     writeFileSync(
       script,
       `\\set n random(1, ${users})
-update users set first_name = 'p' || :n || '_' || floor(random() * 1000000000)::bigint, updated_at = now() where username = 'u' || :n;
+update users set first_name = 'p' || :n || '_' || floor(random() * 1000000000)::bigint, updated_at = now() where lower(username) = 'u' || :n;
 `,
     );
     const driver = (await hasPgbench()) ? 'pgbench' : 'node-postgres';
