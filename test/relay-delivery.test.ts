@@ -283,7 +283,13 @@ t.test('retention empties whole partitions once settled and old enough, and move
   const { rows: kept } = await db.pool.query<{ id: string; webhook_id: string; body: string; status: string; part: number }>(
     'select l.id::text, l.webhook_id::text, l.body, l.status, e.part from suekk_sync.event_log l join suekk_sync.events e using (id) order by l.id',
   );
-  t.same(kept.map(({ part: _, ...e }) => e), undelivered, 'the undelivered events kept, ids, webhook-ids and bodies intact');
+  // Events the tickers' horizon has not passed yet count as unsettled and move too (a transaction
+  // open elsewhere in the cluster holds the horizon back): more kept, never fewer.
+  t.same(
+    kept.filter((e) => e.status !== 'delivered').map(({ part: _, ...e }) => e),
+    undelivered,
+    'the undelivered events kept, ids, webhook-ids and bodies intact',
+  );
   t.notOk(kept.some((e) => e.part === 0), 'moved out of the emptied partition');
   const { rows: log } = await db.pool.query('select count(*)::int as n from suekk_sync.deliveries_p0');
   t.same(log, [{ n: 0 }], 'their delivery records went with it');
