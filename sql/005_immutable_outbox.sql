@@ -413,8 +413,7 @@ begin
     select e.id, e.webhook_id, e.action, e.body, e.source, e.run_id, e.created_at
       from suekk_sync.events e
      where e.user_id = p_user_id and e.id > p_after
-     -- (user_id, id): see claim(); with sorts off, only that index gives this order.
-     order by e.user_id, e.id limit p_limit;
+     order by e.id limit p_limit;
 end
 $next$;
 
@@ -431,7 +430,6 @@ language plpgsql
 -- while the outbox is nearly empty, and a plan kept from then would scan a million events per user.
 -- No JIT: the disabled scans' costs would cross its threshold and compile every statement.
 set enable_seqscan = off
-set enable_sort = off
 set jit = off
 set search_path = pg_catalog, pg_temp
 as $claim$
@@ -523,9 +521,7 @@ begin
          -- commit in id order (each writer holds the user's row while it takes its id).
          where ev.user_id = s.user_id and ev.id > s.delivered_through
            and ev.id <= case when p_read_ahead then allocated else k.upper end
-         -- In the (user_id, id) index's order: the id index cannot give it without a sort, so its
-         -- walk over every user's events in the range is never chosen, whatever the statistics.
-         order by ev.user_id, ev.id limit p_per_stream) e on true
+         order by ev.id limit p_per_stream) e on true
     union all
     select s.user_id, s.delivered_through, s.head_id, s.head_attempts, s.head_rounds,
            e.id, e.webhook_id, e.action, e.body, e.source, e.run_id, e.created_at,

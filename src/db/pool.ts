@@ -30,14 +30,13 @@ export interface PoolOptions {
   applicationName?: string;
   /** Called for errors of idle connections (e.g. the server restarted); the pool replaces them. */
   onIdleError?: (err: Error) => void;
-  /** Commits of this pool's sessions return before their WAL is flushed (`synchronous_commit=off`). */
-  asyncCommit?: boolean;
   /**
-   * JIT compilation off for this pool's sessions: every statement of the relay is a short lookup,
-   * and one whose estimate crosses jit_above_cost (a table's statistics lagging behind a
-   * resync's million rows, say) would spend tens of milliseconds compiling it.
+   * The relay's sessions: commits return before their WAL is flushed (`synchronous_commit=off`),
+   * and no JIT: every statement is a short lookup, and one whose estimate crosses jit_above_cost
+   * (statistics lagging behind a resync's million rows, say) would spend tens of milliseconds
+   * compiling it.
    */
-  noJit?: boolean;
+  relaySession?: boolean;
 }
 
 export function createPool(url: string, options: PoolOptions = {}): Pool {
@@ -46,9 +45,7 @@ export function createPool(url: string, options: PoolOptions = {}): Pool {
     max: options.max ?? 10,
     application_name: options.applicationName ?? 'suekk-sync',
     connectionTimeoutMillis: 10_000,
-    ...(options.asyncCommit || options.noJit
-      ? { options: [options.asyncCommit ? '-c synchronous_commit=off' : '', options.noJit ? '-c jit=off' : ''].filter(Boolean).join(' ') }
-      : {}),
+    ...(options.relaySession ? { options: '-c synchronous_commit=off -c jit=off' } : {}),
     // A connection the server killed must not crash the process: pg emits these on the pool.
   });
   pool.on('error', (err) => options.onIdleError?.(err));

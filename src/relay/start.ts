@@ -49,8 +49,7 @@ export async function startRelay(settings: Settings, logger = createLogger(setti
     // of commit-to-delivery latency. What a crash can lose: outcomes (the events are sent again,
     // same webhook-id) and leases of the last moments, which the relay covers by stopping its
     // requests the moment it sees a connection drop (Relay.connectionLost).
-    asyncCommit: true,
-    noJit: true,
+    relaySession: true,
     onIdleError: (err) => logger.warn({ err: { message: err.message } }, 'A database connection dropped; the pool replaces it'),
   });
   const sender = createWebhookSender({

@@ -95,8 +95,7 @@ export async function startBenchRelay(
     // The daemon's formula (src/relay/start.ts).
     max: Math.min(10, 3 + Math.ceil(settings.concurrency / 16)),
     applicationName: 'suekk-sync relay',
-    asyncCommit: true,
-    noJit: true,
+    relaySession: true,
   });
   const sender = createWebhookSender({
     url: receiverUrl,
