@@ -155,7 +155,7 @@ export function apiRoutes(app: FastifyInstance, deps: RouteDeps): void {
   app.get(
     '/api/v1/users/profile',
     { onRequest: authenticate, schema: { response: { 200: userJson } } },
-    async (request) => currentUser(request),
+    (request) => Promise.resolve(currentUser(request)),
   );
 
   app.put<{ Body: ProfileBody }>(

@@ -107,13 +107,16 @@ export function createApiServer(options: ApiServerOptions): FastifyInstance {
   });
 
   // Registered after the rate limiter so its onRoute hook sees these routes' limits.
-  void app.register(async (scope) =>
-    apiRoutes(scope, {
-      pool: options.pool,
-      tokens,
-      passwords: new PasswordChecker(),
-      rateLimits: { register: options.rateLimits?.register ?? 5, login: options.rateLimits?.login ?? 10 },
-    }),
+  // A plugin fastify awaits (a promise) rather than one that calls done.
+  void app.register((scope) =>
+    Promise.resolve(
+      apiRoutes(scope, {
+        pool: options.pool,
+        tokens,
+        passwords: new PasswordChecker(),
+        rateLimits: { register: options.rateLimits?.register ?? 5, login: options.rateLimits?.login ?? 10 },
+      }),
+    ),
   );
 
   return app;

@@ -3,7 +3,7 @@
  * quotes or mixed case resolve exactly as Postgres resolves them.
  */
 import { UsageError } from '../errors.ts';
-import type { PoolClient } from '../db/pool.ts';
+import type { Queryable } from '../db/pool.ts';
 
 export interface SourceTable {
   oid: number;
@@ -16,7 +16,6 @@ export interface SourceTable {
   columns: Map<string, string>; // column name → type
 }
 
-type Queryable = Pick<PoolClient, 'query'>;
 
 export function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;

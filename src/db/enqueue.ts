@@ -8,11 +8,10 @@
  * of one user (a resync and a push) take turns, as writers of the row do: a user's events commit in
  * id order, which the relay's per-user cursor relies on.
  */
-import type { Pool, PoolClient } from './pool.ts';
+import type { Queryable } from './pool.ts';
 import { quoteIdent } from '../capture/source-table.ts';
 import type { InstalledSource } from '../ops/source.ts';
 
-type Queryable = Pick<Pool | PoolClient, 'query'>;
 
 export type Action = 'created' | 'updated' | 'deleted';
 

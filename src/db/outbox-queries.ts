@@ -3,9 +3,8 @@
  * cursors and the delivery log, since events are never updated), and the few writes operators make
  * (making users due, skipping a failed event). The relay's hot path is in relay-queries.ts.
  */
-import type { Pool, PoolClient } from './pool.ts';
+import type { Queryable } from './pool.ts';
 
-type Queryable = Pick<Pool | PoolClient, 'query'>;
 
 export const EVENT_STATUSES = ['pending', 'delivered', 'failed', 'skipped', 'superseded'] as const;
 export type EventStatus = (typeof EVENT_STATUSES)[number];

@@ -1,8 +1,11 @@
+/** Connections to the auth database: the pool, transactions, and connection errors a person can act on. */
 import pg from 'pg';
 import { UsageError, WorkFailed } from '../errors.ts';
 
 export type Pool = pg.Pool;
 export type PoolClient = pg.PoolClient;
+/** What runs a statement: the pool, or a client inside a transaction. */
+export type Queryable = Pick<Pool | PoolClient, 'query'>;
 
 /**
  * Query parameters that can carry a secret. pg reads every parameter into its connection config,

@@ -9,10 +9,9 @@
  * outbox, so that plan is one for tiny tables; planned with the actual arrays on every call, each
  * statement costs a little planning and stays an index lookup per row at any size.
  */
-import type { Pool, PoolClient } from './pool.ts';
+import type { Queryable } from './pool.ts';
 import { backendDownCondition, NOTIFY_CHANNEL } from './schema.ts';
 
-type Queryable = Pick<Pool | PoolClient, 'query'>;
 
 export interface ClaimedEvent {
   id: string;

@@ -9,9 +9,8 @@
  * Also the bookkeeping rows the relays leave: idle streams and old ticker states.
  */
 import { PARTITION_COUNT } from './schema.ts';
-import { withTransaction, type Pool, type PoolClient } from './pool.ts';
+import { withTransaction, type Pool, type PoolClient, type Queryable } from './pool.ts';
 
-type Queryable = Pick<Pool | PoolClient, 'query'>;
 
 /** One relay at a time rotates (in the two-int advisory key space suekk-sync uses). */
 const ROTATION_LOCK = '1937075051, 20';

@@ -5,9 +5,8 @@
  * tiny to the planner: it walks the id index across every user's events to find one user's.
  * Autovacuum corrects that within a minute or so; a relay cannot wait that long at full speed.
  */
-import type { Pool, PoolClient } from './pool.ts';
+import type { Queryable } from './pool.ts';
 
-type Queryable = Pick<Pool | PoolClient, 'query'>;
 
 /** Rows changed since the last analyze, beyond which it is stale: autovacuum's rule, but sooner. */
 const STALE_FRACTION = 0.2;

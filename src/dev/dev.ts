@@ -295,7 +295,7 @@ export async function startDev(options: DevOptions): Promise<DevSession> {
       // For other suekk-sync commands (tail-log, status, …) while dev runs; the port changes per run.
       const urlFile = join(stateDir, 'database-url');
       writeFileSync(urlFile, `${databaseUrl}\n`, { mode: 0o600 });
-      started.push(async () => rmSync(urlFile, { force: true }));
+      started.push(() => Promise.resolve(rmSync(urlFile, { force: true })));
     }
     signal?.throwIfAborted();
 

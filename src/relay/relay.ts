@@ -790,11 +790,8 @@ export class Relay extends EventEmitter<RelayEvents> {
       if (rotation.deferred.length > 0) {
         this.logger.warn({ partitions: rotation.deferred }, 'An outbox partition past retention is in use by a long query; emptying it later');
       }
-      let pruned = 0;
       for (let batch = 0; batch < 100; batch++) {
-        const n = await pruneIdleStreams(this.pool);
-        pruned += n;
-        if (n === 0) break;
+        if ((await pruneIdleStreams(this.pool)) === 0) break;
       }
       await pruneTicks(this.pool);
       await refreshOutboxStatistics(this.pool);

@@ -18,6 +18,8 @@ export type WebhookBodyKey = (typeof WEBHOOK_BODY_KEYS)[number];
 // NULL becomes "" because that is what the Go backend's string fields decode to anyway.
 function jsonString(value: unknown): string {
   if (value === null || value === undefined) return '""';
+  // Numbers, booleans, bigints and dates: String() spells them as the SQL rendering's ::text does.
+  // eslint-disable-next-line @typescript-eslint/no-base-to-string
   return JSON.stringify(typeof value === 'string' ? value : String(value));
 }
 

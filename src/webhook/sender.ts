@@ -189,7 +189,7 @@ export function createWebhookSender(options: WebhookSenderOptions): WebhookSende
         },
         onResponseStart(_c, statusCode, hdrs) {
           status = statusCode;
-          responseHeaders = hdrs as typeof responseHeaders;
+          responseHeaders = hdrs;
         },
         onResponseData(c, chunk) {
           if (headBytes < SNIPPET_BYTES) {

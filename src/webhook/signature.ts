@@ -158,7 +158,7 @@ function header(headers: WebhookHeaders, name: string): string | undefined {
 function toSecrets(secrets: VerifyWebhookOptions['secrets']): WebhookSecret[] {
   if (typeof secrets === 'string') return parseSecrets(secrets);
   if (secrets.every((s): s is WebhookSecret => s instanceof WebhookSecret)) return [...secrets];
-  return parseSecrets(secrets as readonly string[]);
+  return parseSecrets(secrets);
 }
 
 /**
