@@ -4,14 +4,14 @@
  */
 import { CAPTURE_TRIGGER } from '../db/schema.ts';
 import { withTransaction, type Pool } from '../db/pool.ts';
+import { DEFAULT_SOURCE } from '../config.ts';
 import type { ProfileBody, RegisterBody } from './schemas.ts';
 
-export const USERS_TABLE = 'public.users';
+export const USERS_TABLE = DEFAULT_SOURCE.table;
 
-// displayName repeats the default mapping's expression (first and last name, else the username),
-// so the API and the webhook name a user the same way.
+// displayName is the default mapping's expression, so the API and the webhook name a user the same way.
 const USER_COLUMNS = `id, email, username, first_name, last_name, avatar, role, is_active, created_at, updated_at,
-  coalesce(nullif(trim(concat_ws(' ', first_name, last_name)), ''), username) as display_name`;
+  ${DEFAULT_SOURCE.columns.displayName} as display_name`;
 
 interface UserRow {
   id: string;
