@@ -1,13 +1,30 @@
 /**
- * pino, JSON lines. Whatever a caller passes, sensitive keys are censored: a secret, token,
- * signature or password hash must never reach a log line.
+ * The one logger of every command (relay, serve, dev): pino, JSON lines. Whatever a caller passes,
+ * sensitive keys are censored: a secret, token, signature, cookie, password or password hash must
+ * never reach a log line.
  */
-import { pino, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger } from 'pino';
+import { UsageError } from './errors.ts';
 
 export type { Logger };
 
-/** Keys whose values never reach a log line, at the top of a line's fields or nested in them. */
-export const REDACTED_KEYS = new Set(['secret', 'secrets', 'token', 'password', 'authorization', 'signature', 'webhook-signature']);
+/**
+ * Keys whose values never reach a log line, at the top of a line's fields or nested in them
+ * (compared lower-cased). A request body is censored whole: it may hold a password.
+ */
+export const REDACTED_KEYS = new Set([
+  'secret',
+  'secrets',
+  'token',
+  'password',
+  'passwordhash',
+  'password_hash',
+  'authorization',
+  'cookie',
+  'signature',
+  'webhook-signature',
+  'body',
+]);
 const CENSOR = '[redacted]';
 /** How deep censoring looks: `headers.authorization`, `req.headers.authorization`. */
 const CENSOR_DEPTH = 3;
@@ -45,7 +62,12 @@ export function logDestination(dest: number | string = 1): NodeJS.WritableStream
   return pino.destination({ dest, sync: false }) as unknown as NodeJS.WritableStream;
 }
 
-export function createLogger(level = 'info', destination?: NodeJS.WritableStream): Logger {
+export const LOG_LEVELS = [...Object.keys(pino.levels.values), 'silent'];
+
+export function createLogger(level = 'info', destination?: NodeJS.WritableStream | DestinationStream): Logger {
+  if (!LOG_LEVELS.includes(level)) {
+    throw new UsageError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, not "${level}".`);
+  }
   return pino(
     {
       level,

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { createApiLogger } from '../api/logger.ts';
+import { createLogger } from '../logger.ts';
 import { createApiServer } from '../api/server.ts';
 import { MIN_JWT_SECRET_BYTES } from '../api/tokens.ts';
 import { requireDatabaseUrl } from '../config.ts';
@@ -56,7 +56,7 @@ export function registerServe(program: Command): void {
         );
       }
       const databaseUrl = requireDatabaseUrl(settings);
-      const logger = createApiLogger(settings.logLevel);
+      const logger = createLogger(settings.logLevel);
 
       const pool = createPool(databaseUrl, {
         // The writer's application_name is recorded with every event, so tail-log shows the API.

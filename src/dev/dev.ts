@@ -13,7 +13,6 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync }
 import { createServer } from 'node:net';
 import { join, relative } from 'node:path';
 import { Writable } from 'node:stream';
-import { createApiLogger } from '../api/logger.ts';
 import { createApiServer } from '../api/server.ts';
 import { install } from '../capture/install.ts';
 import { DEFAULT_RELAY, DEFAULT_SOURCE, type Settings } from '../config.ts';
@@ -250,7 +249,7 @@ export async function startDev(options: DevOptions): Promise<DevSession> {
   }
   const databaseFlag = options.databaseUrl === undefined ? undefined : checkDatabaseUrl(options.databaseUrl);
   // Both loggers validate before anything starts, so a bad LOG_LEVEL costs nothing to clean up.
-  const apiLogger = createApiLogger(level, readableLog('api', out));
+  const apiLogger = createLogger(level, readableLog('api', out));
   const relayLogger = createLogger(level, readableLog('relay', out));
   await assertPortFree(apiPort, '--api-port');
   await assertPortFree(receiverPort, '--receiver-port');
