@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { createReceiver, type ReceivedWebhook } from '../dev/receiver.ts';
+import { createReceiver, describeReceived } from '../dev/receiver.ts';
 import { UsageError } from '../errors.ts';
 import { parseSecrets } from '../webhook/index.ts';
 import { settingsFrom, type GlobalFlags } from './context.ts';
@@ -22,22 +22,6 @@ function failRateOption(value: string): number {
     throw new UsageError(`--fail-rate must be a number from 0 to 1, not "${value}".`);
   }
   return n;
-}
-
-function text(value: unknown): string {
-  return typeof value === 'string' && value !== '' ? value : '?';
-}
-
-/** One readable line, e.g. `✓ created   alice (bcb49293…)  evt_…  signature verified`. */
-function describeReceived(r: ReceivedWebhook): string {
-  const id = r.webhookId ?? '(no webhook-id)';
-  if (r.outcome === 'rejected') return `✗ rejected  ${id}  ${r.status}: ${r.error ?? ''}`;
-  const userId = text(r.payload?.id);
-  const who = `${text(r.payload?.username)} (${userId.length > 8 ? `${userId.slice(0, 8)}…` : userId})`;
-  if (r.outcome === 'failed') return `✗ failed    ${who}  ${id}  answered ${r.status} (--fail-rate)`;
-  if (r.outcome === 'duplicate') return `↺ duplicate ${who}  ${id}  already received, answered 200 again`;
-  const check = r.verified ? 'signature verified' : 'signature not checked (no secret set)';
-  return `✓ ${text(r.payload?.action).padEnd(9)} ${who}  ${id}  ${check}`;
 }
 
 export function registerReceive(program: Command): void {

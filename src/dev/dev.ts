@@ -23,7 +23,7 @@ import { startRelay } from '../relay/start.ts';
 import { generateSecret, parseSecrets } from '../webhook/signature.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded.ts';
 import { placeDataDir } from './staging.ts';
-import { createReceiver, type ReceivedWebhook } from './receiver.ts';
+import { createReceiver, describeReceived } from './receiver.ts';
 
 const USERS_SQL = new URL('../../sql/examples/users.sql', import.meta.url);
 const HOST = '127.0.0.1';
@@ -150,22 +150,6 @@ function readableLog(component: string, out: NodeJS.WritableStream): Writable {
       done();
     },
   });
-}
-
-function text(value: unknown): string {
-  return typeof value === 'string' && value !== '' ? value : '?';
-}
-
-/** One line per webhook, e.g. `12:00:01 ✓ created   alice (bcb49293…)  evt_…  signature verified`. */
-export function describeWebhook(r: ReceivedWebhook): string {
-  const id = r.webhookId ?? '(no webhook-id)';
-  if (r.outcome === 'rejected') return `${clock()} ✗ rejected  ${id}  ${r.status}: ${r.error ?? ''}`;
-  const userId = text(r.payload?.id);
-  const who = `${text(r.payload?.username)} (${userId.length > 8 ? `${userId.slice(0, 8)}…` : userId})`;
-  if (r.outcome === 'duplicate') return `${clock()} ↺ duplicate ${who}  ${id}  already received, answered 200 again`;
-  if (r.outcome === 'failed') return `${clock()} ✗ failed    ${who}  ${id}  answered ${r.status}`;
-  const check = r.verified ? 'signature verified' : 'signature NOT verified';
-  return `${clock()} ✓ ${text(r.payload?.action).padEnd(9)} ${who}  ${id}  ${check}`;
 }
 
 /** What the embedded server keeps under the temp folder because its user cannot reach it here. */
@@ -311,7 +295,7 @@ export async function startDev(options: DevOptions): Promise<DevSession> {
 
     const receiver = createReceiver({
       secrets: parseSecrets(secrets.webhookSecret),
-      onEvent: (r) => out.write(`${describeWebhook(r)}\n`),
+      onEvent: (r) => out.write(`${clock()} ${describeReceived(r)}\n`),
     });
     const receiverUrl = await receiver.listen(receiverPort, HOST).catch((err: unknown) => {
       throw portError(receiverPort, '--receiver-port', err);

@@ -251,3 +251,19 @@ export function createReceiver(options: ReceiverOptions = {}): Receiver {
     counts,
   };
 }
+
+function text(value: unknown): string {
+  return typeof value === 'string' && value !== '' ? value : '?';
+}
+
+/** One readable line per webhook, e.g. `✓ created   alice (bcb49293…)  evt_…  signature verified`. */
+export function describeReceived(r: ReceivedWebhook): string {
+  const id = r.webhookId ?? '(no webhook-id)';
+  if (r.outcome === 'rejected') return `✗ rejected  ${id}  ${r.status}: ${r.error ?? ''}`;
+  const userId = text(r.payload?.id);
+  const who = `${text(r.payload?.username)} (${userId.length > 8 ? `${userId.slice(0, 8)}…` : userId})`;
+  if (r.outcome === 'failed') return `✗ failed    ${who}  ${id}  answered ${r.status}`;
+  if (r.outcome === 'duplicate') return `↺ duplicate ${who}  ${id}  already received, answered 200 again`;
+  const check = r.verified ? 'signature verified' : 'signature not checked (no secret set)';
+  return `✓ ${text(r.payload?.action).padEnd(9)} ${who}  ${id}  ${check}`;
+}
