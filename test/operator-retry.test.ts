@@ -8,6 +8,7 @@ import { createTestDatabase } from './helpers/db.ts';
 import { collect, runCli, startCli } from './helpers/cli.ts';
 import { startReceiver, waitFor } from './helpers/receiver.ts';
 import { addUsers, eventStatuses, startTestRelay } from './helpers/relay.ts';
+import { pendingReason, type DeliveryConditions, type EventState } from '../src/ops/settle.ts';
 
 const ids = (out: string) => [...out.matchAll(/evt_[0-9a-f-]{36}/g)].map((m) => m[0]);
 
@@ -183,4 +184,51 @@ t.test('a resync that nothing would deliver records no run to resume', async (t)
   const resume = await runCli(['resync', '--resume'], { env });
   t.equal(resume.code, 2);
   t.match(resume.stderr, /There is no interrupted resync to resume/);
+});
+
+t.test('the reason an event waits: never a round already past, the pause and a missing relay first', async (t) => {
+  const now = new Date('2026-01-01T12:00:00Z');
+  const event = (over: Partial<EventState> = {}): EventState => ({
+    id: '1',
+    webhookId: 'evt_x',
+    userId: 'u1',
+    username: 'u',
+    action: 'created',
+    status: 'pending',
+    attempts: 3,
+    rounds: 1,
+    httpStatus: 503,
+    error: 'HTTP 503',
+    response: null,
+    durationMs: 5,
+    nextAttemptAt: new Date(now.getTime() + 30_000),
+    runId: null,
+    supersededBy: null,
+    ...over,
+  });
+  const conditions = (over: Partial<DeliveryConditions> = {}): DeliveryConditions => ({
+    paused: false,
+    relaysAlive: 1,
+    backendDownSince: null,
+    streams: new Map(),
+    now,
+    ...over,
+  });
+  t.equal(pendingReason(event(), 'waiting', conditions()), 'waits for its next round at 2026-01-01T12:00:30.000Z (in 30s)');
+  t.equal(
+    pendingReason(event(), 'waiting', conditions({ backendDownSince: new Date('2026-01-01T11:00:00Z') })),
+    'waits for its next round at 2026-01-01T12:00:30.000Z (in 30s), and the backend looks down to the relays since 2026-01-01T11:00:00.000Z',
+  );
+  const past = event({ nextAttemptAt: new Date(now.getTime() - 60_000) });
+  t.equal(pendingReason(past, 'waiting', conditions({ relaysAlive: 0 })), 'no relay is running; start `suekk-sync relay`');
+  t.equal(pendingReason(past, 'waiting', conditions({ paused: true })), 'delivery is paused; run `suekk-sync resume`');
+  t.equal(pendingReason(past, 'waiting', conditions()), 'due again now, not sent yet');
+  const fresh = event({ rounds: 0, attempts: 0, httpStatus: null, error: null });
+  t.equal(pendingReason(fresh, 'queued', conditions({ backendDownSince: new Date('2026-01-01T11:00:00Z') })),
+    'the backend looks down to the relays since 2026-01-01T11:00:00.000Z; they send it once a probe gets through');
+  t.equal(pendingReason(fresh, 'queued', conditions({ streams: new Map([['u1', { dueAt: null, leased: true }]]) })), 'being sent right now');
+  t.equal(pendingReason(fresh, 'queued', conditions({ streams: new Map([['u1', { dueAt: new Date(now.getTime() + 5_000), leased: false }]]) })),
+    'waits for its next round at 2026-01-01T12:00:05.000Z (in 5s)');
+  t.equal(pendingReason(fresh, 'blocked', conditions({ paused: true })), 'waits behind an earlier event of this user');
+  t.equal(pendingReason(fresh, 'delivered', conditions({ paused: true })), undefined);
 });

@@ -130,10 +130,11 @@ export async function claimUsers(
 ): Promise<Claim> {
   await db.query(
     `insert into suekk_sync.streams as s (user_id, delivered_through, last_event_id, lane)
-     select w.user_id, h.horizon - 1, m.max_id, 0
+     select w.user_id, h.horizon - 1, m.max_id, case when m.source = 'resync' then 1 else 0 end
        from unnest($1::text[]) w(user_id)
       cross join (select suekk_sync.ticked_horizon() as horizon) h
-      cross join lateral (select max(e.id) as max_id from suekk_sync.events e where e.user_id = w.user_id) m
+      cross join lateral (select e.id as max_id, e.source from suekk_sync.events e
+                           where e.user_id = w.user_id order by e.id desc limit 1) m
       where m.max_id >= h.horizon
       order by w.user_id
      on conflict (user_id) do update set last_event_id = excluded.last_event_id
