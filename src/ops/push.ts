@@ -9,26 +9,8 @@ import { withTransaction, type Pool } from '../db/pool.ts';
 import { enqueueBatch, type Action } from '../db/enqueue.ts';
 import { eventStates, makeUsersDue, openEventsOf } from '../db/outbox-queries.ts';
 import { ensureDelivery, type DeliveryHandle } from './inline-delivery.ts';
-import {
-  deliveryConditions,
-  judge,
-  pendingReason,
-  waitForFirstRound,
-  type EventState,
-  type Target,
-  type Verdict,
-} from './settle.ts';
+import { explainPending, judge, waitForFirstRound, type EventState, type Target, type Verdict, type WaitOptions } from './settle.ts';
 import { installedSource, resolveUserRef } from './source.ts';
-
-export interface WaitOptions {
-  /** Wait for the outcome (default); false only enqueues, and then nothing needs to deliver now. */
-  wait?: boolean;
-  /** Give up waiting after this long (default: as long as it takes). */
-  timeoutMs?: number;
-  signal?: AbortSignal;
-  /** Delivery is paused (true) or resumed (false) while the command waits. */
-  onPausedChange?: (paused: boolean) => void;
-}
 
 export interface PushResult {
   userId: string;
@@ -95,12 +77,7 @@ export async function push(
       settled = { states, verdicts: judge(targets, states), timedOut: false };
     }
     const { states, verdicts } = settled;
-    const conditions = await deliveryConditions(pool, [user.userId]);
-    const reasons = new Map<string, string>();
-    for (const s of states) {
-      const why = pendingReason(s, verdicts.get(s.id)!, conditions);
-      if (why !== undefined) reasons.set(s.id, why);
-    }
+    const reasons = await explainPending(pool, states, verdicts);
     const event = states[states.length - 1]!;
     return {
       userId: user.userId,

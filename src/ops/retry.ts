@@ -9,8 +9,7 @@ import { UsageError } from '../errors.ts';
 import { withTransaction, type Pool } from '../db/pool.ts';
 import { eventStates, findEvents, heldBackEvents, makeUsersDue, openEventsOf, skipFailed } from '../db/outbox-queries.ts';
 import { ensureDelivery, type DeliveryHandle } from './inline-delivery.ts';
-import type { WaitOptions } from './push.ts';
-import { deliveryConditions, judge, pendingReason, waitForFirstRound, type EventState, type Target, type Verdict } from './settle.ts';
+import { explainPending, judge, waitForFirstRound, type EventState, type Target, type Verdict, type WaitOptions } from './settle.ts';
 import { installedSource, resolveUserRef } from './source.ts';
 
 export type EventSelector = { allFailed: true } | { waiting: true } | { userRef: string } | { eventIds: string[] };
@@ -66,16 +65,6 @@ export interface RetryResult {
   nothing?: string;
 }
 
-async function withReasons(pool: Pool, users: string[], states: EventState[], verdicts: Map<string, Verdict>): Promise<Map<string, string>> {
-  const conditions = await deliveryConditions(pool, users);
-  const reasons = new Map<string, string>();
-  for (const s of states) {
-    const why = pendingReason(s, verdicts.get(s.id)!, conditions);
-    if (why !== undefined) reasons.set(s.id, why);
-  }
-  return reasons;
-}
-
 /**
  * A user's stream is retried whole: its held-back head goes again, then its later events in order.
  * So the dry run and the run select the same users and count the same events: every open event of
@@ -109,7 +98,7 @@ export async function retry(
       users: users.length,
       delivery: 'none',
       timedOut: false,
-      reasons: await withReasons(pool, users, open, verdicts),
+      reasons: await explainPending(pool, open, verdicts),
     };
   }
   const wait = options.wait ?? true;
@@ -139,7 +128,7 @@ export async function retry(
       users: users.length,
       delivery: delivery?.mode ?? 'none',
       timedOut: settled.timedOut,
-      reasons: await withReasons(pool, users, states, verdicts),
+      reasons: await explainPending(pool, states, verdicts),
     };
   } finally {
     await delivery?.stop();

@@ -54,6 +54,17 @@ export function judge(targets: Target[], states: EventState[]): Map<string, Verd
   return verdicts;
 }
 
+/** How push and retry wait for their events. */
+export interface WaitOptions {
+  /** Wait for the outcome (default); false only enqueues, and then nothing needs to deliver now. */
+  wait?: boolean;
+  /** Give up waiting after this long (default: as long as it takes). */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+  /** Delivery is paused (true) or resumed (false) while the command waits. */
+  onPausedChange?: (paused: boolean) => void;
+}
+
 export interface SettleOptions {
   pollMs?: number;
   signal?: AbortSignal;
@@ -160,4 +171,15 @@ export function pendingReason(s: EventState, verdict: Verdict, c: DeliveryCondit
   }
   if (stream?.leased) return 'being sent right now';
   return verdict === 'waiting' ? 'due again now, not sent yet' : 'not sent yet';
+}
+
+/** Why each of these events that is not through yet still waits, by event id. */
+export async function explainPending(pool: Pool, states: EventState[], verdicts: Map<string, Verdict>): Promise<Map<string, string>> {
+  const conditions = await deliveryConditions(pool, [...new Set(states.map((s) => s.userId))]);
+  const reasons = new Map<string, string>();
+  for (const s of states) {
+    const why = pendingReason(s, verdicts.get(s.id)!, conditions);
+    if (why !== undefined) reasons.set(s.id, why);
+  }
+  return reasons;
 }
