@@ -99,7 +99,7 @@ t.test('a relay started during an outage probes too, and retry --waiting sends t
   // retry --waiting lists them (dry run), then, with the backend still down, sends each for a round.
   const dry = await runCli(['retry', '--waiting', '--dry-run'], { env: { DATABASE_URL: db.url, BACKEND_SYNC_URL: receiver.url } });
   t.equal(dry.code, 0, dry.stderr);
-  t.match(dry.stdout, /Would retry 6 event\(s\); nothing was changed\./);
+  t.match(dry.stdout, /Would retry 6 events of 6 users: .*nothing was changed\./);
   const before = receiver.requests.length;
   const retried = await retry(db.pool, testSettings(db.url, receiver.url, { relay: { ...FAST_RELAY, ...OUTAGE } }), { waiting: true });
   t.equal(retried.events.length, 6);

@@ -70,7 +70,7 @@ t.test('a parked user: push refuses, retry --user delivers, skip un-parks', asyn
   const dry = await runCli(['retry', '--all-failed', '--dry-run'], { env });
   t.equal(dry.code, 0, dry.stderr);
   t.match(dry.stdout, /failed\s+created rex1/);
-  t.match(dry.stdout, /Would retry 1 event/);
+  t.match(dry.stdout, /Would retry 2 events of 1 user/);
   t.equal((await eventStatuses(db)).failed, 1, 'dry run changed nothing');
 
   const stillFailing = await runCli(['retry', '--user', 'rex1'], { env });

@@ -2,7 +2,8 @@
 import type { Command } from 'commander';
 import { Option } from 'commander';
 import type { Action } from '../db/enqueue.ts';
-import { UsageError } from '../errors.ts';
+import { UsageError, WorkFailed } from '../errors.ts';
+import { formatDuration, parseDuration } from '../duration.ts';
 import { push } from '../ops/push.ts';
 import { resync, resyncDryRun, type ResyncProgress, type ResyncScope } from '../ops/resync.ts';
 import { retry, skip, type EventSelector } from '../ops/retry.ts';
@@ -36,7 +37,9 @@ function interruptSignal(what: string): { signal: AbortSignal; dispose(): void }
   };
 }
 
-function describeState(s: EventState, verdict: Verdict): string {
+const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
+
+function describeState(s: EventState, verdict: Verdict, reason?: string): string {
   const http = s.httpStatus === null ? '' : ` HTTP ${s.httpStatus}`;
   const took = s.durationMs === null ? '' : ` in ${s.durationMs} ms`;
   const detail =
@@ -44,16 +47,16 @@ function describeState(s: EventState, verdict: Verdict): string {
       ? ''
       : verdict === 'superseded'
         ? ` — carried by ${s.supersededBy} with a later state`
-      : verdict === 'waiting'
-        ? ` — ${s.error ?? 'not delivered'}; next round at ${s.nextAttemptAt.toISOString()}`
-        : verdict === 'blocked' || verdict === 'queued'
-          ? ' — waits behind an earlier event of this user'
-          : ` — ${s.error ?? 'failed'}`;
+        : verdict === 'failed'
+          ? ` — ${s.error ?? 'failed'}`
+          : verdict === 'waiting'
+            ? ` — ${s.error ?? 'not delivered'}${reason === undefined ? '' : `; ${reason}`}`
+            : ` — ${reason ?? 'not sent yet'}`;
   const body = s.response && verdict !== 'delivered' ? `\n    response: ${s.response.slice(0, 200)}` : '';
   return `${verdict.padEnd(9)} ${s.action.padEnd(7)} ${s.username || s.userId} ${s.webhookId}${http}${took}${detail}${body}`;
 }
 
-function stateJson(s: EventState, verdict: Verdict) {
+function stateJson(s: EventState, verdict: Verdict, reason?: string) {
   return {
     eventId: s.id,
     webhookId: s.webhookId,
@@ -69,7 +72,56 @@ function stateJson(s: EventState, verdict: Verdict) {
     error: s.error,
     response: s.response,
     supersededBy: s.supersededBy,
-    nextAttemptAt: s.status === 'pending' ? s.nextAttemptAt.toISOString() : null,
+    // Only a round still to come: a time already past is no "next round".
+    nextAttemptAt: verdict === 'waiting' && s.nextAttemptAt.getTime() > Date.now() ? s.nextAttemptAt.toISOString() : null,
+    reason: reason ?? null,
+  };
+}
+
+/** "0 of 2 events delivered: 1 failed, 1 waits behind an earlier event of its user." */
+function outcomeSummary(verdicts: Verdict[]): string {
+  const n = (v: Verdict) => verdicts.filter((x) => x === v).length;
+  const through = verdicts.filter(wentOut).length;
+  const parts = [
+    n('failed') > 0 ? `${n('failed')} failed` : '',
+    n('waiting') > 0 ? `${n('waiting')} ${n('waiting') === 1 ? 'waits' : 'wait'} for a next round` : '',
+    n('blocked') > 0 ? `${n('blocked')} ${n('blocked') === 1 ? 'waits behind an earlier event of its user' : 'wait behind an earlier event of their users'}` : '',
+    n('queued') > 0 ? `${n('queued')} not sent yet` : '',
+    n('skipped') > 0 ? `${n('skipped')} skipped meanwhile` : '',
+  ].filter((p) => p !== '');
+  return `${through} of ${count(verdicts.length, 'event')} delivered${parts.length > 0 ? `: ${parts.join(', ')}` : ''}.`;
+}
+
+/** Why a wait ended early, for the one sentence printed when it did: the reasons of the events first in line. */
+function stillPending(
+  events: { state: EventState; verdict: Verdict }[],
+  reasons: Map<string, string>,
+  how: { interrupted: boolean; waitedMs: number },
+): WorkFailed {
+  const pending = events.filter((e) => e.verdict === 'queued' || e.verdict === 'blocked');
+  const why = [...new Set(events.filter((e) => e.verdict === 'queued').map((e) => reasons.get(e.state.id) ?? 'not sent yet'))];
+  const start = how.interrupted ? 'Stopped waiting' : `Gave up waiting after ${formatDuration(how.waitedMs)}`;
+  return new WorkFailed(
+    `${start} with ${count(pending.length, 'event')} still pending (${why.join('; ')}); ${pending.length === 1 ? 'it stays' : 'they stay'} queued and ${pending.length === 1 ? 'goes' : 'go'} once that clears.`,
+  );
+}
+
+const DEFAULT_WAIT = '1m';
+
+/** --wait <duration> (default 1m) or --no-wait: how long push and retry wait for the outcome. */
+function waitOption(raw: string | false | undefined): { wait: boolean; timeoutMs: number } {
+  if (raw === false) return { wait: false, timeoutMs: 0 };
+  const timeoutMs = parseDuration(raw ?? DEFAULT_WAIT, '--wait');
+  if (timeoutMs <= 0) throw new UsageError('--wait must be longer than 0; pass --no-wait to only enqueue.');
+  return { wait: true, timeoutMs };
+}
+
+/** The one line a command that waits prints when delivery is paused. */
+function pausedNotice(waitMs?: number): (paused: boolean) => void {
+  return (paused) => {
+    if (!paused) return;
+    const bound = waitMs === undefined ? '' : `; waiting at most ${formatDuration(waitMs)}`;
+    process.stderr.write(`Delivery is paused, so nothing is sent until someone runs \`suekk-sync resume\`${bound}.\n`);
   };
 }
 
@@ -145,6 +197,8 @@ export function registerSyncCommands(program: Command): void {
           const tty = process.stdout.isTTY === true && !opts.json;
           let view = tty ? await renderResyncView() : undefined;
           let lastPlain = 0;
+          let lastLine = '';
+          let paused = false;
           const interrupt = interruptSignal('batch');
           try {
             const result = await resync(pool, settings, {
@@ -155,14 +209,23 @@ export function registerSyncCommands(program: Command): void {
               resume: opts.resume,
               signal: interrupt.signal,
               progressIntervalMs: tty ? 200 : 1000,
+              onPausedChange: (now) => {
+                paused = now;
+                pausedNotice()(now);
+              },
               // --json prints only the summary: no progress to count for.
               onProgress: opts.json
                 ? undefined
                 : (p) => {
                     if (view) view.update(p);
                     else if (performance.now() - lastPlain >= 2000) {
+                      // A line only when the counts moved: a paused or stalled wait says so once.
+                      const line = plainProgress(p);
+                      const counts = line.replace(/, \d+ users\/s.*$/, '');
+                      if (counts === lastLine || paused) return;
                       lastPlain = performance.now();
-                      process.stdout.write(`${plainProgress(p)}\n`);
+                      lastLine = counts;
+                      process.stdout.write(`${line}\n`);
                     }
                   },
             });
@@ -171,8 +234,14 @@ export function registerSyncCommands(program: Command): void {
             const allDelivered = result.delivered === result.enqueued && !result.interrupted;
             if (opts.json) {
               process.stdout.write(`${JSON.stringify({ ...result, rate: Math.round(result.rate), elapsedMs: Math.round(result.elapsedMs) })}\n`);
-            } else if (result.interrupted) {
+            } else if (result.interrupted && !result.enqueueDone) {
               process.stdout.write(`Interrupted: run ${result.runId} enqueued ${result.enqueued} of ${result.total}; continue with \`suekk-sync resync --resume\`.\n`);
+            } else if (result.interrupted) {
+              // Everything is enqueued: there is nothing to resume, only deliveries to wait for.
+              const left = result.enqueued - result.delivered;
+              process.stdout.write(
+                `Stopped waiting: run ${result.runId} enqueued all ${count(result.enqueued, 'user')} and ${result.delivered} ${result.delivered === 1 ? 'is' : 'are'} delivered; the other ${left} stay in the outbox for ${result.delivery === 'inline' ? 'a relay (none is running: start `suekk-sync relay`)' : 'the relays'}, and \`suekk-sync status\` shows the backlog.\n`,
+              );
             } else if (!opts.wait) {
               process.stdout.write(`Enqueued ${result.enqueued} user${result.enqueued === 1 ? '' : 's'} (run ${result.runId}); the relays deliver them.\n`);
             } else {
@@ -196,25 +265,43 @@ export function registerSyncCommands(program: Command): void {
     .command('push <ref>')
     .description('send one user\'s current state now (after their waiting events), and show the outcome')
     .addOption(actionOption())
+    .option('--wait <duration>', `wait this long for the outcome, e.g. 30s or 2m (default ${DEFAULT_WAIT})`)
+    .option('--no-wait', 'only enqueue; the relays deliver')
     .option('--json', 'print the outcome as JSON')
-    .action(async (ref: string, opts: { action?: Action; json?: boolean }, cmd: Command) => {
+    .action(async (ref: string, opts: { action?: Action; wait?: string | false; json?: boolean }, cmd: Command) => {
+      const { wait, timeoutMs } = waitOption(opts.wait);
       const settings = settingsFrom(cmd.optsWithGlobals<GlobalFlags>());
       await withDatabase(settings, async (pool) => {
         const interrupt = interruptSignal('wait');
         try {
-          const result = await push(pool, settings, ref, { action: opts.action, signal: interrupt.signal });
+          const result = await push(pool, settings, ref, {
+            action: opts.action,
+            wait,
+            timeoutMs,
+            signal: interrupt.signal,
+            onPausedChange: pausedNotice(timeoutMs),
+          });
+          const all = [...result.ahead, { state: result.event, verdict: result.verdict }];
           if (opts.json) {
             process.stdout.write(
-              `${JSON.stringify({ ...stateJson(result.event, result.verdict), ahead: result.ahead.map((a) => stateJson(a.state, a.verdict)) })}\n`,
+              `${JSON.stringify({
+                ...stateJson(result.event, result.verdict, result.reasons.get(result.event.id)),
+                ahead: result.ahead.map((a) => stateJson(a.state, a.verdict, result.reasons.get(a.state.id))),
+              })}\n`,
             );
           } else {
-            for (const a of result.ahead) process.stdout.write(`${describeState(a.state, a.verdict)}\n`);
-            process.stdout.write(`${describeState(result.event, result.verdict)}\n`);
+            for (const a of all) process.stdout.write(`${describeState(a.state, a.verdict, result.reasons.get(a.state.id))}\n`);
             if (result.event.response && result.verdict === 'delivered') {
               process.stdout.write(`    response: ${result.event.response.slice(0, 200)}\n`);
             }
+            if (!wait) {
+              process.stdout.write(
+                `Queued ${result.username || result.userId}'s current state; not waiting for the outcome (\`suekk-sync tail-log --user ${result.userId}\` shows it).\n`,
+              );
+            }
           }
-          if (!wentOut(result.verdict)) process.exitCode = 1;
+          if (result.timedOut) throw stillPending(all, result.reasons, { interrupted: interrupt.signal.aborted, waitedMs: timeoutMs });
+          if (wait && !wentOut(result.verdict)) process.exitCode = 1;
         } finally {
           interrupt.dispose();
         }
@@ -226,43 +313,71 @@ export function registerSyncCommands(program: Command): void {
     .description('send failed events, and events waiting for their next round, again now, in order')
     .option('--all-failed', 'every event held back by a failure')
     .option('--waiting', 'every event waiting for a later round (not the failed ones)')
-    .option('--user <ref>', 'this user\'s failed and waiting events')
+    .option('--user <ref>', 'this user\'s failed and pending events')
     .option('--dry-run', 'list what would be retried; change nothing')
+    .option('--wait <duration>', `wait this long for the outcome, e.g. 30s or 2m (default ${DEFAULT_WAIT})`)
+    .option('--no-wait', 'only make the events due now; the relays deliver')
     .option('--json', 'print JSON lines')
-    .action(async (ids: string[], opts: { allFailed?: boolean; waiting?: boolean; user?: string; dryRun?: boolean; json?: boolean }, cmd: Command) => {
-      const chosen = [opts.allFailed, opts.waiting, opts.user, ids.length > 0 ? ids : undefined].filter((x) => x !== undefined).length;
-      if (chosen !== 1) throw new UsageError('Say exactly one of --all-failed, --waiting, --user <ref> or event ids.');
-      const selector: EventSelector = opts.allFailed
-        ? { allFailed: true }
-        : opts.waiting
-          ? { waiting: true }
-          : opts.user
-            ? { userRef: opts.user }
-            : { eventIds: ids };
-      const settings = settingsFrom(cmd.optsWithGlobals<GlobalFlags>());
-      await withDatabase(settings, async (pool) => {
-        const interrupt = interruptSignal('wait');
-        try {
-          const result = await retry(pool, settings, selector, { dryRun: opts.dryRun, signal: interrupt.signal });
-          if (result.events.length === 0) {
-            if (!opts.json) process.stdout.write('Nothing to retry: no failed or waiting events match.\n');
-            return;
+    .action(
+      async (
+        ids: string[],
+        opts: { allFailed?: boolean; waiting?: boolean; user?: string; dryRun?: boolean; wait?: string | false; json?: boolean },
+        cmd: Command,
+      ) => {
+        const chosen = [opts.allFailed, opts.waiting, opts.user, ids.length > 0 ? ids : undefined].filter((x) => x !== undefined).length;
+        if (chosen !== 1) throw new UsageError('Say exactly one of --all-failed, --waiting, --user <ref> or event ids.');
+        const { wait, timeoutMs } = waitOption(opts.wait);
+        const selector: EventSelector = opts.allFailed
+          ? { allFailed: true }
+          : opts.waiting
+            ? { waiting: true }
+            : opts.user
+              ? { userRef: opts.user }
+              : { eventIds: ids };
+        const settings = settingsFrom(cmd.optsWithGlobals<GlobalFlags>());
+        await withDatabase(settings, async (pool) => {
+          const interrupt = interruptSignal('wait');
+          try {
+            const result = await retry(pool, settings, selector, {
+              dryRun: opts.dryRun,
+              wait,
+              timeoutMs,
+              signal: interrupt.signal,
+              onPausedChange: pausedNotice(timeoutMs),
+            });
+            if (result.nothing !== undefined) {
+              if (!opts.json) process.stdout.write(`${result.nothing}\n`);
+              return;
+            }
+            for (const { state, verdict } of result.events) {
+              const reason = result.reasons.get(state.id);
+              process.stdout.write(opts.json ? `${JSON.stringify(stateJson(state, verdict, reason))}\n` : `${describeState(state, verdict, reason)}\n`);
+            }
+            const n = result.events.length;
+            const ofUsers = `${count(n, 'event')} of ${count(result.users, 'user')}`;
+            if (opts.dryRun) {
+              if (!opts.json) {
+                process.stdout.write(
+                  `Would retry ${ofUsers}: each user's first event again, with its webhook-id, then the rest in order; nothing was changed.\n`,
+                );
+              }
+              return;
+            }
+            if (!wait) {
+              if (!opts.json) process.stdout.write(`Made ${ofUsers} due now; not waiting for the outcome.\n`);
+              return;
+            }
+            if (!opts.json) process.stdout.write(`${outcomeSummary(result.events.map((e) => e.verdict))}\n`);
+            if (result.timedOut) {
+              throw stillPending(result.events, result.reasons, { interrupted: interrupt.signal.aborted, waitedMs: timeoutMs });
+            }
+            if (result.events.some((e) => !wentOut(e.verdict))) process.exitCode = 1;
+          } finally {
+            interrupt.dispose();
           }
-          for (const { state, verdict } of result.events) {
-            process.stdout.write(opts.json ? `${JSON.stringify(stateJson(state, verdict))}\n` : `${describeState(state, verdict)}\n`);
-          }
-          if (opts.dryRun) {
-            if (!opts.json) process.stdout.write(`Would retry ${result.events.length} event(s); nothing was changed.\n`);
-            return;
-          }
-          const delivered = result.events.filter((e) => wentOut(e.verdict)).length;
-          if (!opts.json) process.stdout.write(`${delivered} of ${result.events.length} delivered.\n`);
-          if (delivered < result.events.length) process.exitCode = 1;
-        } finally {
-          interrupt.dispose();
-        }
-      });
-    });
+        });
+      },
+    );
 
   program
     .command('skip [event-ids...]')
@@ -274,15 +389,18 @@ export function registerSyncCommands(program: Command): void {
       await withDatabase(settings, async (pool) => {
         const result = await skip(pool, opts.user ? { userRef: opts.user } : { eventIds: ids });
         if (result.skipped.length === 0) {
-          process.stdout.write('Nothing to skip: that user has no failed event.\n');
+          process.stdout.write(`Nothing to skip: ${opts.user} has no failed event.\n`);
           return;
         }
         for (const e of result.skipped) process.stdout.write(`skipped   ${e.action.padEnd(7)} ${e.username || e.userId} ${e.webhookId}\n`);
-        const users = result.skipped.map((e) => e.username || e.userId);
-        process.stdout.write(
-          `Un-parked ${[...new Set(users)].join(', ')}; their later events go now. To send the current state, run \`suekk-sync push ${result.skipped[0]!.userId}\`.\n`,
-        );
+        for (const [userId, next] of result.next) {
+          const name = result.skipped.find((e) => e.userId === userId)!.username || userId;
+          process.stdout.write(
+            next === undefined
+              ? `Un-parked ${name}; nothing else of theirs is pending. To send their current state, run \`suekk-sync push ${userId}\`.\n`
+              : `Un-parked ${name}: their next pending event, ${next.webhookId} (${next.action}), is now first in line and is sent now; if the backend rejects it too, ${name} is parked again (\`suekk-sync tail-log --user ${userId}\` shows it).\n`,
+          );
+        }
       });
     });
 }
-

@@ -113,6 +113,57 @@ export async function claimStreams(
   };
 }
 
+/**
+ * Leases these users only, for a command that delivers its own events while no relay runs, and
+ * reads their first events. It never ticks: a lane's ticker leases whichever users it reads, and
+ * a command must leave other users' events to the relays. A user's events commit in id order (each
+ * writer holds the user's row while it takes its id), so they are read straight from the outbox:
+ * the user's stream learns of events no ticker has read yet, and a user without a stream gets one
+ * starting below the ticked horizon, as a ticker would start it. Nothing is leased while paused.
+ */
+export async function claimUsers(
+  db: Queryable,
+  relayId: string,
+  userIds: readonly string[],
+  options: { limit: number; leaseMs: number; perStream: number },
+): Promise<Claim> {
+  await db.query(
+    `insert into suekk_sync.streams as s (user_id, delivered_through, last_event_id, lane)
+     select w.user_id, h.horizon - 1, m.max_id, case when m.source = 'resync' then 1 else 0 end
+       from unnest($1::text[]) w(user_id)
+      cross join (select suekk_sync.ticked_horizon() as horizon) h
+      cross join lateral (select e.id as max_id, e.source from suekk_sync.events e
+                           where e.user_id = w.user_id order by e.id desc limit 1) m
+      where m.max_id >= h.horizon
+      order by w.user_id
+     on conflict (user_id) do update set last_event_id = excluded.last_event_id
+      where s.last_event_id < excluded.last_event_id`,
+    [userIds],
+  );
+  const { rows } = await db.query<EventRow>({
+    text: `with c as (
+        select s.user_id from suekk_sync.streams s
+         where s.user_id = any($2::text[]) and not s.parked
+           and (s.locked_by is null or s.locked_until < now())
+           and (s.due_at <= now() or (s.due_at is null and s.last_event_id > s.delivered_through))
+           and not coalesce((select st.paused from suekk_sync.state st), false)
+         order by s.user_id limit $3 for update skip locked
+      ), u as (
+        update suekk_sync.streams s
+           set locked_by = $1, locked_until = now() + make_interval(secs => $4::double precision / 1000), due_at = null
+          from c where s.user_id = c.user_id
+        returning s.user_id, s.delivered_through, s.head_id, s.head_attempts, s.head_rounds
+      )
+      select u.user_id, u.delivered_through::text, u.head_id::text, u.head_attempts, u.head_rounds, e.id::text,
+             e.webhook_id::text, e.action, e.body, e.source, e.run_id::text, e.created_at
+        from u left join lateral suekk_sync.next_events(u.user_id, u.delivered_through, $5) e on true
+       order by 1, e.id`,
+    values: [relayId, userIds, options.limit, options.leaseMs, options.perStream],
+  });
+  const streams = groupStreams(rows);
+  return { streams, openGaps: false, more: streams.length >= options.limit, busy: false };
+}
+
 /** Rows of stream columns and (left-joined) events, in user and id order, as streams. */
 function groupStreams(rows: EventRow[]): ClaimedStream[] {
   const byUser = new Map<string, ClaimedStream>();

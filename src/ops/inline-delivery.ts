@@ -1,6 +1,9 @@
 /**
  * resync, push and retry wait for the outcome of their events. When no relay is alive they run
- * the relay's engine themselves while they wait, so everything due moves, not only their own.
+ * the relay's engine themselves while they wait. push, retry and resync --user deliver only the
+ * users they were asked about: another user's events are none of the command's business and stay
+ * for the relays. resync --all covers every user, and --since more users than a command should
+ * list, so those deliver whatever is due, as a relay would.
  */
 import type { Settings } from '../config.ts';
 import { UsageError } from '../errors.ts';
@@ -23,49 +26,62 @@ export async function aliveRelays(pool: Pool): Promise<number> {
 export interface DeliveryHandle {
   /** 'relay' when running relays deliver; 'inline' when this process does. */
   mode: 'relay' | 'inline';
+  /** Starts delivering (inline), once the command has written what it asked for. */
+  start(): Promise<void>;
   stop(): Promise<void>;
 }
 
 /**
- * Makes sure something delivers while a command waits. Without a relay and without a backend URL,
- * the command cannot wait for anything: that is a usage error naming both ways out.
+ * Decides what delivers while a command waits, before the command writes anything: without a
+ * relay and without a backend URL nothing would, which is a usage error naming the ways out, and
+ * the command has then changed nothing. Inline delivery starts only once the command's writes are
+ * done, so what the command reads back as its events is what it then waits for.
  */
 export async function ensureDelivery(
   pool: Pool,
   settings: Settings,
+  options: { onlyUsers?: readonly string[] } = {},
   logger: Logger = createLogger(settings.logLevel === 'info' ? 'warn' : settings.logLevel, process.stderr),
 ): Promise<DeliveryHandle> {
-  if ((await aliveRelays(pool)) > 0) return { mode: 'relay', stop: async () => undefined };
+  if ((await aliveRelays(pool)) > 0) return { mode: 'relay', start: async () => undefined, stop: async () => undefined };
   if (settings.backendSyncUrl === undefined) {
     throw new UsageError(
-      'No relay is running and BACKEND_SYNC_URL is not set, so nothing would deliver; start `suekk-sync relay`, set BACKEND_SYNC_URL to deliver from here, or pass --no-wait.',
+      'No relay is running and BACKEND_SYNC_URL is not set, so nothing would deliver; start `suekk-sync relay`, set BACKEND_SYNC_URL to deliver from here, or pass --no-wait to only enqueue.',
     );
   }
   const url = parseBackendUrl(settings.backendSyncUrl);
-  const sender = createWebhookSender({
-    url: url.toString(),
-    secrets: parseSecrets(settings.webhookSecrets),
-    token: settings.backendSyncToken,
-    timeoutMs: settings.relay.timeoutMs,
-    connections: settings.relay.concurrency,
-    retryAfterCapMs: settings.relay.retryAfterCapMs,
-  });
-  const relay = new Relay({
-    pool,
-    sender,
-    settings: settings.relay,
-    logger,
-    listenUrl: settings.databaseListenUrl ?? requireDatabaseUrl(settings),
-    // Not a relay to the others: it leaves as soon as its command is done.
-    heartbeat: false,
-    maintenance: false,
-  });
-  await relay.start();
+  const secrets = parseSecrets(settings.webhookSecrets);
+  const listenUrl = settings.databaseListenUrl ?? requireDatabaseUrl(settings);
+  let running: { relay: Relay; sender: ReturnType<typeof createWebhookSender> } | undefined;
   return {
     mode: 'inline',
+    start: async () => {
+      const sender = createWebhookSender({
+        url: url.toString(),
+        secrets,
+        token: settings.backendSyncToken,
+        timeoutMs: settings.relay.timeoutMs,
+        connections: settings.relay.concurrency,
+        retryAfterCapMs: settings.relay.retryAfterCapMs,
+      });
+      const relay = new Relay({
+        pool,
+        sender,
+        settings: settings.relay,
+        logger,
+        listenUrl,
+        // Not a relay to the others: it leaves as soon as its command is done.
+        heartbeat: false,
+        maintenance: false,
+        onlyUsers: options.onlyUsers,
+      });
+      running = { relay, sender };
+      await relay.start();
+    },
     stop: async () => {
-      await relay.stop();
-      await sender.close();
+      if (running === undefined) return;
+      await running.relay.stop();
+      await running.sender.close();
     },
   };
 }

@@ -7,9 +7,9 @@ import type { Settings } from '../config.ts';
 import { WorkFailed } from '../errors.ts';
 import { withTransaction, type Pool } from '../db/pool.ts';
 import { enqueueBatch, type Action } from '../db/enqueue.ts';
-import { makeUsersDue, openEventsOf } from '../db/outbox-queries.ts';
-import { ensureDelivery } from './inline-delivery.ts';
-import { waitForFirstRound, type EventState, type Target, type Verdict } from './settle.ts';
+import { eventStates, makeUsersDue, openEventsOf } from '../db/outbox-queries.ts';
+import { ensureDelivery, type DeliveryHandle } from './inline-delivery.ts';
+import { explainPending, judge, waitForFirstRound, type EventState, type Target, type Verdict, type WaitOptions } from './settle.ts';
 import { installedSource, resolveUserRef } from './source.ts';
 
 export interface PushResult {
@@ -19,14 +19,18 @@ export interface PushResult {
   verdict: Verdict;
   /** The user's events that went (or tried to go) before this one. */
   ahead: { state: EventState; verdict: Verdict }[];
-  delivery: 'relay' | 'inline';
+  delivery: 'relay' | 'inline' | 'none';
+  /** The wait ended (time ran out, or interrupted) before every event had its round. */
+  timedOut: boolean;
+  /** Why each event that is not through yet still waits, by event id. */
+  reasons: Map<string, string>;
 }
 
 export async function push(
   pool: Pool,
   settings: Settings,
   ref: string,
-  options: { action?: Action; signal?: AbortSignal } = {},
+  options: WaitOptions & { action?: Action } = {},
 ): Promise<PushResult> {
   const source = await installedSource(pool);
   const user = await resolveUserRef(pool, source, ref);
@@ -39,26 +43,41 @@ export async function push(
       `User ${user.username || user.userId} is parked by a failed event; run \`suekk-sync retry --user ${user.userId}\` to send it again or \`suekk-sync skip --user ${user.userId}\` to drop it, then push.`,
     );
   }
-  const targets = await withTransaction(pool, async (client) => {
-    const batch = await enqueueBatch(client, source, {
-      filter: { userIds: [user.userId] },
-      limit: 1,
-      action: options.action ?? null,
-      eventSource: 'push',
-      runId: null,
-    });
-    // "Sync this user now" means the whole stream of that user, in order: one waiting for its next
-    // round goes now.
-    await makeUsersDue(client, [user.userId], { unpark: false });
-    await client.query('select pg_notify($1, $2)', [NOTIFY_CHANNEL, '']);
-    const own = BigInt(batch.eventIds[0]!);
-    return (await openEventsOf(client, [user.userId]))
-      .filter((e) => BigInt(e.id) <= own)
-      .map((e): Target => ({ id: e.id, roundsBefore: e.rounds }));
-  });
-  const delivery = await ensureDelivery(pool, settings);
+  const wait = options.wait ?? true;
+  // Before anything is written: a push that cannot be delivered changes nothing.
+  const delivery: DeliveryHandle | undefined = wait ? await ensureDelivery(pool, settings, { onlyUsers: [user.userId] }) : undefined;
   try {
-    const { states, verdicts } = await waitForFirstRound(pool, targets, { signal: options.signal });
+    const targets = await withTransaction(pool, async (client) => {
+      const batch = await enqueueBatch(client, source, {
+        filter: { userIds: [user.userId] },
+        limit: 1,
+        action: options.action ?? null,
+        eventSource: 'push',
+        runId: null,
+      });
+      // "Sync this user now" means the whole stream of that user, in order: one waiting for its next
+      // round goes now.
+      await makeUsersDue(client, [user.userId], { unpark: false });
+      await client.query('select pg_notify($1, $2)', [NOTIFY_CHANNEL, '']);
+      const own = BigInt(batch.eventIds[0]!);
+      return (await openEventsOf(client, [user.userId]))
+        .filter((e) => BigInt(e.id) <= own)
+        .map((e): Target => ({ id: e.id, roundsBefore: e.rounds }));
+    });
+    await delivery?.start();
+    let settled: { states: EventState[]; verdicts: Map<string, Verdict>; timedOut: boolean };
+    if (delivery) {
+      settled = await waitForFirstRound(pool, targets, {
+        signal: options.signal,
+        timeoutMs: options.timeoutMs,
+        onPausedChange: options.onPausedChange,
+      });
+    } else {
+      const states = await eventStates(pool, targets.map((t) => t.id));
+      settled = { states, verdicts: judge(targets, states), timedOut: false };
+    }
+    const { states, verdicts } = settled;
+    const reasons = await explainPending(pool, states, verdicts);
     const event = states[states.length - 1]!;
     return {
       userId: user.userId,
@@ -66,9 +85,11 @@ export async function push(
       event,
       verdict: verdicts.get(event.id)!,
       ahead: states.slice(0, -1).map((state) => ({ state, verdict: verdicts.get(state.id)! })),
-      delivery: delivery.mode,
+      delivery: delivery?.mode ?? 'none',
+      timedOut: settled.timedOut,
+      reasons,
     };
   } finally {
-    await delivery.stop();
+    await delivery?.stop();
   }
 }

@@ -10,8 +10,9 @@ import type { Pool } from '../db/pool.ts';
 import { refreshOutboxStatistics } from '../db/statistics.ts';
 import { enqueueBatch, previewUsers, type Action, type EnqueueFilter } from '../db/enqueue.ts';
 import { sleep } from '../relay/sleep.ts';
-import { ensureDelivery } from './inline-delivery.ts';
-import { installedSource, resolveUserRef } from './source.ts';
+import { ensureDelivery, type DeliveryHandle } from './inline-delivery.ts';
+import { deliveryPaused } from './settle.ts';
+import { installedSource, resolveUserRef, type InstalledSource } from './source.ts';
 
 export type ResyncScope = { all: true } | { userRefs: string[] } | { since: Date };
 
@@ -48,6 +49,11 @@ export interface ResyncOptions {
   /** Aborting stops enqueueing after the current batch, and stops waiting. */
   signal?: AbortSignal;
   onProgress?: (progress: ResyncProgress) => void;
+  /**
+   * While waiting: delivery is paused (true), at once when it is at the start, or resumed (false).
+   * Nothing is delivered meanwhile, so the progress stands still.
+   */
+  onPausedChange?: (paused: boolean) => void;
   /** At least this long between progress reports (default 250 ms); counting the run may space them further. */
   progressIntervalMs?: number;
   /**
@@ -131,22 +137,32 @@ async function countRun(pool: Pool, runId: string): Promise<RunCounts> {
   return { enqueued, delivered, failed, waiting, blocked, queued: open - failed - waiting - blocked };
 }
 
-async function startRun(pool: Pool, filter: StoredFilter, action: Action | undefined, resume: boolean) {
-  if (resume) {
-    // resync_runs.id, not the text "id" of the output, or run 9 would count as later than run 10.
-    const { rows } = await pool.query<{ id: string; filter: StoredFilter; action: Action | null; cursor: string | null; enqueued: string }>(
-      `select id::text, filter, action, cursor, enqueued::text from suekk_sync.resync_runs
-        where finished_at is null order by resync_runs.id desc limit 1`,
-    );
-    const run = rows[0];
-    if (!run) throw new UsageError('There is no interrupted resync to resume; start one with --all, --user or --since.');
-    return { runId: run.id, filter: run.filter, action: run.action ?? undefined, cursor: run.cursor, enqueued: Number(run.enqueued) };
-  }
+interface Run {
+  runId: string;
+  filter: StoredFilter;
+  action: Action | undefined;
+  cursor: string | null;
+  enqueued: number;
+}
+
+/** The most recent run whose enqueueing did not finish: what --resume continues. Reads only. */
+async function interruptedRun(pool: Pool): Promise<Run> {
+  // resync_runs.id, not the text "id" of the output, or run 9 would count as later than run 10.
+  const { rows } = await pool.query<{ id: string; filter: StoredFilter; action: Action | null; cursor: string | null; enqueued: string }>(
+    `select id::text, filter, action, cursor, enqueued::text from suekk_sync.resync_runs
+      where finished_at is null order by resync_runs.id desc limit 1`,
+  );
+  const run = rows[0];
+  if (!run) throw new UsageError('There is no interrupted resync to resume; start one with --all, --user or --since.');
+  return { runId: run.id, filter: run.filter, action: run.action ?? undefined, cursor: run.cursor, enqueued: Number(run.enqueued) };
+}
+
+async function createRun(pool: Pool, filter: StoredFilter, action: Action | undefined): Promise<Run> {
   const { rows } = await pool.query<{ id: string }>(
     'insert into suekk_sync.resync_runs (filter, action) values ($1, $2) returning id::text',
     [filter, action ?? null],
   );
-  return { runId: rows[0]!.id, filter, action, cursor: null as string | null, enqueued: 0 };
+  return { runId: rows[0]!.id, filter, action, cursor: null, enqueued: 0 };
 }
 
 /**
@@ -159,10 +175,39 @@ const COUNT_SPACING = 20;
 export async function resync(pool: Pool, settings: Settings, options: ResyncOptions): Promise<ResyncResult> {
   if (!options.resume && !options.scope) throw new UsageError('Say what to resync: --all, --user <ref> or --since <iso>.');
   const source = await installedSource(pool);
-  const filter = options.resume ? {} : await filterFor(pool, options.scope!);
-  const run = await startRun(pool, filter, options.action, options.resume ?? false);
+  const resumed = options.resume ? await interruptedRun(pool) : undefined;
+  const filter = resumed?.filter ?? (await filterFor(pool, options.scope!));
   const wait = options.wait ?? true;
-  const delivery = wait ? await ensureDelivery(pool, settings) : undefined;
+  // Before the run is recorded: a resync that nothing would deliver leaves nothing to resume.
+  const delivery = wait ? await ensureDelivery(pool, settings, { onlyUsers: filter.userIds }) : undefined;
+  try {
+    const run = resumed ?? (await createRun(pool, filter, options.action));
+    await delivery?.start();
+    return await runResync(pool, source, run, delivery, options);
+  } finally {
+    await delivery?.stop();
+  }
+}
+
+async function runResync(
+  pool: Pool,
+  source: InstalledSource,
+  run: Run,
+  delivery: DeliveryHandle | undefined,
+  options: ResyncOptions,
+): Promise<ResyncResult> {
+  const wait = delivery !== undefined;
+  let paused = false;
+  let pauseCheckedAt = Number.NEGATIVE_INFINITY;
+  /** At most once a second: a paused wait polls for nothing else. */
+  const watchPause = async () => {
+    if (!options.onPausedChange || performance.now() - pauseCheckedAt < 1000) return;
+    pauseCheckedAt = performance.now();
+    const now = await deliveryPaused(pool);
+    if (now !== paused) options.onPausedChange(now);
+    paused = now;
+  };
+  if (wait) await watchPause();
   const batchSize = options.batchSize ?? 1000;
   const interval = options.progressIntervalMs ?? 250;
   const maxQueued = options.maxQueued ?? Math.max(20 * batchSize, 20_000);
@@ -248,6 +293,7 @@ export async function resync(pool: Pool, settings: Settings, options: ResyncOpti
       const c = await count();
       report();
       if (c.queued <= maxQueued / 2) return;
+      await watchPause();
       // Sleep about as long as the relays need to bring the queue down to half, by their pace.
       const now = performance.now();
       const settled = c.enqueued - c.queued;
@@ -295,6 +341,7 @@ export async function resync(pool: Pool, settings: Settings, options: ResyncOpti
         const c = await count();
         report();
         if (c.queued === 0 || options.signal?.aborted) break;
+        await watchPause();
         await sleep(Math.max(0, nextCountAt(Math.min(interval, 250)) - performance.now()), options.signal);
       }
     } else {
@@ -305,6 +352,5 @@ export async function resync(pool: Pool, settings: Settings, options: ResyncOpti
     return { ...final, interrupted: interrupted || (options.signal?.aborted ?? false), delivery: delivery?.mode ?? 'none' };
   } finally {
     if (counting) await counting.catch(() => undefined);
-    await delivery?.stop();
   }
 }

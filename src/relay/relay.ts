@@ -12,6 +12,7 @@ import { isConnectionError, type Pool } from '../db/pool.ts';
 import {
   anyWaitingForBackend,
   claimStreams,
+  claimUsers,
   heartbeat,
   probeOne,
   readHeldStream,
@@ -83,6 +84,11 @@ export interface RelayOptions {
   maintenance?: boolean;
   /** Wait for LISTEN to prove it works at start (the daemon does). */
   listenSelfCheck?: boolean;
+  /**
+   * Deliver these users only (a command delivering what it asked for while no relay runs): other
+   * users' events stay for the relays, so it neither ticks nor probes nor wakes anyone else.
+   */
+  onlyUsers?: readonly string[];
 }
 
 export interface DeliveryEvent {
@@ -231,7 +237,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     }
     // Users already waiting for the backend (a relay starting during an outage, or after one):
     // start by probing, so they go as soon as it answers rather than at their own next round.
-    if (await anyWaitingForBackend(this.pool)) {
+    if (this.options.onlyUsers === undefined && (await anyWaitingForBackend(this.pool))) {
       this.breaker.trip();
       this.backendDown();
     }
@@ -312,14 +318,16 @@ export class Relay extends EventEmitter<RelayEvents> {
         // The leases start when the database runs the claim: count them from before it was sent.
         const claimedAt = performance.now();
         try {
-          claim = await claimStreams(this.pool, this.id, {
-            limit,
-            leaseMs: this.settings.leaseMs,
-            perStream: EVENTS_PER_FETCH,
-            readLimit: Math.max(TICK_READ_MIN, limit * 10),
-            answerBell,
-            readAhead: this.settings.coalesce,
-          });
+          claim = this.options.onlyUsers
+            ? await claimUsers(this.pool, this.id, this.options.onlyUsers, { limit, leaseMs: this.settings.leaseMs, perStream: EVENTS_PER_FETCH })
+            : await claimStreams(this.pool, this.id, {
+                limit,
+                leaseMs: this.settings.leaseMs,
+                perStream: EVENTS_PER_FETCH,
+                readLimit: Math.max(TICK_READ_MIN, limit * 10),
+                answerBell,
+                readAhead: this.settings.coalesce,
+              });
           if (this.databaseDown) this.logger.info('The database answers again; delivering');
           this.databaseDown = false;
         } catch (err) {
@@ -705,7 +713,8 @@ export class Relay extends EventEmitter<RelayEvents> {
    * notices the backend is back, whatever the users' own schedules.
    */
   private async probe(): Promise<void> {
-    if (this.stopController.signal.aborted || this.paused || this.streams.size > 0) return; // one is in flight
+    // One is in flight; or this relay delivers its own users only, which go by their own schedule.
+    if (this.stopController.signal.aborted || this.paused || this.streams.size > 0 || this.options.onlyUsers) return;
     try {
       if (await probeOne(this.pool)) this.wake();
     } catch (err) {
@@ -722,6 +731,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     this.emit('backend', 'up');
     this.admitWaiting();
     this.wake();
+    if (this.options.onlyUsers) return;
     let woken = 0;
     try {
       woken = await wakeWaitingForBackend(this.pool);
