@@ -21,6 +21,7 @@ export function registerInstall(program: Command): void {
           dryRun: opts.dryRun ?? false,
           force: opts.force ?? false,
         }),
+        { schema: false },
       );
       if (opts.dryRun) {
         process.stdout.write(`-- suekk-sync install --dry-run: nothing was changed.\n`);
@@ -46,7 +47,7 @@ export function registerInstall(program: Command): void {
     .option('--dry-run', 'print the statements and change nothing')
     .action(async (opts: { dropEvents?: boolean; force?: boolean; dryRun?: boolean }, cmd: Command) => {
       const settings = settingsFrom(cmd.optsWithGlobals<GlobalFlags>());
-      const result = await withDatabase(settings, (pool) => uninstall(pool, opts));
+      const result = await withDatabase(settings, (pool) => uninstall(pool, opts), { schema: false });
       if (!result.installed) {
         process.stdout.write('suekk-sync is not installed in this database; nothing to do.\n');
         return;
