@@ -1,5 +1,5 @@
 /** `status` against a real database: what makes it unhealthy, its exit codes and the JSON contract. */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -385,4 +385,15 @@ t.test('a renamed mapped column: status says every write fails, not that capture
   await db.pool.query('alter table users rename column deleted_at to removed_at');
   const softDelete = await status(db);
   t.match(softDelete.problems, [/^Every write to public\.users fails while its capture trigger reads a column the table no longer has \(source\.softDeleteColumn/]);
+});
+
+t.test("the README's status example is what status prints today, at the current schema version", async (t) => {
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+  const example = /```\n\$ suekk-sync status\n([\s\S]*?)```/.exec(readme.replace(/^  /gm, ''))?.[1];
+  t.ok(example, 'the README shows a status');
+  t.match(example, new RegExp(`^schema version  ${LATEST_SCHEMA_VERSION} \\(current\\)$`, 'm'));
+  const db = await createTestDatabase(t);
+  await beat(db);
+  const labels = (text: string) => text.split('\n').map((line) => /^(\S+(?: \S+)*?) {2,}/.exec(line)?.[1]).filter((l) => l !== undefined);
+  t.same(labels(example!), labels(formatStatus(await status(db))), 'the same rows in the same order');
 });
