@@ -76,29 +76,13 @@ export interface StatusReport extends QueueGauges {
   maxLagSeconds: number;
 }
 
-/**
- * A reachable database without suekk-sync: the same keys, null for everything that only an
- * installed schema could tell (the outbox, the relays, the backend).
- */
-export interface NotInstalledReport extends Omit<StatusReport, NullWhenNotInstalled | 'healthy' | 'schemaVersion' | 'table'> {
-  healthy: false;
-  schemaVersion: null;
-  table: null;
-  paused: null;
-  backlog: null;
-  oldestPendingSeconds: null;
-  failed: null;
-  parkedUsers: null;
-  deliveredLast5m: null;
-  relays: null;
-  backend: null;
-  lastError: null;
-  notify: null;
-  mappingChanged: null;
-  drift: null;
-}
-
-type NullWhenNotInstalled =
+/** What only an installed schema can tell: the capture, the outbox, the relays, the backend. */
+type NeedsSchema =
+  | 'schemaVersion'
+  | 'table'
+  | 'notify'
+  | 'mappingChanged'
+  | 'drift'
   | 'paused'
   | 'backlog'
   | 'oldestPendingSeconds'
@@ -107,10 +91,10 @@ type NullWhenNotInstalled =
   | 'deliveredLast5m'
   | 'relays'
   | 'backend'
-  | 'lastError'
-  | 'notify'
-  | 'mappingChanged'
-  | 'drift';
+  | 'lastError';
+
+/** A reachable database without suekk-sync: the same keys, null for what it cannot know. */
+export type NotInstalledReport = Omit<StatusReport, NeedsSchema | 'healthy'> & { healthy: false } & { [K in NeedsSchema]: null };
 
 export interface BackendState {
   state: 'up' | 'down';

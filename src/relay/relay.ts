@@ -230,7 +230,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       await registerRelay(this.pool, { id: this.id, host: hostname(), pid: process.pid, version: VERSION });
       this.every(HEARTBEAT_MS, () => this.beat());
     }
-    await this.refreshPaused();
+    await this.refreshState();
     if (this.listener) {
       await this.listener.start();
       if (this.options.listenSelfCheck) await this.listener.selfCheck(this.pool, this.id);
@@ -831,7 +831,8 @@ export class Relay extends EventEmitter<RelayEvents> {
     }
   }
 
-  private async refreshPaused(): Promise<void> {
+  /** The switches in suekk_sync.state, read at start and with every beat: pause, and whether capture is installed. */
+  private async refreshState(): Promise<void> {
     const { rows } = await this.pool.query<{ paused: boolean; table: string | null }>('select paused, source_table as table from suekk_sync.state');
     const paused = rows[0]?.paused ?? false;
     if (paused !== this.paused) this.control(paused ? 'pause' : 'resume');
@@ -851,7 +852,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       await heartbeat(this.pool, { id: this.id, host: hostname(), pid: process.pid, version: VERSION });
       // Again with every beat: a relay row registered again (a restored schema) must not say "up".
       if (this.backendDownSince !== undefined) await recordBackendState(this.pool, this.id, this.backendDownSince);
-      await this.refreshPaused();
+      await this.refreshState();
     } catch (err) {
       this.noteDatabaseError(err, 'heartbeat');
     }
