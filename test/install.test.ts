@@ -6,6 +6,8 @@ import { LATEST_SCHEMA_VERSION, loadMigrations } from '../src/db/migrations.ts';
 import { createTestDatabase } from './helpers/db.ts';
 import { runCli } from './helpers/cli.ts';
 import { configFile, isInstalled, refused } from './helpers/install.ts';
+import { markHeadFailed } from './helpers/outbox.ts';
+import { addUsers } from './helpers/relay.ts';
 
 t.test('install --dry-run prints every statement and changes nothing', async (t) => {
   const db = await createTestDatabase(t, 'users');
@@ -107,3 +109,89 @@ t.test('bad config files exit 2 naming the key', async (t) => {
   t.notMatch(unreachable.stderr, /hunter2/, 'the password is never printed');
 });
 
+
+t.test('install on a table with users says they were not sent, and how to send them', async (t) => {
+  const db = await createTestDatabase(t, 'users');
+  const env = { DATABASE_URL: db.url };
+  await db.pool.query(
+    "insert into users (email, username, password) select 'old' || g || '@x.io', 'old' || g, 'h' from generate_series(1, 3) g",
+  );
+  const res = await runCli(['install'], { env });
+  t.equal(res.code, 0, res.stderr);
+  t.match(res.stdout, /^Installed suekk-sync on public\.users/);
+  t.match(
+    res.stdout,
+    /\nThe 3 users already in public\.users were not sent: capture sends changes made from now on\. Send them with `suekk-sync resync --all`\.\n$/,
+    'the last line: how many, and the command',
+  );
+  const { rows } = await db.pool.query('select count(*)::int as n from suekk_sync.event_log');
+  t.same(rows, [{ n: 0 }], 'indeed nothing was sent for them');
+
+  const again = await runCli(['install'], { env });
+  t.notMatch(again.stdout, /not sent|resync/, 'a repeat install started nothing new');
+
+  const empty = await createTestDatabase(t, 'users');
+  const fresh = await runCli(['install'], { env: { DATABASE_URL: empty.url } });
+  t.match(fresh.stdout, /\npublic\.users has no users yet; every change from now on is sent\.\n$/);
+});
+
+t.test('install after an uninstall warns that changes made meanwhile were not captured', async (t) => {
+  const db = await createTestDatabase(t);
+  const env = { DATABASE_URL: db.url };
+  t.equal((await runCli(['uninstall'], { env })).code, 0);
+  await db.pool.query("insert into users (email, username, password) values ('gap@x.io', 'gap', 'h')");
+  const res = await runCli(['install'], { env });
+  t.equal(res.code, 0, res.stderr);
+  t.match(
+    res.stdout,
+    /\nWarning: capture was off since `suekk-sync uninstall`, so changes made to public\.users meanwhile were not captured; `suekk-sync resync --all` sends the current state of its 1 user\.\n$/,
+  );
+});
+
+t.test('uninstall: a dry run needs no --force, the refusal suggests what works, --drop-events counts what it discards', async (t) => {
+  const db = await createTestDatabase(t);
+  const env = { DATABASE_URL: db.url };
+  const ids = await addUsers(db, 3);
+  await markHeadFailed(db, (e) => e.userId === ids[0]);
+
+  const dry = await runCli(['uninstall', '--dry-run'], { env });
+  t.equal(dry.code, 0, dry.stderr);
+  t.match(dry.stdout, /^-- suekk-sync uninstall --dry-run: nothing was changed\.\n/);
+  t.match(dry.stdout, /\n-- Without --force this uninstall is refused: 3 events are not delivered yet; 2 pending, 1 failed: let a relay deliver the pending ones, and retry or skip the failed ones/);
+  t.match(dry.stdout, /\ndrop trigger if exists suekk_sync_capture on public\.users;\n/);
+  t.match(dry.stdout, /\nupdate suekk_sync\.state set source_table = null, installed_at = null;\n$/);
+  t.same(await isInstalled(db), { schema: true, triggers: 3 }, 'the dry run changed nothing');
+
+  const refusedRun = await runCli(['uninstall'], { env });
+  t.equal(refusedRun.code, 2);
+  t.equal(
+    refusedRun.stderr,
+    'suekk-sync: 3 events are not delivered yet; 2 pending, 1 failed: let a relay deliver the pending ones, and retry or skip the failed ones (`suekk-sync tail-log --status failed` lists them), or pass --force to uninstall anyway (the events are kept for a relay to deliver, or discarded with --drop-events).\n',
+  );
+  // What the sentence suggests works: skip takes the failed event (a pending one it refuses).
+  const skipped = await runCli(['skip', '--user', ids[0]!], { env });
+  t.equal(skipped.code, 0, skipped.stderr);
+  const pendingOnly = await runCli(['uninstall'], { env });
+  t.match(pendingOnly.stderr, /^suekk-sync: 2 events are not delivered yet; let a relay deliver them \(`suekk-sync status` shows the backlog\), or pass --force/);
+  t.notMatch(pendingOnly.stderr, /skip/, 'no suggestion to skip what skip refuses');
+
+  const dropDry = await runCli(['uninstall', '--drop-events', '--force', '--dry-run'], { env });
+  t.match(dropDry.stdout, /\n-- Would discard 2 undelivered events\.\n/);
+  t.match(dropDry.stdout, /\ndrop schema suekk_sync cascade;\n$/);
+
+  const dropped = await runCli(['uninstall', '--drop-events', '--force'], { env });
+  t.equal(dropped.code, 0, dropped.stderr);
+  t.equal(
+    dropped.stdout,
+    'Uninstalled suekk-sync and dropped the suekk_sync schema with its events.\nDiscarded 2 undelivered events: the backend never got them; after a new install, `suekk-sync resync --all` sends every user\'s current state.\n',
+  );
+  t.same(await isInstalled(db), { schema: false, triggers: 0 });
+});
+
+t.test('uninstall --force keeping the events says a running relay still delivers them', async (t) => {
+  const db = await createTestDatabase(t);
+  await addUsers(db, 1);
+  const res = await runCli(['uninstall', '--force'], { env: { DATABASE_URL: db.url } });
+  t.equal(res.code, 0, res.stderr);
+  t.match(res.stdout, /\nKept 1 undelivered event: a running relay still delivers it\.\n$/);
+});

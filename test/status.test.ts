@@ -1,15 +1,16 @@
 /** `status` against a real database: what makes it unhealthy, its exit codes and the JSON contract. */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { DEFAULT_SOURCE } from '../src/config.ts';
 import { formatStatus } from '../src/cli/status.ts';
 import { LATEST_SCHEMA_VERSION } from '../src/db/migrations.ts';
-import { getStatus, type StatusReport, type UnreachableReport } from '../src/ops/status.ts';
+import { getStatus, type NotInstalledReport, type StatusReport, type UnreachableReport } from '../src/ops/status.ts';
 import { runCli } from './helpers/cli.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
-import { addUsers } from './helpers/relay.ts';
+import { waitFor } from './helpers/receiver.ts';
+import { addUsers, startTestRelay } from './helpers/relay.ts';
 import { markDelivered, markHeadFailed } from './helpers/outbox.ts';
 import { skip } from '../src/ops/retry.ts';
 
@@ -32,7 +33,7 @@ const CONTRACT_KEYS = [
 
 async function status(db: TestDatabase): Promise<StatusReport> {
   const report = await getStatus(db.pool);
-  if (report.database !== 'reachable') throw new Error(`unreachable: ${report.problems.join(' ')}`);
+  if (report.database !== 'reachable' || report.schemaVersion === null) throw new Error(`no status: ${report.problems.join(' ')}`);
   return report;
 }
 
@@ -258,14 +259,26 @@ t.test('paused and a changed mapping are warnings, not problems', async (t) => {
 
 t.test('not installed, or an unreachable database: unhealthy, exit 1, still one JSON object', async (t) => {
   const bare = await createTestDatabase(t, 'users');
-  const notInstalled = await getStatus(bare.pool);
+  const env = { DATABASE_URL: bare.url };
+  const [json, human] = await Promise.all([runCli(['status', '--json'], { env }), runCli(['status'], { env })]);
+  t.equal(json.code, 1, json.stderr);
+  const notInstalled = JSON.parse(json.stdout) as NotInstalledReport;
+  for (const key of CONTRACT_KEYS) t.ok(key in notInstalled, `has ${key}`);
+  t.same(notInstalled.problems, ['suekk-sync is not installed in this database; run `suekk-sync install` first.']);
   t.match(notInstalled, {
     healthy: false,
     database: 'reachable',
     schemaVersion: null,
     trigger: { installed: false, enabled: false },
-    problems: [/not installed in this database; run `suekk-sync install`/],
   });
+  for (const key of ['paused', 'backlog', 'oldestPendingSeconds', 'failed', 'parkedUsers', 'deliveredLast5m', 'relays', 'backend', 'lastError', 'notify']) {
+    t.equal(notInstalled[key as keyof NotInstalledReport], null, `${key} is null: nothing to tell it from`);
+  }
+  t.equal(human.code, 1);
+  t.match(human.stdout, /^schema version +not installed$/m);
+  for (const label of ['paused', 'backlog', 'failed', 'parked users', 'delivered \\(5m\\)', 'backend', 'relays', 'last error']) {
+    t.match(human.stdout, new RegExp(`^${label} +—$`, 'm'), `${label} shows a dash, not an invented value`);
+  }
 
   const unreachable = await runCli(['status', '--json'], { env: { DATABASE_URL: 'postgres://postgres:secret@127.0.0.1:1/nowhere' } });
   t.equal(unreachable.code, 1);
@@ -274,4 +287,113 @@ t.test('not installed, or an unreachable database: unhealthy, exit 1, still one 
   t.match(report, { healthy: false, database: 'unreachable', problems: [/Cannot reach the database at postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:1/] });
   t.notMatch(unreachable.stdout, /secret/, 'the password is not shown');
   t.match(formatStatus(report), /^database +unreachable$/m);
+});
+
+t.test('a backend outage is unhealthy: the relays see it down, and the problem names the last error', async (t) => {
+  const db = await createTestDatabase(t);
+  const env = { DATABASE_URL: db.url };
+  // Nothing listens on port 1: every attempt is refused, as with a stopped backend.
+  const { relay } = await startTestRelay(t, db, 'http://127.0.0.1:1/sync', {
+    settings: { maxAttempts: 1, retryScheduleMs: [600_000], giveUpAfterMs: 3_600_000, breakerThreshold: 3, probeIntervalMs: 60_000 },
+  });
+  await addUsers(db, 9);
+  await waitFor(() => relay.breakerOpen, 'the relay sees the backend down');
+  const [json, human] = await Promise.all([runCli(['status', '--json'], { env }), runCli(['status'], { env })]);
+  t.equal(json.code, 1, 'exit 1 during an outage');
+  const report = JSON.parse(json.stdout) as StatusReport;
+  t.match(report, { healthy: false, backend: { state: 'down' }, lastError: /ECONNREFUSED/ });
+  t.match(report.problems, [/^The backend looks down to the relays since .* \(last error: connect ECONNREFUSED 127\.0\.0\.1:1\)/]);
+  t.equal(human.code, 1);
+  t.match(human.stdout, /^healthy +NO$/m);
+  t.match(human.stdout, /^last error +connect ECONNREFUSED 127\.0\.0\.1:1$/m);
+  t.match(human.stdout, /Problems:\n  - The backend looks down/);
+});
+
+t.test('changes held back longer than --max-lag are an outage, whether or not the relays call the backend down', async (t) => {
+  const db = await createTestDatabase(t);
+  const env = { DATABASE_URL: db.url };
+  // A breaker that never opens: each user's round fails once and waits ten minutes for the next.
+  await startTestRelay(t, db, 'http://127.0.0.1:1/sync', { settings: { maxAttempts: 1, retryScheduleMs: [600_000], giveUpAfterMs: 3_600_000 } });
+  await addUsers(db, 9);
+  await waitFor(async () => {
+    const { rows } = await db.pool.query<{ n: number }>('select count(*)::int as n from suekk_sync.streams where head_error is not null');
+    return rows[0]!.n === 9;
+  }, 'every user failed a round');
+  await new Promise((r) => setTimeout(r, 1_100));
+
+  const calm = await runCli(['status', '--json'], { env });
+  t.equal(calm.code, 0, 'within the default --max-lag of 5m: a moment\'s wait');
+  t.match(JSON.parse(calm.stdout), { healthy: true, backend: { state: 'up' }, lastError: /ECONNREFUSED/, maxLagSeconds: 300 });
+
+  const [json, human] = await Promise.all([
+    runCli(['status', '--json', '--max-lag', '1s'], { env }),
+    runCli(['status', '--max-lag', '1s'], { env }),
+  ]);
+  t.equal(json.code, 1, json.stderr);
+  const report = JSON.parse(json.stdout) as StatusReport;
+  t.match(report, { healthy: false, backlog: 9, maxLagSeconds: 1 });
+  t.match(report.problems, [
+    /^Delivery lags: a change captured \d+s ago is still not delivered, more than --max-lag 1s \(last error: connect ECONNREFUSED 127\.0\.0\.1:1\); check that the backend at BACKEND_SYNC_URL answers/,
+  ]);
+  t.equal(human.code, 1);
+  t.match(human.stdout, /^healthy +NO$/m);
+  t.match(human.stdout, /Problems:\n  - Delivery lags: .*ECONNREFUSED/);
+
+  const bad = await runCli(['status', '--max-lag', 'soon'], { env });
+  t.equal(bad.code, 2);
+  t.match(bad.stderr, /--max-lag must be a duration such as/);
+});
+
+t.test('after uninstall: no invented mapping change, notify unknown, the problem says to install', async (t) => {
+  const db = await createTestDatabase(t);
+  const env = { DATABASE_URL: db.url };
+  const dir = mkdtempSync(join(tmpdir(), 'suekk-status-'));
+  const config = join(dir, 'suekk-sync.json');
+  // The very mapping that was installed.
+  writeFileSync(config, JSON.stringify({ source: DEFAULT_SOURCE }));
+  const before = await runCli(['--config', config, 'status', '--json'], { env });
+  t.match(JSON.parse(before.stdout), { mappingChanged: false });
+  const uninstalled = await runCli(['uninstall'], { env });
+  t.equal(uninstalled.code, 0, uninstalled.stderr);
+  const [json, human] = await Promise.all([runCli(['--config', config, 'status', '--json'], { env }), runCli(['--config', config, 'status'], { env })]);
+  const report = JSON.parse(json.stdout) as StatusReport;
+  t.match(report, { healthy: false, table: null, mappingChanged: null, notify: null });
+  t.match(report.problems, [/Capture is not installed on any table \(it was uninstalled\).*suekk-sync install/]);
+  t.notMatch(human.stdout, /mapping in the config file differs/);
+  t.match(human.stdout, /^notify +—$/m);
+});
+
+t.test('a renamed mapped column: status says every write fails, not that capture may', async (t) => {
+  const db = await createTestDatabase(t);
+  await db.pool.query('alter table users rename column avatar to avatar_url');
+  await t.rejects(
+    db.pool.query("insert into users (email, username, password) values ('a@example.com', 'a', 'x')"),
+    /column "avatar" not found in data type/,
+    'every write fails while the trigger reads the old name',
+  );
+  const res = await runCli(['status', '--json'], { env: { DATABASE_URL: db.url } });
+  t.equal(res.code, 1);
+  const report = JSON.parse(res.stdout) as StatusReport;
+  t.same(report.drift, ['mapping']);
+  t.match(report.problems, [
+    /^Every write to public\.users fails while its capture trigger reads a column the table no longer has \(source\.columns\.avatar = "avatar" does not work on public\.users: column "avatar" does not exist\); rename the column back, or put its new name in the mapping and run `suekk-sync install`\.$/,
+  ]);
+  t.notMatch(res.stdout, /may fail/);
+
+  // A renamed soft-delete column stops every write the same way.
+  await db.pool.query('alter table users rename column avatar_url to avatar');
+  await db.pool.query('alter table users rename column deleted_at to removed_at');
+  const softDelete = await status(db);
+  t.match(softDelete.problems, [/^Every write to public\.users fails while its capture trigger reads a column the table no longer has \(source\.softDeleteColumn/]);
+});
+
+t.test("the README's status example is what status prints today, at the current schema version", async (t) => {
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+  const example = /```\n\$ suekk-sync status\n([\s\S]*?)```/.exec(readme.replace(/^  /gm, ''))?.[1];
+  t.ok(example, 'the README shows a status');
+  t.match(example, new RegExp(`^schema version  ${LATEST_SCHEMA_VERSION} \\(current\\)$`, 'm'));
+  const db = await createTestDatabase(t);
+  await beat(db);
+  const labels = (text: string) => text.split('\n').map((line) => /^(\S+(?: \S+)*?) {2,}/.exec(line)?.[1]).filter((l) => l !== undefined);
+  t.same(labels(example!), labels(formatStatus(await status(db))), 'the same rows in the same order');
 });

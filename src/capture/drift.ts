@@ -37,6 +37,9 @@ interface RecordedState {
 }
 
 const PROBE_TABLE = 'suekk_sync_drift_probe';
+/** The generated functions of the users row that the capture trigger calls on every write. */
+const ROW_ACCESSORS = ['user_payload', 'user_key', 'user_is_live'];
+const UNDEFINED_COLUMN = '42703';
 const REINSTALL = 'run `suekk-sync install` to rebuild it from the recorded mapping';
 
 /** The sentence of a UsageError without its advice, for use inside another sentence. */
@@ -81,6 +84,7 @@ export async function checkCaptureDrift(client: PoolClient, alreadyMissing: read
       );
     }
 
+    const unreadable = await missingColumnRead(client, table);
     let mapping;
     try {
       mapping = await checkMapping(client, table, state.mapping);
@@ -89,7 +93,17 @@ export async function checkCaptureDrift(client: PoolClient, alreadyMissing: read
       drift.checked = true;
       drift.drifted.push('mapping');
       drift.problems.push(
-        `The installed mapping no longer fits ${table.display} (${reason(err)}), so capture may fail or send wrong values; change the column back, or fix the mapping and run \`suekk-sync install\`.`,
+        unreadable === undefined
+          ? `The installed mapping no longer fits ${table.display} (${reason(err)}), so capture may fail or send wrong values; change the column back, or fix the mapping and run \`suekk-sync install\`.`
+          : `Every write to ${table.display} fails while its capture trigger reads a column the table no longer has (${reason(err)}); rename the column back, or put its new name in the mapping and run \`suekk-sync install\`.`,
+      );
+      return drift;
+    }
+    if (unreadable !== undefined) {
+      drift.checked = true;
+      drift.drifted.push('mapping');
+      drift.problems.push(
+        `Every write to ${table.display} fails while its capture trigger reads a column the table no longer has (${unreadable}); rename the column back, or run \`suekk-sync install\` with a mapping that fits the table.`,
       );
       return drift;
     }
@@ -115,6 +129,31 @@ export async function checkCaptureDrift(client: PoolClient, alreadyMissing: read
   } finally {
     await client.query('rollback').catch(() => undefined);
   }
+}
+
+/**
+ * What PostgreSQL says when the installed accessors are planned against the table as it is now:
+ * they read columns by name, so a column renamed under them fails every trigger call (and so every
+ * write) with "column … not found in data type …". Undefined when they all plan.
+ */
+async function missingColumnRead(client: PoolClient, table: SourceTable): Promise<string | undefined> {
+  const { rows } = await client.query<{ name: string }>(
+    `select p.proname as name from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+      where n.nspname = 'suekk_sync' and p.proname = any($1) order by array_position($1, p.proname::text)`,
+    [ROW_ACCESSORS],
+  );
+  for (const { name } of rows) {
+    await client.query('savepoint suekk_sync_accessor');
+    try {
+      await client.query(`select suekk_sync.${name}(u) from ${table.qualified} u limit 0`);
+      await client.query('release savepoint suekk_sync_accessor');
+    } catch (err) {
+      await client.query('rollback to savepoint suekk_sync_accessor');
+      // Anything else (a permission, say) is not a missing column; the comparison below judges it.
+      if ((err as { code?: string }).code === UNDEFINED_COLUMN) return (err as Error).message;
+    }
+  }
+  return undefined;
 }
 
 async function functionDefinitions(client: PoolClient): Promise<Map<string, string>> {

@@ -9,7 +9,7 @@ import { appliedMigrations, installedSchemaVersion, LATEST_SCHEMA_VERSION, pendi
 import { requireSupportedServer } from '../db/server-version.ts';
 import { VERSION } from '../version.ts';
 import { CAPTURE_TRIGGERS, RELAY_ALIVE_SECONDS } from '../db/schema.ts';
-import { undeliveredCount } from '../db/outbox-queries.ts';
+import { queueGauges } from '../db/outbox-queries.ts';
 import { checkMapping } from './mapping.ts';
 import { CAPTURE_PINS_VIEW, captureStatements, GENERATED_FUNCTIONS, type CaptureOptions, type InstalledParts } from './generate.ts';
 import { quoteLiteral, resolveSourceTable } from './source-table.ts';
@@ -33,6 +33,17 @@ export interface InstallResult {
   /** Set when capture moved from another table. */
   movedFrom: string | undefined;
   notify: boolean;
+  /**
+   * Set when this install started capture on the table (not a repeat or an upgrade): the rows
+   * already in it were never sent, and after an uninstall nothing changed meanwhile was captured.
+   * Not set by a dry run.
+   */
+  captureStarted?: {
+    /** new: first install, or moved to this table; reinstalled: capture was off after an uninstall. */
+    kind: 'new' | 'reinstalled';
+    /** Rows in the table when capture started. */
+    existingRows: number;
+  };
 }
 
 interface InstalledState {
@@ -149,7 +160,17 @@ export async function install(pool: Pool, options: InstallOptions): Promise<Inst
   installed_at = now(), installed_version = ${quoteLiteral(VERSION)}`,
     );
     await client.query(dryRun ? 'rollback' : 'commit');
-    return { statements, fromVersion, toVersion: LATEST_SCHEMA_VERSION, table: table.display, movedFrom, notify };
+    const result: InstallResult = { statements, fromVersion, toVersion: LATEST_SCHEMA_VERSION, table: table.display, movedFrom, notify };
+    const started = previous?.source_table == null || movedFrom !== undefined;
+    if (started && !dryRun) {
+      // After the commit: counting inside would keep writers waiting on the new triggers' lock.
+      const { rows } = await client.query<{ n: string }>(`select count(*) as n from ${table.qualified}`);
+      result.captureStarted = {
+        kind: previous === undefined || movedFrom !== undefined ? 'new' : 'reinstalled',
+        existingRows: Number(rows[0]!.n),
+      };
+    }
+    return result;
   } catch (err) {
     await client.query('rollback').catch(() => undefined);
     throw err;
@@ -159,11 +180,37 @@ export async function install(pool: Pool, options: InstallOptions): Promise<Inst
 }
 
 /** Before the immutable outbox (schema 5), each event kept its own status. */
-async function undeliveredBefore5(client: PoolClient): Promise<number> {
-  const { rows } = await client.query<{ n: string }>(
-    "select count(*) as n from suekk_sync.events where status in ('pending', 'failed')",
+async function undeliveredBefore5(client: PoolClient): Promise<Undelivered> {
+  const { rows } = await client.query<{ pending: number; failed: number }>(
+    `select count(*) filter (where status = 'pending')::int as pending, count(*) filter (where status = 'failed')::int as failed
+       from suekk_sync.events where status in ('pending', 'failed')`,
   );
-  return Number(rows[0]!.n);
+  return rows[0]!;
+}
+
+interface Undelivered {
+  pending: number;
+  failed: number;
+}
+
+function events(n: number): string {
+  return `${n} event${n === 1 ? '' : 's'}`;
+}
+
+/**
+ * Why uninstall refuses, and what works instead: a relay delivers what is pending, and failed
+ * events need retry or skip (skip takes only failed ones).
+ */
+function refusal({ pending, failed }: Undelivered): string {
+  const total = pending + failed;
+  const them = (n: number) => (n === 1 ? 'it' : 'them');
+  const what =
+    failed === 0
+      ? `let a relay deliver ${them(pending)} (\`suekk-sync status\` shows the backlog)`
+      : pending === 0
+        ? `${failed === 1 ? 'it' : 'they'} failed: retry or skip ${them(failed)} (\`suekk-sync tail-log --status failed\` lists ${them(failed)})`
+        : `${pending} pending, ${failed} failed: let a relay deliver the pending ones, and retry or skip the failed ones (\`suekk-sync tail-log --status failed\` lists them)`;
+  return `${events(total)} ${total === 1 ? 'is' : 'are'} not delivered yet; ${what}, or pass --force to uninstall anyway (the events are kept for a relay to deliver, or discarded with --drop-events).`;
 }
 
 export interface UninstallOptions {
@@ -174,8 +221,16 @@ export interface UninstallOptions {
 
 export interface UninstallResult {
   statements: string[];
+  /** Pending and failed events: kept, or with dropEvents discarded. */
   undelivered: number;
   installed: boolean;
+  /** A dry run that --force would be needed for: the sentence the real run would refuse with. */
+  refusedWithoutForce?: string;
+}
+
+async function undeliveredCounts(client: PoolClient): Promise<Undelivered> {
+  const gauges = await queueGauges(client);
+  return { pending: gauges.backlog, failed: gauges.failed };
 }
 
 export async function uninstall(pool: Pool, options: UninstallOptions = {}): Promise<UninstallResult> {
@@ -189,19 +244,18 @@ export async function uninstall(pool: Pool, options: UninstallOptions = {}): Pro
       await client.query('rollback');
       return { statements, undelivered: 0, installed: false };
     }
-    const undelivered = version >= 5 ? await undeliveredCount(client) : await undeliveredBefore5(client);
-    if (undelivered > 0 && !options.force) {
-      throw new UsageError(
-        `${undelivered} event${undelivered === 1 ? ' is' : 's are'} not delivered yet; let the relay deliver ${undelivered === 1 ? 'it' : 'them'} (or skip ${undelivered === 1 ? 'it' : 'them'}), or pass --force to uninstall anyway.`,
-      );
-    }
+    const counts = version >= 5 ? await undeliveredCounts(client) : await undeliveredBefore5(client);
+    const undelivered = counts.pending + counts.failed;
+    // A dry run changes nothing, so it needs no --force: it says what the real run would refuse.
+    const refusedWithoutForce = undelivered > 0 && !options.force ? refusal(counts) : undefined;
+    if (refusedWithoutForce !== undefined && !options.dryRun) throw new UsageError(refusedWithoutForce);
     const state = await readInstalledState(client, version);
     statements.push(...(await dropCaptureStatements(client, state?.source_table ?? null)));
     if (options.dropEvents) statements.push('drop schema suekk_sync cascade');
     else statements.push('update suekk_sync.state set source_table = null, installed_at = null');
     if (!options.dryRun) for (const sql of statements) await client.query(sql);
     await client.query(options.dryRun ? 'rollback' : 'commit');
-    return { statements, undelivered, installed: true };
+    return { statements, undelivered, installed: true, ...(refusedWithoutForce === undefined ? {} : { refusedWithoutForce }) };
   } catch (err) {
     await client.query('rollback').catch(() => undefined);
     throw err;

@@ -1,7 +1,15 @@
 import type { Command } from 'commander';
 import { requireDatabaseUrl } from '../config.ts';
 import { createPool } from '../db/pool.ts';
-import { formatAge, getStatus, type StatusReport, type UnreachableReport } from '../ops/status.ts';
+import { parseDuration } from '../duration.ts';
+import {
+  DEFAULT_MAX_LAG_SECONDS,
+  formatAge,
+  getStatus,
+  type NotInstalledReport,
+  type StatusReport,
+  type UnreachableReport,
+} from '../ops/status.ts';
 import { settingsFrom, type GlobalFlags } from './context.ts';
 
 export function registerStatus(program: Command): void {
@@ -9,17 +17,21 @@ export function registerStatus(program: Command): void {
     .command('status')
     .description('is capture on, is anything stuck, is a relay alive (exit 1 when unhealthy)')
     .option('--json', 'print one JSON object')
-    .action(async (opts: { json?: boolean }, cmd: Command) => {
+    .option('--max-lag <duration>', `a change undelivered this long while relays run is an outage (default ${DEFAULT_MAX_LAG_SECONDS / 60}m)`)
+    .action(async (opts: { json?: boolean; maxLag?: string }, cmd: Command) => {
+      const maxLagSeconds = opts.maxLag === undefined ? undefined : parseDuration(opts.maxLag, '--max-lag') / 1000;
       const settings = settingsFrom(cmd.optsWithGlobals<GlobalFlags>());
       const url = requireDatabaseUrl(settings);
-      // Not withDatabase: an unreachable database is a status to report, not an error to throw.
+      // Not withDatabase: an unreachable database, or one without suekk-sync, is a status to
+      // report, not an error to throw.
       const pool = createPool(url, { max: 1, applicationName: 'suekk-sync status' });
-      let report: StatusReport | UnreachableReport;
+      let report: StatusReport | NotInstalledReport | UnreachableReport;
       try {
         report = await getStatus(pool, {
           // Without a config file the defaults stand in, and they say nothing about what was installed.
           source: settings.configFile === undefined ? undefined : settings.source,
           databaseUrl: url,
+          maxLagSeconds,
         });
       } finally {
         await pool.end();
@@ -29,37 +41,46 @@ export function registerStatus(program: Command): void {
     });
 }
 
-export function formatStatus(report: StatusReport | UnreachableReport): string {
+/** What the report cannot know (suekk-sync not installed) shows as a dash. */
+const UNKNOWN = '—';
+
+export function formatStatus(report: StatusReport | NotInstalledReport | UnreachableReport): string {
   const rows: [string, string][] = [['healthy', report.healthy ? 'yes' : 'NO'], ['database', report.database]];
   if (report.database === 'reachable') {
     const r = report;
+    const known = <T>(value: T | null, show: (v: T) => string): string => (value === null ? UNKNOWN : show(value));
     const schema =
       r.schemaVersion === null
         ? 'not installed'
         : `${r.schemaVersion}${r.schemaVersion === r.latestSchemaVersion ? ' (current)' : ` (this suekk-sync needs ${r.latestSchemaVersion})`}`;
-    const alive = r.relays.filter((x) => x.alive);
     rows.push(
       ['schema version', schema],
-      ['table', r.table ?? '—'],
+      ['table', r.table ?? UNKNOWN],
       ['trigger', r.trigger.installed ? (r.trigger.enabled ? 'installed, enabled' : 'installed, DISABLED') : 'MISSING'],
-      ['capture', r.drift === null ? (r.table === null ? '—' : 'not checked') : r.drift.length === 0 ? 'as installed' : `DRIFTED: ${r.drift.join(', ')}`],
-      ['notify', r.notify === null ? '—' : r.notify ? 'on' : 'off (relays poll)'],
-      ['paused', r.paused ? 'YES' : 'no'],
-      ['backlog', `${r.backlog} pending${r.oldestPendingSeconds === null ? '' : `, oldest ${formatAge(r.oldestPendingSeconds)}`}`],
-      ['failed', String(r.failed)],
-      ['parked users', String(r.parkedUsers)],
-      ['delivered (5m)', String(r.deliveredLast5m)],
+      ['capture', r.drift === null ? (r.table === null ? UNKNOWN : 'not checked') : r.drift.length === 0 ? 'as installed' : `DRIFTED: ${r.drift.join(', ')}`],
+      ['notify', known(r.notify, (on) => (on ? 'on' : 'off (relays poll)'))],
+      ['paused', known(r.paused, (p) => (p ? 'YES' : 'no'))],
+      [
+        'backlog',
+        known(r.backlog, (n) => `${n} pending${r.oldestPendingSeconds === null ? '' : `, oldest ${formatAge(r.oldestPendingSeconds)}`}`),
+      ],
+      ['failed', known(r.failed, String)],
+      ['parked users', known(r.parkedUsers, String)],
+      ['delivered (5m)', known(r.deliveredLast5m, String)],
+      ['last error', r.lastError ?? UNKNOWN],
       [
         'backend',
-        r.backend === null
-          ? '— (no relay alive to tell)'
-          : r.backend.state === 'up'
-            ? 'up'
-            : `DOWN since ${r.backend.since}${r.backend.probing ? ', relays probing' : ''}`,
+        r.relays === null
+          ? UNKNOWN
+          : r.backend === null
+            ? `${UNKNOWN} (no relay alive to tell)`
+            : r.backend.state === 'up'
+              ? 'up'
+              : `DOWN since ${r.backend.since}${r.backend.probing ? ', relays probing' : ''}`,
       ],
-      ['relays', `${alive.length} alive`],
+      ['relays', known(r.relays, (list) => `${list.filter((x) => x.alive).length} alive`)],
     );
-    for (const relay of r.relays) {
+    for (const relay of r.relays ?? []) {
       rows.push([
         '',
         `${relay.host} pid ${relay.pid} v${relay.version}, beat ${formatAge(relay.heartbeatAgeSeconds)} ago${relay.alive ? '' : ' (not alive)'}`,

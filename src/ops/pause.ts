@@ -5,11 +5,8 @@
  */
 import type { Pool } from '../db/pool.ts';
 import { withTransaction } from '../db/pool.ts';
-import { installedSchemaVersion } from '../db/migrations.ts';
-import { NOTIFY_CHANNEL } from '../db/schema.ts';
-import { UsageError } from '../errors.ts';
+import { NOTIFY_CHANNEL, RELAY_ALIVE_SECONDS, requireSchema } from '../db/schema.ts';
 import { queueGauges } from '../db/outbox-queries.ts';
-import { RELAY_ALIVE_SECONDS } from '../db/schema.ts';
 
 export interface PauseResult {
   paused: boolean;
@@ -22,9 +19,7 @@ export interface PauseResult {
 
 export async function setPaused(pool: Pool, paused: boolean): Promise<PauseResult> {
   return withTransaction(pool, async (client) => {
-    if ((await installedSchemaVersion(client)) === 0) {
-      throw new UsageError('suekk-sync is not installed in this database; run `suekk-sync install` first.');
-    }
+    await requireSchema(client);
     const { rows } = await client.query<{ was: boolean }>('select paused as was from suekk_sync.state for update');
     const changed = rows[0]!.was !== paused;
     if (changed) {

@@ -1,7 +1,8 @@
 /**
  * `status`: is capture on, is anything stuck, is a relay alive — in one read-only snapshot, as the
  * `status --json` contract lays it out. `healthy` is false only for states that lose
- * or hold back changes without anyone acting; everything else worth knowing is a warning.
+ * or hold back changes without anyone acting (a backend outage among them); everything else worth
+ * knowing is a warning.
  */
 import { isDeepStrictEqual } from 'node:util';
 import type { SourceMapping } from '../config.ts';
@@ -9,12 +10,19 @@ import { describeConnectError, type Pool, type PoolClient } from '../db/pool.ts'
 import { installedSchemaVersion, LATEST_SCHEMA_VERSION } from '../db/migrations.ts';
 import { checkCaptureDrift } from '../capture/drift.ts';
 import { deliveredWithin, queueGauges, type QueueGauges } from '../db/outbox-queries.ts';
-import { backendDownCondition, CAPTURE_TRIGGER, CAPTURE_TRIGGERS, RELAY_ALIVE_SECONDS } from '../db/schema.ts';
+import { CAPTURE_TRIGGER, CAPTURE_TRIGGERS, NOT_INSTALLED, RELAY_ALIVE_SECONDS } from '../db/schema.ts';
+import { formatDuration } from '../duration.ts';
 
 export { queueGauges, type QueueGauges };
 
 /** Pending this long with no relay alive is a problem, not a moment's wait. */
 export const STALE_PENDING_SECONDS = 60;
+
+/**
+ * A live change still undelivered this long after capture, with relays running, is an outage
+ * (`status --max-lag`): long enough to ride out a round's retries, short enough to page someone.
+ */
+export const DEFAULT_MAX_LAG_SECONDS = 300;
 
 /** What the trigger calls on every write: one of them missing makes every write to users fail. */
 const CAPTURE_FUNCTIONS = ['user_payload', 'user_key', 'user_is_live', 'capture_row', 'capture_truncate'];
@@ -59,7 +67,34 @@ export interface StatusReport extends QueueGauges {
    * probes on a fixed cadence). Null when no relay is alive to tell.
    */
   backend: BackendState | null;
+  /**
+   * What the backend answered to the most recent failed round of a user still waiting (an error
+   * such as `connect ECONNREFUSED …`, or `HTTP 503`); null when no undelivered event has failed.
+   */
+  lastError: string | null;
+  /** The --max-lag this report was judged by, in seconds. */
+  maxLagSeconds: number;
 }
+
+/** What only an installed schema can tell: the capture, the outbox, the relays, the backend. */
+type NeedsSchema =
+  | 'schemaVersion'
+  | 'table'
+  | 'notify'
+  | 'mappingChanged'
+  | 'drift'
+  | 'paused'
+  | 'backlog'
+  | 'oldestPendingSeconds'
+  | 'failed'
+  | 'parkedUsers'
+  | 'deliveredLast5m'
+  | 'relays'
+  | 'backend'
+  | 'lastError';
+
+/** A reachable database without suekk-sync: the same keys, null for what it cannot know. */
+export type NotInstalledReport = Omit<StatusReport, NeedsSchema | 'healthy'> & { healthy: false } & { [K in NeedsSchema]: null };
 
 export interface BackendState {
   state: 'up' | 'down';
@@ -80,9 +115,11 @@ export interface StatusOptions {
   source?: SourceMapping;
   /** For the unreachable message (the password is never shown). */
   databaseUrl?: string;
+  /** A live change undelivered longer than this is an outage (default DEFAULT_MAX_LAG_SECONDS). */
+  maxLagSeconds?: number;
 }
 
-export async function getStatus(pool: Pool, options: StatusOptions = {}): Promise<StatusReport | UnreachableReport> {
+export async function getStatus(pool: Pool, options: StatusOptions = {}): Promise<StatusReport | NotInstalledReport | UnreachableReport> {
   let client: PoolClient;
   try {
     client = await pool.connect();
@@ -97,6 +134,7 @@ export async function getStatus(pool: Pool, options: StatusOptions = {}): Promis
     await client.query('begin isolation level repeatable read read only');
     const report = await readStatus(client, options);
     await client.query('commit');
+    if (report.schemaVersion === null) return report;
     // Outside the snapshot: comparing needs a transaction that may write (it is rolled back).
     if (report.table !== null && report.schemaVersion === LATEST_SCHEMA_VERSION && report.tableExists) {
       const drift = await checkCaptureDrift(client, report.missingFunctions);
@@ -116,10 +154,10 @@ export async function getStatus(pool: Pool, options: StatusOptions = {}): Promis
   }
 }
 
-function notInstalled(): StatusReport {
+function notInstalled(maxLagSeconds: number): NotInstalledReport {
   return {
     healthy: false,
-    problems: ['suekk-sync is not installed in this database; run `suekk-sync install`.'],
+    problems: [NOT_INSTALLED],
     warnings: [],
     database: 'reachable',
     schemaVersion: null,
@@ -130,22 +168,23 @@ function notInstalled(): StatusReport {
     missingFunctions: [],
     mappingChanged: null,
     drift: null,
-    paused: false,
-    backlog: 0,
+    paused: null,
+    backlog: null,
     oldestPendingSeconds: null,
-    failed: 0,
-    parkedUsers: 0,
-    deliveredLast5m: 0,
-    relays: [],
+    failed: null,
+    parkedUsers: null,
+    deliveredLast5m: null,
+    relays: null,
     backend: null,
+    lastError: null,
+    maxLagSeconds,
   };
 }
 
-async function readStatus(db: PoolClient, options: StatusOptions): Promise<StatusReport & { tableExists: boolean }> {
+async function readStatus(db: PoolClient, options: StatusOptions): Promise<NotInstalledReport | (StatusReport & { tableExists: boolean })> {
+  const maxLagSeconds = options.maxLagSeconds ?? DEFAULT_MAX_LAG_SECONDS;
   const schemaVersion = await installedSchemaVersion(db);
-  if (schemaVersion === 0) {
-    return { ...notInstalled(), tableExists: false };
-  }
+  if (schemaVersion === 0) return notInstalled(maxLagSeconds);
   const problems: string[] = [];
   const warnings: string[] = [];
   if (schemaVersion < LATEST_SCHEMA_VERSION) {
@@ -225,7 +264,8 @@ async function readStatus(db: PoolClient, options: StatusOptions): Promise<Statu
   }
 
   let mappingChanged: boolean | null = null;
-  if (options.source !== undefined && state.mapping !== null) {
+  // After an uninstall the mapping stays recorded, but nothing is installed to differ from.
+  if (options.source !== undefined && state.mapping !== null && table !== null) {
     const { table: configuredTable, ...configured } = options.source;
     const { table: _installedTable, ...installed } = state.mapping;
     mappingChanged = (await resolveTable(db, configuredTable)) !== table || !isDeepStrictEqual(configured, installed);
@@ -258,11 +298,21 @@ async function readStatus(db: PoolClient, options: StatusOptions): Promise<Statu
       : downSince.length > 0
         ? { state: 'down', since: new Date(Math.min(...downSince)).toISOString(), probing: true }
         : { state: 'up', since: null, probing: false };
+  const lastError = await lastDeliveryError(db);
+  const lastErrorNote = lastError === null ? '' : ` (last error: ${lastError})`;
   if (backend?.state === 'down') {
-    const lastError = await lastBackendError(db);
     problems.push(
-      `The backend looks down to the relays since ${backend.since}${lastError === null ? '' : ` (last error: ${lastError})`}; they probe it every few seconds and deliver the backlog as soon as it answers, so check the backend at BACKEND_SYNC_URL.`,
+      `The backend looks down to the relays since ${backend.since}${lastErrorNote}; they probe it every few seconds and deliver the backlog as soon as it answers, so check the backend at BACKEND_SYNC_URL.`,
     );
+  } else if (alive > 0 && !gauges.paused) {
+    // Relays that never open their breaker (errors spaced out, a backend that answers too slowly)
+    // still hold changes back: the age of the oldest live change is what tells.
+    const lag = await oldestLiveChangeSeconds(db);
+    if (lag !== null && lag > maxLagSeconds) {
+      problems.push(
+        `Delivery lags: a change captured ${formatAge(lag)} ago is still not delivered, more than --max-lag ${formatDuration(maxLagSeconds * 1000)}${lastErrorNote}; check that the backend at BACKEND_SYNC_URL answers, and the relays' logs.`,
+      );
+    }
   }
 
   if (gauges.failed > 0) {
@@ -271,7 +321,7 @@ async function readStatus(db: PoolClient, options: StatusOptions): Promise<Statu
     );
   }
   const oldest = gauges.oldestPendingSeconds;
-  if (alive === 0 && oldest !== null && oldest > STALE_PENDING_SECONDS) {
+  if (alive === 0 && oldest !== null && oldest > Math.min(STALE_PENDING_SECONDS, maxLagSeconds)) {
     problems.push(
       `${count(gauges.backlog, 'event')} ${gauges.backlog === 1 ? 'waits' : 'wait'} (the oldest for ${formatAge(oldest)}) and no relay is alive; start \`suekk-sync relay\`.`,
     );
@@ -291,7 +341,7 @@ async function readStatus(db: PoolClient, options: StatusOptions): Promise<Statu
     latestSchemaVersion: LATEST_SCHEMA_VERSION,
     table,
     trigger,
-    notify: state.notify,
+    notify: table === null ? null : state.notify,
     missingFunctions,
     mappingChanged,
     drift: null,
@@ -304,19 +354,54 @@ async function readStatus(db: PoolClient, options: StatusOptions): Promise<Statu
     deliveredLast5m,
     relays,
     backend,
+    lastError,
+    maxLagSeconds,
   };
 }
 
-/** What the most recently rescheduled user's last round got from the backend. */
-async function lastBackendError(db: PoolClient): Promise<string | null> {
+/**
+ * What the backend answered to the most recent failed round of a user still waiting: rounds are
+ * recorded on the stream's head, and the one due latest was rescheduled last. A parked user's
+ * refusal counts only when no user waits for a round.
+ */
+async function lastDeliveryError(db: PoolClient): Promise<string | null> {
   const { rows } = await db.query<{ error: string | null; status: number | null }>(
     `select head_error as error, head_http_status as status from suekk_sync.streams
-      where head_id is not null and not parked and ${backendDownCondition('head_http_status')}
-      order by due_at desc nulls last limit 1`,
+      where head_id is not null and (head_error is not null or head_http_status is not null)
+      order by parked, due_at desc nulls last limit 1`,
   );
   const row = rows[0];
   if (row === undefined) return null;
   return row.error ?? (row.status === null ? null : `HTTP ${row.status}`);
+}
+
+/**
+ * Seconds since the oldest undelivered live change (captured or pushed) was captured; null when
+ * there is none. A parked user's events are left out (status reports the failure that holds them),
+ * and so is a resync's backlog, which takes as long as the table is large. Counted as
+ * queueGauges counts pending events.
+ */
+async function oldestLiveChangeSeconds(db: PoolClient): Promise<number | null> {
+  const { rows } = await db.query<{ seconds: number | null }>(
+    `with h as (select suekk_sync.ticked_horizon() as horizon),
+          open as materialized (
+            select s.user_id, s.delivered_through, s.parked from suekk_sync.streams s
+             where s.last_event_id > s.delivered_through or s.locked_by is not null or s.due_at is not null or s.parked
+          ),
+          streamed as (
+            select (select min(e.created_at) from suekk_sync.events e
+                     where e.user_id = o.user_id and e.id > o.delivered_through and e.source <> 'resync') as oldest
+              from open o where not o.parked
+          ),
+          unread as (
+            select min(e.created_at) as oldest from suekk_sync.events e
+             where e.id >= (select horizon from h) and e.source <> 'resync'
+               and not exists (select 1 from open o where o.user_id = e.user_id)
+               and not exists (select 1 from suekk_sync.streams s where s.user_id = e.user_id and e.id <= s.delivered_through)
+          )
+     select extract(epoch from now() - least((select min(oldest) from streamed), (select oldest from unread)))::float8 as seconds`,
+  );
+  return rows[0]?.seconds ?? null;
 }
 
 /** The table a configured name means, spelled as install records it; null when there is none. */

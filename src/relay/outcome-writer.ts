@@ -23,7 +23,13 @@ export class OutcomeWriter {
     private readonly pool: Pool,
     private readonly relayId: string,
     private readonly logger: Logger,
-    private readonly options: { maxBatch: number; leaseMs: number; perStream: number },
+    private readonly options: {
+      maxBatch: number;
+      leaseMs: number;
+      perStream: number;
+      /** Whether a failed write means the schema is gone (uninstalled): then nothing can be recorded. */
+      schemaGone?: (err: unknown) => Promise<boolean>;
+    },
   ) {}
 
   /** Records the turn; resolves with whether the stream was handed back, goes on, or was not ours. */
@@ -71,6 +77,11 @@ export class OutcomeWriter {
         }
         batch.forEach((p, i) => p.resolve(results[i]!));
       } catch (err) {
+        if (await this.options.schemaGone?.(err)) {
+          // The streams and their leases went with the schema: each turn ends as not ours.
+          for (const p of [...batch, ...this.queue.splice(0)]) p.resolve({ userId: p.release.userId, outcome: 'lost', events: [] });
+          continue;
+        }
         // Put the batch back in front, in order, and try again: the database may be restarting.
         this.queue.unshift(...batch);
         failures++;

@@ -33,6 +33,7 @@ import {
 } from '../db/relay-queries.ts';
 import { pruneIdleStreams, pruneTicks, rotatePartitions } from '../db/retention.ts';
 import { refreshOutboxStatistics } from '../db/statistics.ts';
+import { installedSchemaVersion, LATEST_SCHEMA_VERSION } from '../db/migrations.ts';
 import { NOTIFY_CHANNEL } from '../db/schema.ts';
 import { formatDuration } from '../duration.ts';
 import { usernameOf } from '../webhook/body.ts';
@@ -69,6 +70,15 @@ const TURN_EVENTS = 5;
  */
 const RECHECK_MIN_MS = 2;
 const RECHECK_MAX_MS = 100;
+/**
+ * A suekk_sync schema, relation, function or column missing: the schema was dropped under the
+ * relay (uninstall --drop-events) or replaced by another version's, which the relay then checks.
+ */
+const MISSING_OBJECT_CODES = new Set(['3F000', '42P01', '42883', '42703']);
+
+function missingObject(err: unknown): boolean {
+  return MISSING_OBJECT_CODES.has((err as { code?: string } | undefined)?.code ?? '');
+}
 
 export interface RelayOptions {
   pool: Pool;
@@ -155,6 +165,14 @@ export class Relay extends EventEmitter<RelayEvents> {
   paused = false;
   /** True while the last claim found the database unreachable. */
   databaseDown = false;
+  /**
+   * Why the relay delivers nothing while set: the schema it was built for is gone (uninstalled) or
+   * another version's. It looks again every few seconds and carries on once it is back.
+   */
+  schemaMissing: string | undefined;
+  private schemaCheck: Promise<boolean> | undefined;
+  /** Whether state records a captured table, as last read (undefined before the first read). */
+  private captureInstalled: boolean | undefined;
 
   constructor(private readonly options: RelayOptions) {
     super();
@@ -170,6 +188,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       maxBatch: Math.max(100, this.settings.batchSize),
       leaseMs: this.settings.leaseMs,
       perStream: EVENTS_PER_FETCH,
+      schemaGone: (err) => this.schemaGone(err),
     });
     this.breaker = new Breaker(this.settings.breakerThreshold);
     this.limiter = new RateLimiter(this.settings.maxRps);
@@ -217,7 +236,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       await registerRelay(this.pool, { id: this.id, host: hostname(), pid: process.pid, version: VERSION });
       this.every(HEARTBEAT_MS, () => this.beat());
     }
-    await this.refreshPaused();
+    await this.refreshState();
     if (this.listener) {
       await this.listener.start();
       if (this.options.listenSelfCheck) await this.listener.selfCheck(this.pool, this.id);
@@ -235,6 +254,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       await this.maintain();
       this.every(MAINTENANCE_MS, () => this.maintain());
     }
+    this.every(HEARTBEAT_MS, () => this.lookForSchema());
     // Users already waiting for the backend (a relay starting during an outage, or after one):
     // start by probing, so they go as soon as it answers rather than at their own next round.
     if (this.options.onlyUsers === undefined && (await anyWaitingForBackend(this.pool))) {
@@ -303,7 +323,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   private async claimLoop(): Promise<void> {
     do {
       this.wakeRequested = false;
-      while (!this.stopController.signal.aborted && !this.paused) {
+      while (!this.stopController.signal.aborted && !this.paused && this.schemaMissing === undefined) {
         const free = this.capacity() + this.reserve() - this.streams.size;
         if (free <= 0) break;
         // Every place busy and streams waiting for one: a claim can wait until it is worth a batch.
@@ -377,6 +397,17 @@ export class Relay extends EventEmitter<RelayEvents> {
   private readonly onPoolError = (err: Error): void => this.connectionLost(err);
 
   private noteDatabaseError(err: unknown, what: string): void {
+    if (missingObject(err)) {
+      // Said once, by schemaGone, when the schema is what is missing.
+      void this.schemaGone(err).then((gone) => {
+        if (!gone) this.logDatabaseError(err, what);
+      });
+      return;
+    }
+    this.logDatabaseError(err, what);
+  }
+
+  private logDatabaseError(err: unknown, what: string): void {
     if (isConnectionError(err)) {
       this.connectionLost(err as Error);
       if (!this.databaseDown) {
@@ -386,6 +417,53 @@ export class Relay extends EventEmitter<RelayEvents> {
     } else {
       this.logger.error({ err: { message: (err as Error).message, code: (err as { code?: string }).code } }, `Database error during ${what}`);
     }
+  }
+
+  /**
+   * Whether `err` (a missing relation, function or column) means the schema this relay was built
+   * for is gone: uninstalled, or replaced by another version's install. Then the relay says so
+   * once, stops what is in flight (there is nowhere left to record it) and delivers nothing until
+   * lookForSchema finds the schema back. A daemon under a supervisor that restarts it would
+   * otherwise be refused at every start; waiting lets `suekk-sync install` bring it back.
+   */
+  private schemaGone(err: unknown): Promise<boolean> {
+    if (this.schemaMissing !== undefined) return Promise.resolve(true);
+    if (!missingObject(err)) return Promise.resolve(false);
+    this.schemaCheck ??= this.checkSchema().finally(() => (this.schemaCheck = undefined));
+    return this.schemaCheck;
+  }
+
+  private async checkSchema(): Promise<boolean> {
+    let version: number;
+    try {
+      version = await installedSchemaVersion(this.pool);
+    } catch {
+      return false;
+    }
+    if (version === LATEST_SCHEMA_VERSION) return false;
+    this.schemaMissing =
+      version === 0
+        ? 'suekk-sync is no longer installed in this database (`suekk-sync uninstall --drop-events` dropped the suekk_sync schema): this relay delivers nothing and waits for `suekk-sync install`; stop it if suekk-sync is gone for good'
+        : `The suekk_sync schema is now at version ${version}, which this relay (schema version ${LATEST_SCHEMA_VERSION}) cannot use: it delivers nothing until the schema is back at version ${LATEST_SCHEMA_VERSION}; restart it with the suekk-sync that installed version ${version}`;
+    this.logger[version === 0 ? 'warn' : 'error']({ schemaVersion: version }, this.schemaMissing);
+    for (const state of this.streams.values()) state.attempt.abort();
+    return true;
+  }
+
+  /** While the schema is missing: is it back (an install of this version)? Then deliver again. */
+  private async lookForSchema(): Promise<void> {
+    if (this.schemaMissing === undefined) return;
+    try {
+      if ((await installedSchemaVersion(this.pool)) !== LATEST_SCHEMA_VERSION) return;
+    } catch {
+      return; // the database is away: the next look tells
+    }
+    this.schemaMissing = undefined;
+    this.captureInstalled = undefined;
+    this.logger.info({ schemaVersion: LATEST_SCHEMA_VERSION }, 'suekk-sync is installed again; delivering');
+    await this.beat();
+    this.bellMayBeRung = true;
+    this.wake();
   }
 
   /**
@@ -563,7 +641,7 @@ export class Relay extends EventEmitter<RelayEvents> {
         return await read();
       } catch (err) {
         // Stopping: the stream's lease hands it back by itself; nothing was sent for this read.
-        if (this.stopController.signal.aborted) throw err;
+        if (this.stopController.signal.aborted || this.schemaMissing !== undefined) throw err;
         this.noteDatabaseError(err, 'read');
         await sleep(Math.min(5_000, 100 * 2 ** failures));
       }
@@ -714,7 +792,14 @@ export class Relay extends EventEmitter<RelayEvents> {
    */
   private async probe(): Promise<void> {
     // One is in flight; or this relay delivers its own users only, which go by their own schedule.
-    if (this.stopController.signal.aborted || this.paused || this.streams.size > 0 || this.options.onlyUsers) return;
+    if (
+      this.stopController.signal.aborted ||
+      this.paused ||
+      this.schemaMissing !== undefined ||
+      this.streams.size > 0 ||
+      this.options.onlyUsers
+    )
+      return;
     try {
       if (await probeOne(this.pool)) this.wake();
     } catch (err) {
@@ -763,24 +848,35 @@ export class Relay extends EventEmitter<RelayEvents> {
     }
   }
 
-  private async refreshPaused(): Promise<void> {
-    const { rows } = await this.pool.query<{ paused: boolean }>('select paused from suekk_sync.state');
+  /** The switches in suekk_sync.state, read at start and with every beat: pause, and whether capture is installed. */
+  private async refreshState(): Promise<void> {
+    const { rows } = await this.pool.query<{ paused: boolean; table: string | null }>('select paused, source_table as table from suekk_sync.state');
     const paused = rows[0]?.paused ?? false;
     if (paused !== this.paused) this.control(paused ? 'pause' : 'resume');
+    // Uninstalled with the events kept: delivering them is still this relay's job.
+    const installed = (rows[0]?.table ?? null) !== null;
+    if (installed !== this.captureInstalled && !installed) {
+      this.logger.warn('Capture is not installed (suekk-sync uninstall kept the events): delivering the events already captured; changes to the users table are not captured until `suekk-sync install`');
+    } else if (installed && this.captureInstalled === false) {
+      this.logger.info(`Capture is installed again on ${rows[0]!.table}`);
+    }
+    this.captureInstalled = installed;
   }
 
   private async beat(): Promise<void> {
+    if (this.schemaMissing !== undefined) return;
     try {
       await heartbeat(this.pool, { id: this.id, host: hostname(), pid: process.pid, version: VERSION });
       // Again with every beat: a relay row registered again (a restored schema) must not say "up".
       if (this.backendDownSince !== undefined) await recordBackendState(this.pool, this.id, this.backendDownSince);
-      await this.refreshPaused();
+      await this.refreshState();
     } catch (err) {
       this.noteDatabaseError(err, 'heartbeat');
     }
   }
 
   private async sweep(): Promise<void> {
+    if (this.schemaMissing !== undefined) return;
     try {
       const { expired, stranded } = await sweepStreams(this.pool);
       if (expired > 0) this.logger.warn({ users: expired }, 'Took back users whose relay stopped renewing its lease; they are due again');
@@ -792,6 +888,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   }
 
   private async maintain(): Promise<void> {
+    if (this.schemaMissing !== undefined) return;
     try {
       const rotation = await rotatePartitions(this.pool, this.settings.retentionMs);
       if (rotation.truncated.length > 0) {

@@ -7,28 +7,11 @@ import { requireDatabaseUrl } from '../config.ts';
 import { UsageError } from '../errors.ts';
 import { createLogger, logDestination, type Logger } from '../logger.ts';
 import { checkConnection, closePool, createPool, type Pool } from '../db/pool.ts';
-import { installedSchemaVersion, LATEST_SCHEMA_VERSION } from '../db/migrations.ts';
+import { requireSchema } from '../db/schema.ts';
 import { createWebhookSender, parseBackendUrl } from '../webhook/sender.ts';
 import { parseSecrets } from '../webhook/signature.ts';
 import { startMetricsServer, type MetricsServer } from './metrics.ts';
 import { Relay } from './relay.ts';
-
-export async function assertSchemaCurrent(pool: Pool): Promise<void> {
-  const version = await installedSchemaVersion(pool);
-  if (version === 0) {
-    throw new UsageError('suekk-sync is not installed in this database; run `suekk-sync install` first.');
-  }
-  if (version < LATEST_SCHEMA_VERSION) {
-    throw new UsageError(
-      `The suekk_sync schema is at version ${version} but this suekk-sync needs ${LATEST_SCHEMA_VERSION}; run \`suekk-sync install\` to upgrade it.`,
-    );
-  }
-  if (version > LATEST_SCHEMA_VERSION) {
-    throw new UsageError(
-      `The suekk_sync schema is at version ${version}, newer than this suekk-sync knows (${LATEST_SCHEMA_VERSION}); upgrade suekk-sync.`,
-    );
-  }
-}
 
 export interface StartedRelay {
   relay: Relay;
@@ -73,7 +56,7 @@ export async function startRelay(settings: Settings, logger = createLogger(setti
       // At start-up an unreachable database is a configuration problem: nothing has run yet.
       throw new UsageError((err as Error).message);
     }
-    await assertSchemaCurrent(pool);
+    await requireSchema(pool);
     if (secrets.length === 0) {
       logger.warn('WEBHOOK_SECRET is not set: webhooks go out unsigned, and the backend cannot tell them from forgeries');
     }
