@@ -25,7 +25,8 @@ import { PAYLOAD_FIELDS } from '../config.ts';
 import { NOTIFY_CHANNEL, CAPTURE_TRIGGER, PARTITION_COUNT, TRUNCATE_TRIGGER, UPDATE_TRIGGER } from '../db/schema.ts';
 import type { CheckedMapping, ReferencedColumn } from './mapping.ts';
 import { fieldCast } from './mapping.ts';
-import { quoteIdent, quoteLiteral, type SourceTable } from './source-table.ts';
+import { quoteIdent, quoteLiteral } from '../db/sql.ts';
+import type { SourceTable } from './source-table.ts';
 
 /** Pins the columns and functions capture reads (see the header). */
 export const CAPTURE_PINS_VIEW = 'suekk_sync.columns_read_by_capture';

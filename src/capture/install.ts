@@ -12,7 +12,8 @@ import { CAPTURE_TRIGGERS, RELAY_ALIVE_SECONDS } from '../db/schema.ts';
 import { queueGauges } from '../db/outbox-queries.ts';
 import { checkMapping } from './mapping.ts';
 import { CAPTURE_PINS_VIEW, captureStatements, GENERATED_FUNCTIONS, type CaptureOptions, type InstalledParts } from './generate.ts';
-import { quoteLiteral, resolveSourceTable } from './source-table.ts';
+import { quoteLiteral } from '../db/sql.ts';
+import { resolveSourceTable } from './source-table.ts';
 
 /** Serialises install/uninstall across processes (an arbitrary constant: "suekk" in ASCII). */
 const INSTALL_LOCK_KEY = 0x7375656b6b;

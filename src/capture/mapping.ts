@@ -5,7 +5,8 @@
 import { PAYLOAD_FIELDS, type PayloadField, type SourceMapping } from '../config.ts';
 import { UsageError } from '../errors.ts';
 import type { PoolClient } from '../db/pool.ts';
-import { findColumn, quoteIdent, type SourceTable } from './source-table.ts';
+import { quoteIdent } from '../db/sql.ts';
+import { findColumn, type SourceTable } from './source-table.ts';
 
 const BOOLEAN_OID = 16;
 

@@ -4,6 +4,7 @@
  */
 import { UsageError } from '../errors.ts';
 import type { Queryable } from '../db/pool.ts';
+import { quoteIdent } from '../db/sql.ts';
 
 export interface SourceTable {
   oid: number;
@@ -16,14 +17,6 @@ export interface SourceTable {
   columns: Map<string, string>; // column name → type
 }
 
-
-export function quoteIdent(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
-}
-
-export function quoteLiteral(value: string): string {
-  return `'${value.replace(/'/g, "''")}'`;
-}
 
 export async function resolveSourceTable(client: Queryable, table: string): Promise<SourceTable> {
   let oid: number | null;

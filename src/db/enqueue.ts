@@ -9,8 +9,8 @@
  * id order, which the relay's per-user cursor relies on.
  */
 import type { Queryable } from './pool.ts';
-import { quoteIdent } from '../capture/source-table.ts';
-import type { InstalledSource } from '../ops/source.ts';
+import { quoteIdent } from './sql.ts';
+import type { InstalledSource } from './source.ts';
 
 
 export type Action = 'created' | 'updated' | 'deleted';

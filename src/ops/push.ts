@@ -10,7 +10,7 @@ import { enqueueBatch, type Action } from '../db/enqueue.ts';
 import { eventStates, makeUsersDue, openEventsOf } from '../db/outbox-queries.ts';
 import { ensureDelivery, type DeliveryHandle } from './inline-delivery.ts';
 import { explainPending, judge, waitForFirstRound, type EventState, type Target, type Verdict, type WaitOptions } from './settle.ts';
-import { installedSource, resolveUserRef } from './source.ts';
+import { installedSource, resolveUserRef } from '../db/source.ts';
 
 export interface PushResult {
   userId: string;

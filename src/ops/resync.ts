@@ -14,7 +14,7 @@ import { enqueueBatch, previewUsers, type Action, type EnqueueFilter } from '../
 import { sleep } from '../relay/sleep.ts';
 import { ensureDelivery, type DeliveryHandle } from './inline-delivery.ts';
 import { deliveryPaused } from './settle.ts';
-import { installedSource, resolveUserRef, type InstalledSource } from './source.ts';
+import { installedSource, resolveUserRef, type InstalledSource } from '../db/source.ts';
 
 export type ResyncScope = { all: true } | { userRefs: string[] } | { since: Date };
 

@@ -10,7 +10,7 @@ import { withTransaction, type Pool } from '../db/pool.ts';
 import { eventStates, findEvents, heldBackEvents, makeUsersDue, openEventsOf, skipFailed } from '../db/outbox-queries.ts';
 import { ensureDelivery, type DeliveryHandle } from './inline-delivery.ts';
 import { explainPending, judge, waitForFirstRound, type EventState, type Target, type Verdict, type WaitOptions } from './settle.ts';
-import { installedSource, resolveUserRef } from './source.ts';
+import { installedSource, resolveUserRef } from '../db/source.ts';
 
 export type EventSelector = { allFailed: true } | { waiting: true } | { userRef: string } | { eventIds: string[] };
 

@@ -12,7 +12,7 @@
 import type { Pool, PoolClient } from '../db/pool.ts';
 import { EVENT_STATUSES, type EventStatus } from '../db/outbox-queries.ts';
 import { UsageError } from '../errors.ts';
-import { installedSource, resolveUserRef } from './source.ts';
+import { installedSource, resolveUserRef } from '../db/source.ts';
 
 type Queryable = Pick<Pool | PoolClient, 'query'>;
 

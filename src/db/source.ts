@@ -3,10 +3,8 @@
  * then username, tried in that order.
  */
 import { UsageError } from '../errors.ts';
-import type { Pool, PoolClient } from '../db/pool.ts';
-import { quoteIdent } from '../capture/source-table.ts';
-
-type Queryable = Pick<Pool | PoolClient, 'query'>;
+import type { Queryable } from './pool.ts';
+import { quoteIdent } from './sql.ts';
 
 export interface InstalledSource {
   /** Quoted, schema-qualified table name. */
