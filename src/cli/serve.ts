@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { createApiLogger } from '../api/logger.ts';
 import { createApiServer } from '../api/server.ts';
 import { MIN_JWT_SECRET_BYTES } from '../api/tokens.ts';
-import { requireDatabaseUrl } from '../config.ts';
+import { requireDatabaseUrl, settingSource } from '../config.ts';
 import { checkConnection, createPool } from '../db/pool.ts';
 import { errorMessage, UsageError } from '../errors.ts';
 import { settingsFrom, type GlobalFlags } from './context.ts';
@@ -52,7 +52,7 @@ export function registerServe(program: Command): void {
       const secretBytes = Buffer.byteLength(jwtSecret, 'utf8');
       if (secretBytes < MIN_JWT_SECRET_BYTES) {
         throw new UsageError(
-          `JWT_SECRET is ${secretBytes} bytes, too short to keep tokens from being forged; use at least ${MIN_JWT_SECRET_BYTES} (for a new one: openssl rand -base64 32).`,
+          `${settingSource(settings, 'jwtSecret')} is ${secretBytes} bytes, too short to keep tokens from being forged; use at least ${MIN_JWT_SECRET_BYTES} (for a new one: openssl rand -base64 32).`,
         );
       }
       const databaseUrl = requireDatabaseUrl(settings);
