@@ -92,6 +92,36 @@ t.test('a relay whose log reader goes away stops and exits 0', async (t) => {
   t.equal(res.stderr, '');
 });
 
+t.test('an API server whose log reader goes away stops and exits 0', async (t) => {
+  const db = await createTestDatabase(t);
+  const child = startCli(['serve', '--port', '0'], { env: { DATABASE_URL: db.url, JWT_SECRET: TEST_SECRETS.jwtSecret } });
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  const done = collect(child, 60_000);
+  // Everything up to its own "listening" line is read; from then on only the log writes.
+  const base = await new Promise<string>((resolve) => {
+    let out = '';
+    const read = (d: string) => {
+      out += d;
+      const match = /API listening on (http:\S+)/.exec(out);
+      if (!match) return;
+      child.stdout!.off('data', read);
+      child.stdout!.destroy();
+      resolve(match[1]!);
+    };
+    child.stdout!.on('data', read);
+  });
+  // Each request is a log line; the first written after the reader left stops the server.
+  await waitFor(async () => {
+    await fetch(`${base}/healthz`).catch(() => undefined);
+    return child.exitCode !== null;
+  }, 'serve to stop');
+  const res = await done;
+  t.equal(res.code, 0, res.stderr);
+  t.equal(res.stderr, '');
+});
+
 t.test('a malformed setting is named where the operator set it: flag, variable, or key and file', async (t) => {
   const db = await createTestDatabase(t);
   const url = 'http://127.0.0.1:9/sync';

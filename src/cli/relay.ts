@@ -6,6 +6,7 @@ import { startRelay } from '../relay/start.ts';
 import { parseBackendUrl, parseSecrets } from '../webhook/index.ts';
 import { settingsFrom, type GlobalFlags } from './context.ts';
 import { DURATION_HELP, durationOption, intOption, numberOption, scheduleOption, withDefault } from './options.ts';
+import { whenReaderGoes } from './run.ts';
 
 interface RelayFlags {
   url?: string;
@@ -67,17 +68,10 @@ export function registerRelay(program: Command): void {
       parseSecrets(settings.webhookSecrets, settingSource(settings, 'webhookSecret'));
 
       let stop: ((why: string) => void) | undefined;
-      let outputClosed = false;
       const destination = logDestination();
       // The reader of the log went away (`relay | head`): stop as on SIGTERM, finishing what is in
       // flight, and exit 0; the lines about stopping have nowhere to go.
-      destination.on('error', (err: NodeJS.ErrnoException) => {
-        if (err.code !== 'EPIPE') throw err;
-        if (outputClosed) return;
-        outputClosed = true;
-        if (stop === undefined) process.exit(0);
-        stop('Its output closed');
-      });
+      whenReaderGoes(destination, () => (stop === undefined ? process.exit(0) : stop('Its output closed')));
       const started = await startRelay(settings, createLogger(settings.logLevel, destination));
       const { relay: engine, logger } = started;
       await new Promise<void>((resolve) => {

@@ -54,3 +54,16 @@ export function endQuietlyWhenOutputCloses(streams: NodeJS.WriteStream[] = [proc
     });
   }
 }
+
+/**
+ * For a long-running command whose log has its own stream (pino's, on the same fd 1): calls
+ * `onGone` once when the reader goes away, so the command can stop as on SIGTERM and exit 0.
+ */
+export function whenReaderGoes(stream: NodeJS.EventEmitter, onGone: () => void): void {
+  let gone = false;
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE' || gone) return;
+    gone = true;
+    onGone();
+  });
+}
