@@ -4,9 +4,9 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { resolve } from 'node:path';
+import { isAbsolute, relative, resolve } from 'node:path';
 import { z } from 'zod';
-import { parseDuration, parseSchedule } from './duration.ts';
+import { formatDuration, parseDuration, parseSchedule } from './duration.ts';
 import { UsageError } from './errors.ts';
 
 export const PAYLOAD_FIELDS = [
@@ -114,10 +114,89 @@ export interface Settings {
   relay: RelaySettings;
   /** Where the settings came from, for messages. */
   configFile: string | undefined;
+  /** Where each connection setting was given, as the operator wrote it (see settingSource). */
+  sources?: Partial<Record<SourcedSetting, string>>;
 }
 
-const duration = z.union([z.string(), z.number().nonnegative()]);
+/** The settings a flag, an environment variable and the config file can all give. */
+export type SourcedSetting = 'databaseUrl' | 'databaseListenUrl' | 'backendSyncUrl' | 'webhookSecret' | 'backendSyncToken' | 'jwtSecret';
+
+const ENV_NAMES: Record<SourcedSetting, string> = {
+  databaseUrl: 'DATABASE_URL',
+  databaseListenUrl: 'DATABASE_LISTEN_URL',
+  backendSyncUrl: 'BACKEND_SYNC_URL',
+  webhookSecret: 'WEBHOOK_SECRET',
+  backendSyncToken: 'BACKEND_SYNC_TOKEN',
+  jwtSecret: 'JWT_SECRET',
+};
+
+const FLAG_NAMES: Partial<Record<SourcedSetting, string>> = {
+  databaseUrl: '--database-url',
+  backendSyncUrl: '--url',
+  webhookSecret: '--secret',
+  backendSyncToken: '--token',
+};
+
+/**
+ * What a message about a setting calls it: the flag (`--secret`), the environment variable
+ * (`WEBHOOK_SECRET`) or the key and its file (`webhookSecret in ./suekk-sync.json`), whichever the
+ * value came from, so the operator fixes the place they actually set it. The variable when unset.
+ */
+export function settingSource(settings: Pick<Settings, 'sources'>, name: SourcedSetting): string {
+  return settings.sources?.[name] ?? ENV_NAMES[name];
+}
+
+/** A config file as a person would name it: relative to the working folder when inside it. */
+export function displayPath(full: string, cwd: string = process.cwd()): string {
+  const rel = relative(cwd, full);
+  return rel === '' || rel.startsWith('..') || isAbsolute(rel) ? full : `./${rel}`;
+}
+
+/** The shortest lease a relay takes a user for; a claim is renewed every third of it. */
+export const MIN_LEASE_MS = 300;
+
+const DURATION_HINT = 'a duration such as 500ms, 30s, 5m, 24h or 7d';
+
+/**
+ * A time in the file: a number of milliseconds or a duration string, made milliseconds here. The
+ * message never repeats the value: a misplaced secret would be printed with it.
+ */
+function durationSchema(min = 0, hint = `${DURATION_HINT}, or a number of milliseconds`) {
+  return z.union([z.number(), z.string()]).transform((value, ctx) => {
+    let ms: number;
+    try {
+      ms = Math.round(parseDuration(value, 'value'));
+    } catch {
+      ctx.addIssue({ code: 'custom', message: `must be ${hint}` });
+      return z.NEVER;
+    }
+    if (ms < min) {
+      ctx.addIssue({ code: 'custom', message: `must be at least ${formatDuration(min)}` });
+      return z.NEVER;
+    }
+    return ms;
+  });
+}
+
+const scheduleSchema = z.union([z.string(), z.array(z.union([z.number(), z.string()]))]).transform((value, ctx) => {
+  try {
+    return parseSchedule(value, 'value');
+  } catch {
+    ctx.addIssue({ code: 'custom', message: `must be one or more durations such as 30s, 1m, 5m (a list, or comma-separated)` });
+    return z.NEVER;
+  }
+});
+
 const positiveInt = z.number().int().positive();
+
+/**
+ * A mapped field: an SQL expression, or null for a table without such a column (the field is
+ * then sent as "" — false for isActive). The string "null" says the same.
+ */
+const fieldSchema = (field: PayloadField) =>
+  field === 'id'
+    ? z.string({ error: 'must be an SQL expression: the id is how the backend knows the user' }).min(1).optional()
+    : z.string().min(1).nullable().optional();
 
 const fileSchema = z.strictObject({
   $schema: z.string().optional(),
@@ -134,32 +213,27 @@ const fileSchema = z.strictObject({
       table: z.string().min(1).optional(),
       softDeleteColumn: z.string().min(1).nullable().optional(),
       updatedAtColumn: z.string().min(1).nullable().optional(),
-      columns: z
-        .strictObject(
-          Object.fromEntries(PAYLOAD_FIELDS.map((f) => [f, z.string().min(1).optional()])) as Record<
-            PayloadField,
-            z.ZodOptional<z.ZodString>
-          >,
-        )
-        .optional(),
+      columns: z.strictObject(Object.fromEntries(PAYLOAD_FIELDS.map((f) => [f, fieldSchema(f)])) as {
+        [F in PayloadField]: ReturnType<typeof fieldSchema>;
+      }).optional(),
     })
     .optional(),
   relay: z
     .strictObject({
-      timeoutMs: positiveInt.optional(),
+      timeoutMs: durationSchema(1).optional(),
       maxAttempts: positiveInt.optional(),
-      backoffMs: z.number().int().nonnegative().optional(),
-      retrySchedule: z.union([z.string(), z.array(duration)]).optional(),
-      giveUpAfter: duration.optional(),
+      backoffMs: durationSchema(0).optional(),
+      retrySchedule: scheduleSchema.optional(),
+      giveUpAfter: durationSchema(0, DURATION_HINT).optional(),
       concurrency: positiveInt.optional(),
       batchSize: positiveInt.optional(),
-      pollIntervalMs: positiveInt.optional(),
-      leaseMs: positiveInt.optional(),
+      pollIntervalMs: durationSchema(10).optional(),
+      leaseMs: durationSchema(MIN_LEASE_MS).optional(),
       maxRps: z.number().nonnegative().optional(),
-      retention: duration.optional(),
-      retryAfterCap: duration.optional(),
+      retention: durationSchema(0, DURATION_HINT).optional(),
+      retryAfterCap: durationSchema(0, DURATION_HINT).optional(),
       breakerThreshold: positiveInt.optional(),
-      probeInterval: duration.optional(),
+      probeInterval: durationSchema(0, DURATION_HINT).optional(),
       coalesce: z.boolean().optional(),
       metricsPort: z.number().int().min(0).max(65535).optional(),
     })
@@ -175,19 +249,21 @@ export interface FlagSettings {
   webhookSecret?: string;
   backendSyncToken?: string;
   table?: string;
+  /** Times in milliseconds; the four taking a duration also take its text (`30s`, `30s,1m`). */
   relay?: Partial<Omit<RelaySettings, 'retryScheduleMs' | 'giveUpAfterMs' | 'retentionMs' | 'probeIntervalMs'>> & {
-    retrySchedule?: string;
-    giveUpAfter?: string;
-    retention?: string;
-    probeInterval?: string;
+    retrySchedule?: string | number[];
+    giveUpAfter?: string | number;
+    retention?: string | number;
+    probeInterval?: string | number;
   };
 }
 
 export function readConfigFile(path: string | undefined, cwd: string): { file: ConfigFile; path?: string } {
   const explicit = path !== undefined;
   const full = resolve(cwd, path ?? 'suekk-sync.json');
+  const shown = displayPath(full, cwd);
   if (!existsSync(full)) {
-    if (explicit) throw new UsageError(`Config file ${full} does not exist; fix --config or create it.`);
+    if (explicit) throw new UsageError(`Config file ${shown} does not exist; fix --config or create it.`);
     return { file: {} };
   }
   let raw: unknown;
@@ -195,20 +271,71 @@ export function readConfigFile(path: string | undefined, cwd: string): { file: C
   try {
     raw = JSON.parse(text);
   } catch (err) {
-    throw new UsageError(`Config file ${full} is not valid JSON (${describeJsonError(err as Error, text)}); fix the file.`);
+    throw new UsageError(`Config file ${shown} is not valid JSON (${describeJsonError(err as Error, text)}); fix the file.`);
   }
   const parsed = fileSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const keyPath = issue.path.join('.');
     const where = keyPath === '' ? 'the top level' : `"${keyPath}"`;
-    const detail =
-      issue.code === 'unrecognized_keys'
-        ? `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${[...issue.path, k].join('.')}"`).join(', ')}`
-        : `${where}: ${issue.message}`;
-    throw new UsageError(`Config file ${full} has an error at ${detail}; fix that key.`);
+    let detail: string;
+    if (issue.code === 'unrecognized_keys') {
+      const parent = issue.path.map(String);
+      const named = issue.keys.map((k) => `"${[...parent, k].join('.')}"`).join(', ');
+      const suggestion = issue.keys.length === 1 ? suggestKey(parent, issue.keys[0]!) : undefined;
+      detail = `unknown key${issue.keys.length > 1 ? 's' : ''} ${named}${suggestion === undefined ? '' : ` (did you mean "${suggestion}"?)`}`;
+    } else {
+      detail = `${where}: ${issue.message}`;
+    }
+    throw new UsageError(`Config file ${shown} has an error at ${detail}; fix that key.`);
   }
   return { file: parsed.data, path: full };
+}
+
+/** The keys an object of the file schema takes, by their path from the top. */
+function keyPaths(schema: z.ZodType = fileSchema, prefix: string[] = []): string[][] {
+  let inner: z.ZodType = schema;
+  while (inner instanceof z.ZodOptional || inner instanceof z.ZodNullable) inner = inner.unwrap() as z.ZodType;
+  if (!(inner instanceof z.ZodObject)) return [];
+  return Object.entries(inner.shape as Record<string, z.ZodType>).flatMap(([key, child]) => [
+    [...prefix, key],
+    ...keyPaths(child, [...prefix, key]),
+  ]);
+}
+
+/**
+ * The known key an unknown one was probably meant to be: the closest by edit distance among its
+ * siblings, or the same name under another object (`timeoutMs` at the top for `relay.timeoutMs`).
+ */
+function suggestKey(parent: string[], key: string): string | undefined {
+  const all = keyPaths();
+  const fold = (k: string) => k.toLowerCase().replace(/[-_]/g, '');
+  const siblings = all.filter((p) => p.length === parent.length + 1 && parent.every((part, i) => p[i] === part));
+  let best: { path: string[]; distance: number } | undefined;
+  for (const path of siblings) {
+    // The unit is what people leave off: `timeout` is as near `timeoutMs` as a typo of it.
+    const name = fold(path.at(-1)!);
+    const distance = Math.min(editDistance(fold(key), name), editDistance(fold(key), name.replace(/ms$/, '')));
+    if (distance <= Math.max(1, Math.floor(key.length / 3)) && (best === undefined || distance < best.distance)) {
+      best = { path, distance };
+    }
+  }
+  const elsewhere = all.find((p) => fold(p.at(-1)!) === fold(key));
+  const found = best?.path ?? elsewhere;
+  return found?.join('.');
+}
+
+/** Levenshtein distance, with a swap of two neighbouring letters counting as one edit. */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i]![j] = Math.min(d[i]![j]!, d[i - 2]![j - 2]! + 1);
+    }
+  }
+  return d[a.length]![b.length]!;
 }
 
 /**
@@ -256,68 +383,86 @@ export function loadSettings(
   const fileRelay = file.relay ?? {};
   const flagRelay = flags.relay ?? {};
   const pick = <T>(...values: (T | undefined)[]): T | undefined => values.find((v) => v !== undefined);
+  const inFile = (key: string) => `${key} in ${displayPath(path ?? '', cwd)}`;
+  // Flags given as text are parsed here (the CLI's parsers hand over milliseconds already).
+  const flagDuration = (value: string | number | undefined, flag: string) =>
+    value === undefined ? undefined : parseDuration(value, flag);
 
   const relay: RelaySettings = {
     timeoutMs: pick(flagRelay.timeoutMs, fileRelay.timeoutMs) ?? DEFAULT_RELAY.timeoutMs,
     maxAttempts: pick(flagRelay.maxAttempts, fileRelay.maxAttempts) ?? DEFAULT_RELAY.maxAttempts,
     backoffMs: pick(flagRelay.backoffMs, fileRelay.backoffMs) ?? DEFAULT_RELAY.backoffMs,
-    retryScheduleMs: (() => {
-      const raw = pick<string | (string | number)[]>(flagRelay.retrySchedule, fileRelay.retrySchedule);
-      return raw === undefined ? DEFAULT_RELAY.retryScheduleMs : parseSchedule(raw, 'retry schedule');
-    })(),
-    giveUpAfterMs: (() => {
-      const raw = pick<string | number>(flagRelay.giveUpAfter, fileRelay.giveUpAfter);
-      return raw === undefined ? DEFAULT_RELAY.giveUpAfterMs : parseDuration(raw, 'give-up-after');
-    })(),
+    retryScheduleMs:
+      pick(
+        flagRelay.retrySchedule === undefined ? undefined : parseSchedule(flagRelay.retrySchedule, '--retry-schedule'),
+        fileRelay.retrySchedule,
+      ) ?? DEFAULT_RELAY.retryScheduleMs,
+    giveUpAfterMs: pick(flagDuration(flagRelay.giveUpAfter, '--give-up-after'), fileRelay.giveUpAfter) ?? DEFAULT_RELAY.giveUpAfterMs,
     concurrency: pick(flagRelay.concurrency, fileRelay.concurrency) ?? DEFAULT_RELAY.concurrency,
     batchSize: pick(flagRelay.batchSize, fileRelay.batchSize) ?? DEFAULT_RELAY.batchSize,
-    pollIntervalMs:
-      pick(flagRelay.pollIntervalMs, fileRelay.pollIntervalMs) ?? DEFAULT_RELAY.pollIntervalMs,
+    pollIntervalMs: pick(flagRelay.pollIntervalMs, fileRelay.pollIntervalMs) ?? DEFAULT_RELAY.pollIntervalMs,
     leaseMs: pick(flagRelay.leaseMs, fileRelay.leaseMs) ?? DEFAULT_RELAY.leaseMs,
     maxRps: pick(flagRelay.maxRps, fileRelay.maxRps) ?? DEFAULT_RELAY.maxRps,
-    retentionMs: (() => {
-      const raw = pick<string | number>(flagRelay.retention, fileRelay.retention);
-      return raw === undefined ? DEFAULT_RELAY.retentionMs : parseDuration(raw, 'retention');
-    })(),
-    retryAfterCapMs: (() => {
-      const raw = fileRelay.retryAfterCap;
-      return raw === undefined ? DEFAULT_RELAY.retryAfterCapMs : parseDuration(raw, 'retryAfterCap');
-    })(),
-    breakerThreshold:
-      pick(flagRelay.breakerThreshold, fileRelay.breakerThreshold) ?? DEFAULT_RELAY.breakerThreshold,
-    probeIntervalMs: (() => {
-      const raw = pick<string | number>(flagRelay.probeInterval, fileRelay.probeInterval);
-      return raw === undefined ? DEFAULT_RELAY.probeIntervalMs : parseDuration(raw, 'probe interval');
-    })(),
+    retentionMs: pick(flagDuration(flagRelay.retention, '--retention'), fileRelay.retention) ?? DEFAULT_RELAY.retentionMs,
+    retryAfterCapMs: fileRelay.retryAfterCap ?? DEFAULT_RELAY.retryAfterCapMs,
+    breakerThreshold: pick(flagRelay.breakerThreshold, fileRelay.breakerThreshold) ?? DEFAULT_RELAY.breakerThreshold,
+    probeIntervalMs:
+      pick(flagDuration(flagRelay.probeInterval, '--probe-interval'), fileRelay.probeInterval) ?? DEFAULT_RELAY.probeIntervalMs,
     coalesce: pick(flagRelay.coalesce, fileRelay.coalesce) ?? DEFAULT_RELAY.coalesce,
     metricsPort: pick(flagRelay.metricsPort, fileRelay.metricsPort),
   };
-  if (relay.leaseMs < 300) {
-    throw new UsageError(`--lease-ms must be at least 300 (it is renewed every third), not ${relay.leaseMs}.`);
+  if (relay.leaseMs < MIN_LEASE_MS) {
+    const where = flagRelay.leaseMs !== undefined ? '--lease-ms' : inFile('relay.leaseMs');
+    throw new UsageError(`${where} must be at least ${MIN_LEASE_MS}ms (the lease is renewed every third of it), not ${relay.leaseMs}ms.`);
   }
 
   const fileSource = file.source ?? {};
+  const fileColumns = Object.fromEntries(
+    Object.entries(fileSource.columns ?? {})
+      .filter(([, expression]) => expression !== undefined)
+      // JSON null: the table has no such column; the SQL null is what the string "null" says too.
+      .map(([field, expression]) => [field, expression ?? 'null']),
+  ) as Partial<Record<PayloadField, string>>;
   const source: SourceMapping = {
     table: flags.table ?? fileSource.table ?? DEFAULT_SOURCE.table,
     softDeleteColumn:
       fileSource.softDeleteColumn === undefined ? DEFAULT_SOURCE.softDeleteColumn : fileSource.softDeleteColumn,
     updatedAtColumn:
       fileSource.updatedAtColumn === undefined ? DEFAULT_SOURCE.updatedAtColumn : fileSource.updatedAtColumn,
-    columns: { ...DEFAULT_SOURCE.columns, ...stripUndefined(fileSource.columns ?? {}) },
+    columns: { ...DEFAULT_SOURCE.columns, ...fileColumns },
+  };
+
+  const sources: Partial<Record<SourcedSetting, string>> = {};
+  /** The first given of flag, environment and file, remembering which it was. */
+  const sourced = <T>(name: SourcedSetting, flag: T | undefined, fromEnv: T | undefined, fromFile: T | undefined): T | undefined => {
+    const envName = ENV_NAMES[name];
+    // An empty variable (`DATABASE_URL=`) is as good as unset: the file's value still counts.
+    if (typeof fromEnv === 'string' && fromEnv.trim() === '') fromEnv = undefined;
+    const [value, where] =
+      flag !== undefined
+        ? [flag, FLAG_NAMES[name] ?? envName]
+        : fromEnv !== undefined
+          ? [fromEnv, envName]
+          : fromFile !== undefined
+            ? [fromFile, inFile(name)]
+            : [undefined, envName];
+    sources[name] = where;
+    return value;
   };
 
   return {
-    databaseUrl: nonEmpty(pick(flags.databaseUrl, env.DATABASE_URL, file.databaseUrl)),
-    databaseListenUrl: nonEmpty(pick(env.DATABASE_LISTEN_URL, file.databaseListenUrl)),
-    backendSyncUrl: nonEmpty(pick(flags.backendSyncUrl, env.BACKEND_SYNC_URL, file.backendSyncUrl)),
-    webhookSecrets: splitSecrets(pick<string | string[]>(flags.webhookSecret, env.WEBHOOK_SECRET, file.webhookSecret)),
-    backendSyncToken: nonEmpty(pick(flags.backendSyncToken, env.BACKEND_SYNC_TOKEN, file.backendSyncToken)),
-    jwtSecret: nonEmpty(pick(env.JWT_SECRET, file.jwtSecret)),
+    databaseUrl: nonEmpty(sourced('databaseUrl', flags.databaseUrl, env.DATABASE_URL, file.databaseUrl)),
+    databaseListenUrl: nonEmpty(sourced('databaseListenUrl', undefined, env.DATABASE_LISTEN_URL, file.databaseListenUrl)),
+    backendSyncUrl: nonEmpty(sourced('backendSyncUrl', flags.backendSyncUrl, env.BACKEND_SYNC_URL, file.backendSyncUrl)),
+    webhookSecrets: splitSecrets(sourced<string | string[]>('webhookSecret', flags.webhookSecret, env.WEBHOOK_SECRET, file.webhookSecret)),
+    backendSyncToken: nonEmpty(sourced('backendSyncToken', flags.backendSyncToken, env.BACKEND_SYNC_TOKEN, file.backendSyncToken)),
+    jwtSecret: nonEmpty(sourced('jwtSecret', undefined, env.JWT_SECRET, file.jwtSecret)),
     trustProxy: parseTrustProxy(pick<boolean | string | string[]>(env.TRUST_PROXY, file.trustProxy)),
     logLevel: pick(env.LOG_LEVEL, file.logLevel) ?? 'info',
     source,
     relay,
     configFile: path,
+    sources,
   };
 }
 
@@ -346,26 +491,21 @@ export function parseTrustProxy(value: boolean | string | string[] | undefined):
   return entries;
 }
 
-function stripUndefined<T extends object>(obj: T): Partial<T> {
-  return Object.fromEntries(Object.entries(obj).filter(([, v]) => v !== undefined)) as Partial<T>;
-}
-
 /** The database URL or a usage error that says how to give one. */
 export function requireDatabaseUrl(settings: Settings): string {
   const url = settings.databaseUrl;
   if (url === undefined) {
     throw new UsageError('No database given; set DATABASE_URL or pass --database-url.');
   }
+  const name = settingSource(settings, 'databaseUrl');
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch {
-    throw new UsageError('DATABASE_URL is not a valid URL; use postgres://user@host:5432/dbname.');
+    throw new UsageError(`${name} is not a valid URL; use postgres://user@host:5432/dbname.`);
   }
   if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
-    throw new UsageError(
-      `DATABASE_URL must start with postgres:// or postgresql://, not ${parsed.protocol}//.`,
-    );
+    throw new UsageError(`${name} must start with postgres:// or postgresql://, not ${parsed.protocol}//.`);
   }
   return url;
 }

@@ -13,7 +13,7 @@ t.test('serve refuses to start without what it needs', async (t) => {
   t.equal(noSecret.code, 2);
   t.match(noSecret.stderr, /^suekk-sync: JWT_SECRET is not set; /);
   t.equal(badPort.code, 2);
-  t.match(badPort.stderr, /^error: option '--port <port>' argument '70000' is invalid\. It must be a whole number, from 0 to 65535\.$/m);
+  t.match(badPort.stderr, /^suekk-sync: option '--port <port>' argument '70000' is invalid\. It must be a whole number, from 0 to 65535; run `suekk-sync serve --help` for usage\.\n$/);
 });
 
 t.test('serve refuses a JWT_SECRET shorter than 32 bytes, and a TRUST_PROXY that names no address', async (t) => {
@@ -31,10 +31,10 @@ t.test('serve refuses a JWT_SECRET shorter than 32 bytes, and a TRUST_PROXY that
 
 t.test('serve, receive and dev share one whole-number check: exit 2 naming the option, the value and the range', async (t) => {
   const runs: [string[], RegExp][] = [
-    [['serve', '--register-limit', '0'], /option '--register-limit <n>' argument '0' is invalid\. It must be a whole number, 1 or more\./],
+    [['serve', '--register-limit', '0'], /option '--register-limit <n>' argument '0' is invalid\. It must be a whole number, 1 or more;/],
     [['serve', '--login-limit', '1e3'], /option '--login-limit <n>' argument '1e3' is invalid/],
-    [['receive', '--port', ''], /option '--port <port>' argument '' is invalid\. It must be a whole number, from 0 to 65535\./],
-    [['receive', '--delay-ms', 'soon'], /option '--delay-ms <ms>' argument 'soon' is invalid\. It must be a whole number, 0 or more\./],
+    [['receive', '--port', ''], /option '--port <port>' argument '' is invalid\. It must be a whole number, from 0 to 65535;/],
+    [['receive', '--delay-ms', 'soon'], /option '--delay-ms <duration>' argument 'soon' is invalid\. It must be a duration such as 500ms, 10s or 2m \(or a number of milliseconds\), 0ms or more;/],
     [['dev', '--api-port', '0x50'], /option '--api-port <port>' argument '0x50' is invalid/],
     [['dev', '--receiver-port', '65536'], /option '--receiver-port <port>' argument '65536' is invalid/],
   ];

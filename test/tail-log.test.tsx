@@ -5,7 +5,7 @@ import pg from 'pg';
 import t from 'tap';
 import { TailView } from '../src/cli/ui/TailView.tsx';
 import { DeliveryRates, LogFollower, recentEntries, resolveLogUser, type LogEntry } from '../src/ops/tail.ts';
-import { runCli, startCli } from './helpers/cli.ts';
+import { collect, runCli, startCli } from './helpers/cli.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
 import { waitFor } from './helpers/receiver.ts';
 import { addUsers } from './helpers/relay.ts';
@@ -136,7 +136,7 @@ t.test('tail-log --follow, piped: initial lines, an out-of-order commit, a deliv
   const children: ChildProcess[] = [];
   t.teardown(() => children.forEach((c) => c.exitCode === null && c.kill('SIGKILL')));
   const follow = (args: string[]) => {
-    const child = startCli(['tail-log', '--follow', '--interval-ms', '50', ...args], { env: { DATABASE_URL: db.url } });
+    const child = startCli(['tail-log', '--follow', '--interval-ms', '50ms', ...args], { env: { DATABASE_URL: db.url } });
     children.push(child);
     const out = { stdout: '', stderr: '' };
     child.stdout!.setEncoding('utf8').on('data', (d: string) => (out.stdout += d));
@@ -170,6 +170,50 @@ t.test('tail-log --follow, piped: initial lines, an out-of-order commit, a deliv
   t.equal(await json.exited, 0, 'SIGTERM ends --follow with exit 0');
   t.equal(await plain.exited, 0, 'SIGINT (Ctrl-C) too');
   t.equal(json.out.stderr, '');
+});
+
+t.test('the follower shows changes in the order they happened, not by capture', async (t) => {
+  const db = await createTestDatabase(t);
+  await addUsers(db, 1, 'old');
+  const follower = new LogFollower(db.pool);
+  await follower.start(5);
+  // Between two polls: a new user is captured, then the old user's event is delivered.
+  await addUsers(db, 1, 'new');
+  await markDelivered(db, byUsername('old1'));
+  const seen = (entries: LogEntry[]) => entries.map((e) => `${e.username}:${e.status}`);
+  t.same(seen(await follower.poll()), ['new1:pending', 'old1:delivered'], 'the later delivery of the older event comes after');
+  // A round that failed records no time: it is the latest thing the poll learnt.
+  await markHeadFailed(db, byUsername('new1'), { attempts: 3, rounds: 1, dueAt: new Date(Date.now() + 60_000) });
+  await addUsers(db, 1, 'newer');
+  t.same(seen(await follower.poll()), ['newer1:pending', 'new1:pending']);
+});
+
+t.test('tail-log --follow, piped: a delivery after a capture shows after it; the schema dropped ends it with one sentence', async (t) => {
+  const db = await createTestDatabase(t);
+  await addUsers(db, 1, 'old');
+  // A poll every 1.5 s: both changes below land between two polls.
+  const child = startCli(['tail-log', '--follow', '--json', '--interval-ms', '1.5s'], { env: { DATABASE_URL: db.url } });
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  const done = collect(child, 60_000);
+  let stdout = '';
+  child.stdout!.on('data', (d: string) => (stdout += d));
+  const events = () => jsonLines(stdout).map((l) => `${l.username}:${l.status}`);
+  await waitFor(() => events().length === 1, 'the initial line');
+  await addUsers(db, 1, 'new');
+  await markDelivered(db, byUsername('old1'));
+  await waitFor(() => events().length === 3, 'both changes', 15_000, events);
+  t.same(events(), ['old1:pending', 'new1:pending', 'old1:delivered']);
+
+  const uninstalled = await runCli(['uninstall', '--drop-events', '--force'], { env: { DATABASE_URL: db.url } });
+  t.equal(uninstalled.code, 0, uninstalled.stderr);
+  const result = await done;
+  t.equal(result.code, 2);
+  t.equal(
+    result.stderr,
+    'suekk-sync: suekk-sync was uninstalled from this database while tail-log followed it; run `suekk-sync install` to capture changes again.\n',
+  );
 });
 
 t.test('the live view shows counters and the latest lines', async (t) => {

@@ -59,8 +59,9 @@ export async function checkMapping(
       } as never);
       const fields = (result as { fields: { dataTypeID: number }[] }).fields;
       if (fields.length !== 1) throw new Error('it must be a single expression');
-      // Text accepts any type; a text-to-boolean cast would only fail later, on a writer's row.
-      if (fieldCast(field) === 'boolean' && fields[0]!.dataTypeID !== BOOLEAN_OID) {
+      // Text accepts any type; a text-to-boolean cast would only fail later, on a writer's row. A
+      // bare null (a table without the column) has no type of its own and is sent as false.
+      if (fieldCast(field) === 'boolean' && fields[0]!.dataTypeID !== BOOLEAN_OID && !/^\s*null\s*$/i.test(expression)) {
         throw new Error('it must be a boolean expression');
       }
       await client.query('release savepoint suekk_sync_check');

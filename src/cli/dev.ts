@@ -49,8 +49,9 @@ export function registerDev(program: Command): void {
           env: process.env,
           logLevel: devLogLevel(process.env),
           signal: stop.signal,
-          // `npm run dev` in a clone, where the command is not on the PATH.
-          command: process.env.npm_lifecycle_event === 'dev' ? 'npm run suekk-sync --' : 'suekk-sync',
+          // `npm run dev` in a clone, where the command is not on the PATH; -s keeps npm's banner out of
+          // the output.
+          command: process.env.npm_lifecycle_event === 'dev' ? 'npm run -s suekk-sync --' : 'suekk-sync',
         }).catch((err: unknown) => {
           // Interrupted while starting: startDev has stopped what it started, which is all we asked.
           if (stop.signal.aborted) return undefined;

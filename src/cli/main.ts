@@ -1,6 +1,7 @@
-import { Command } from 'commander';
+import { Command, Help, type Option } from 'commander';
 import { VERSION } from '../version.ts';
-import { reportError } from './run.ts';
+import { withDefault } from './options.ts';
+import { endQuietlyWhenOutputCloses, reportError, usageErrorLine } from './run.ts';
 
 type Register = (program: Command) => void;
 
@@ -33,13 +34,42 @@ export function commandName(args: string[]): string | undefined {
   return undefined;
 }
 
+/**
+ * Every command's help lists the global options too (a subcommand's own option of the same name,
+ * dev's --database-url, is the one that applies there), and shows each default one way: commander's
+ * `(default: X)`, a text default as the operator would type it, an empty list not at all.
+ */
+const HELP: Partial<Help> = {
+  showGlobalOptions: true,
+  visibleGlobalOptions(this: Help, cmd: Command): Option[] {
+    const own = new Set(cmd.options.map((o) => o.long));
+    return Help.prototype.visibleGlobalOptions.call(this, cmd).filter((o) => o.long !== '--version' && !own.has(o.long));
+  },
+  optionDescription(this: Help, option: Option): string {
+    const value: unknown = option.defaultValue;
+    if (option.defaultValueDescription === undefined && (typeof value === 'string' || (Array.isArray(value) && value.length === 0))) {
+      const shown = Object.assign(Object.create(Object.getPrototypeOf(option) as object) as Option, option);
+      if (typeof value === 'string') shown.defaultValueDescription = value;
+      else shown.defaultValue = undefined;
+      return Help.prototype.optionDescription.call(this, shown);
+    }
+    return Help.prototype.optionDescription.call(this, option);
+  },
+};
+
+/** Commander's own mistakes (an unknown option, a bad value) read like ours: one line, same prefix. */
+function sameErrorLines(cmd: Command, path: string): void {
+  cmd.configureOutput({ outputError: (text, write) => write(usageErrorLine(text, path)) });
+  for (const sub of cmd.commands) sameErrorLines(sub, `${path} ${sub.name()}`);
+}
+
 export async function buildProgram(args: string[]): Promise<Command> {
   const program = new Command('suekk-sync')
     .description('Keeps a backend\'s copy of users in step with an auth database.')
     .version(VERSION)
-    .option('--config <file>', 'config file (default ./suekk-sync.json when it exists)')
-    .option('--database-url <url>', 'the auth database (default $DATABASE_URL)')
-    .showHelpAfterError('(run with --help for usage)')
+    .configureHelp(HELP)
+    .option('--config <file>', withDefault('config file', './suekk-sync.json when it exists'))
+    .option('--database-url <url>', withDefault('the auth database', '$DATABASE_URL'))
     .exitOverride();
   const name = commandName(args);
   const key = name === undefined ? undefined : (ALIASES[name] ?? name);
@@ -47,9 +77,11 @@ export async function buildProgram(args: string[]): Promise<Command> {
   const wantsVersion = name === undefined && (args.includes('--version') || args.includes('-V'));
   const loaders = wantsVersion ? [] : key !== undefined && COMMANDS[key] ? [COMMANDS[key]] : Object.values(COMMANDS);
   for (const register of await Promise.all(loaders.map((load) => load()))) register(program);
+  sameErrorLines(program, 'suekk-sync');
   return program;
 }
 
+endQuietlyWhenOutputCloses();
 try {
   const program = await buildProgram(process.argv.slice(2));
   await program.parseAsync(process.argv);

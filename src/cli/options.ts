@@ -4,6 +4,7 @@
  * whole number from 0 to 65535."
  */
 import { InvalidArgumentError } from 'commander';
+import { formatDuration, parseDuration, parseSchedule } from '../duration.ts';
 
 export function intOption(min: number, max = Number.MAX_SAFE_INTEGER) {
   const range = max === Number.MAX_SAFE_INTEGER ? `${min} or more` : `from ${min} to ${max}`;
@@ -27,3 +28,44 @@ export function numberOption(min: number, max = Number.MAX_VALUE) {
     return value;
   };
 }
+
+/**
+ * A time: a bare number of milliseconds (`10000`) or a duration (`10s`, `500ms`, `2m`), as
+ * milliseconds. Flags named `-ms` keep taking plain numbers, so scripts written for them still work.
+ */
+export function durationOption(minMs: number, maxMs = Number.MAX_SAFE_INTEGER) {
+  const range =
+    maxMs === Number.MAX_SAFE_INTEGER ? `${formatDuration(minMs)} or more` : `from ${formatDuration(minMs)} to ${formatDuration(maxMs)}`;
+  return (raw: string): number => {
+    let ms: number;
+    try {
+      ms = Math.round(parseDuration(raw, 'value'));
+    } catch {
+      ms = NaN;
+    }
+    if (!Number.isSafeInteger(ms) || ms < minMs || ms > maxMs) {
+      throw new InvalidArgumentError(`It must be a duration such as 500ms, 10s or 2m (or a number of milliseconds), ${range}.`);
+    }
+    return ms;
+  };
+}
+
+/** Durations separated by commas (`30s,1m,5m`), as milliseconds. */
+export function scheduleOption(raw: string): number[] {
+  try {
+    return parseSchedule(raw, 'value');
+  } catch {
+    throw new InvalidArgumentError('It must be one or more durations separated by commas, such as 30s,1m,5m.');
+  }
+}
+
+/**
+ * The one way help shows a default, commander's own: `(default: X)`. For options whose default is
+ * not a value commander holds: one that comes from the environment or the config file, or a text.
+ */
+export function withDefault(description: string, shown: string | number): string {
+  return `${description} (default: ${shown})`;
+}
+
+/** Said once under the options of a command that takes times (addHelpText('after', …)). */
+export const DURATION_HELP = '\nA <duration> is a number of milliseconds (10000) or a duration: 500ms, 10s, 2m, 1h, 7d.';

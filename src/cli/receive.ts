@@ -1,26 +1,25 @@
-import type { Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { createReceiver, describeReceived } from '../dev/receiver.ts';
+import { settingSource } from '../config.ts';
 import { UsageError } from '../errors.ts';
 import { parseSecrets } from '../webhook/index.ts';
 import { settingsFrom, type GlobalFlags } from './context.ts';
-import { intOption } from './options.ts';
+import { DURATION_HELP, durationOption, intOption, withDefault } from './options.ts';
 import { untilSignal } from './serve.ts';
 
 interface ReceiveFlags {
   port: number;
   host: string;
-  secret: string[];
+  secret?: string[];
   token?: string;
-  failRate: string;
+  failRate: number;
   delayMs: number;
   json?: boolean;
 }
 
 function failRateOption(value: string): number {
   const n = Number(value);
-  if (value.trim() === '' || !(n >= 0 && n <= 1)) {
-    throw new UsageError(`--fail-rate must be a number from 0 to 1, not "${value}".`);
-  }
+  if (value.trim() === '' || !(n >= 0 && n <= 1)) throw new InvalidArgumentError('It must be a number from 0 to 1.');
   return n;
 }
 
@@ -32,22 +31,25 @@ export function registerReceive(program: Command): void {
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option(
       '--secret <whsec>',
-      'verify signatures with this secret (repeat while rotating; default $WEBHOOK_SECRET)',
-      (value: string, previous: string[]) => [...previous, value],
-      [] as string[],
+      withDefault('verify signatures with this secret; repeat it while rotating', '$WEBHOOK_SECRET'),
+      (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
     )
-    .option('--token <token>', 'require Authorization: Bearer <token> (default $BACKEND_SYNC_TOKEN)')
-    .option('--fail-rate <rate>', 'answer this fraction (0..1) of requests with 503, to exercise retries', '0')
-    .option('--delay-ms <ms>', 'wait this long before answering each request', intOption(0), 0)
+    .option('--token <token>', withDefault('require Authorization: Bearer <token>', '$BACKEND_SYNC_TOKEN'))
+    .option('--fail-rate <rate>', 'answer this fraction (0..1) of requests with 503, to exercise retries', failRateOption, 0)
+    .addOption(
+      new Option('--delay-ms <duration>', 'wait this long before answering each request')
+        .argParser(durationOption(0))
+        .default(0, 'none'),
+    )
     .option('--json', 'print one JSON object per request instead of a readable line')
+    .addHelpText('after', DURATION_HELP)
     .action(async (opts: ReceiveFlags, cmd: Command) => {
-      const { port, delayMs } = opts;
-      const failRate = failRateOption(opts.failRate);
+      const { port, delayMs, failRate } = opts;
       const settings = settingsFrom(cmd.optsWithGlobals<GlobalFlags>(), {
-        webhookSecret: opts.secret.length > 0 ? opts.secret.join(',') : undefined,
+        webhookSecret: opts.secret?.join(','),
         backendSyncToken: opts.token,
       });
-      const secrets = parseSecrets(settings.webhookSecrets, opts.secret.length > 0 ? '--secret' : 'WEBHOOK_SECRET');
+      const secrets = parseSecrets(settings.webhookSecrets, settingSource(settings, 'webhookSecret'));
       const verifying = secrets.length > 0;
 
       const receiver = createReceiver({

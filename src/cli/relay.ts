@@ -1,7 +1,12 @@
 import type { Command } from 'commander';
+import { DEFAULT_RELAY, MIN_LEASE_MS, settingSource } from '../config.ts';
+import { formatDuration } from '../duration.ts';
+import { createLogger, logDestination } from '../logger.ts';
 import { startRelay } from '../relay/start.ts';
+import { parseBackendUrl, parseSecrets } from '../webhook/index.ts';
 import { settingsFrom, type GlobalFlags } from './context.ts';
-import { intOption, numberOption } from './options.ts';
+import { DURATION_HELP, durationOption, intOption, numberOption, scheduleOption, withDefault } from './options.ts';
+import { whenReaderGoes } from './run.ts';
 
 interface RelayFlags {
   url?: string;
@@ -10,40 +15,45 @@ interface RelayFlags {
   timeoutMs?: number;
   maxAttempts?: number;
   backoffMs?: number;
-  retrySchedule?: string;
-  giveUpAfter?: string;
+  retrySchedule?: number[];
+  giveUpAfter?: number;
   concurrency?: number;
   batchSize?: number;
   pollIntervalMs?: number;
   leaseMs?: number;
   maxRps?: number;
-  retention?: string;
-  probeInterval?: string;
+  retention?: number;
+  probeInterval?: number;
   coalesce?: boolean;
   metricsPort?: number;
 }
+
+// No commander defaults here: a flag left out falls through to the environment, the config file,
+// then DEFAULT_RELAY, so the help shows those defaults as text.
+const d = DEFAULT_RELAY;
 
 export function registerRelay(program: Command): void {
   program
     .command('relay')
     .description('the daemon: deliver the outbox to the backend as signed webhooks, in order per user')
-    .option('--url <url>', 'backend sync endpoint (default $BACKEND_SYNC_URL)')
-    .option('--secret <whsec>', 'webhook signing secret(s), comma-separated (default $WEBHOOK_SECRET)')
-    .option('--token <token>', 'bearer token for the backend (default $BACKEND_SYNC_TOKEN)')
-    .option('--timeout-ms <n>', 'bound on each attempt (default 10000)', intOption(1))
-    .option('--max-attempts <n>', 'attempts per round (default 3)', intOption(1, 100))
-    .option('--backoff-ms <n>', 'wait before the 2nd attempt, doubling (default 1000)', intOption(0))
-    .option('--retry-schedule <list>', 'waits between rounds, last repeats (default 30s,1m,5m,15m,1h)')
-    .option('--give-up-after <duration>', 'fail an event still failing this long after capture (default 24h)')
-    .option('--concurrency <n>', 'users delivered in parallel (default 32)', intOption(1, 10_000))
-    .option('--batch-size <n>', 'streams claimed per statement (default 100)', intOption(1, 10_000))
-    .option('--poll-interval-ms <n>', 'backstop poll (default 5000)', intOption(10))
-    .option('--lease-ms <n>', 'how long a claim holds a user (default 30000)', intOption(300))
-    .option('--max-rps <n>', 'requests per second at most, 0 for no limit (default 0)', numberOption(0))
-    .option('--retention <duration>', 'keep delivered events this long (default 7d)')
-    .option('--probe-interval <duration>', 'while the backend looks down, try one waiting user this often (default 5s)')
-    .option('--coalesce', "send a user's run of pending changes as one call with the newest state (default: one call per change)")
+    .option('--url <url>', withDefault('backend sync endpoint', '$BACKEND_SYNC_URL'))
+    .option('--secret <whsec>', withDefault('webhook signing secret(s), comma-separated', '$WEBHOOK_SECRET'))
+    .option('--token <token>', withDefault('bearer token for the backend', '$BACKEND_SYNC_TOKEN'))
+    .option('--timeout-ms <duration>', withDefault('bound on each attempt', formatDuration(d.timeoutMs)), durationOption(1))
+    .option('--max-attempts <n>', withDefault('attempts per round', d.maxAttempts), intOption(1, 100))
+    .option('--backoff-ms <duration>', withDefault('wait before the 2nd attempt, doubling', formatDuration(d.backoffMs)), durationOption(0))
+    .option('--retry-schedule <list>', withDefault('waits between rounds, last repeats', d.retryScheduleMs.map(formatDuration).join(',')), scheduleOption)
+    .option('--give-up-after <duration>', withDefault('fail an event still failing this long after capture', '24h'), durationOption(0))
+    .option('--concurrency <n>', withDefault('users delivered in parallel', d.concurrency), intOption(1, 10_000))
+    .option('--batch-size <n>', withDefault('streams claimed per statement', d.batchSize), intOption(1, 10_000))
+    .option('--poll-interval-ms <duration>', withDefault('backstop poll', formatDuration(d.pollIntervalMs)), durationOption(10))
+    .option('--lease-ms <duration>', withDefault('how long a claim holds a user', formatDuration(d.leaseMs)), durationOption(MIN_LEASE_MS))
+    .option('--max-rps <n>', withDefault('requests per second at most, 0 for no limit', d.maxRps), numberOption(0))
+    .option('--retention <duration>', withDefault('keep delivered events this long', formatDuration(d.retentionMs)), durationOption(0))
+    .option('--probe-interval <duration>', withDefault('while the backend looks down, try one waiting user this often', formatDuration(d.probeIntervalMs)), durationOption(0))
+    .option('--coalesce', withDefault("send a user's run of pending changes as one call with the newest state", 'one call per change'))
     .option('--metrics-port <port>', 'serve /metrics, /healthz and /readyz on this port', intOption(0, 65535))
+    .addHelpText('after', DURATION_HELP)
     .action(async (flags: RelayFlags, cmd: Command) => {
       const { url, secret, token, ...relay } = flags;
       const settings = settingsFrom(cmd.optsWithGlobals<GlobalFlags>(), {
@@ -52,17 +62,27 @@ export function registerRelay(program: Command): void {
         backendSyncToken: token,
         relay,
       });
-      const started = await startRelay(settings);
+      // startRelay checks these too, but can only name the environment variables; here a mistake
+      // names where the operator set it: the flag, the variable, or the config key and file.
+      parseBackendUrl(settings.backendSyncUrl, settingSource(settings, 'backendSyncUrl'));
+      parseSecrets(settings.webhookSecrets, settingSource(settings, 'webhookSecret'));
+
+      let stop: ((why: string) => void) | undefined;
+      const destination = logDestination();
+      // The reader of the log went away (`relay | head`): stop as on SIGTERM, finishing what is in
+      // flight, and exit 0; the lines about stopping have nowhere to go.
+      whenReaderGoes(destination, () => (stop === undefined ? process.exit(0) : stop('Its output closed')));
+      const started = await startRelay(settings, createLogger(settings.logLevel, destination));
       const { relay: engine, logger } = started;
       await new Promise<void>((resolve) => {
         let stopping = false;
-        const onSignal = (signal: NodeJS.Signals) => {
+        stop = (why: string) => {
           if (stopping) {
-            logger.warn(`${signal} again: exiting without waiting; events in flight stay pending and are sent again`);
+            logger.warn(`${why} again: exiting without waiting; events in flight stay pending and are sent again`);
             process.exit(1);
           }
           stopping = true;
-          logger.info({ inFlight: engine.inFlight }, `${signal}: stopping; letting ${engine.inFlight} user(s) in flight finish`);
+          logger.info({ inFlight: engine.inFlight }, `${why}: stopping; letting ${engine.inFlight} user(s) in flight finish`);
           void engine
             .stop()
             .then(() => started.close())
@@ -71,6 +91,7 @@ export function registerRelay(program: Command): void {
               resolve();
             });
         };
+        const onSignal = (signal: NodeJS.Signals) => stop?.(signal);
         process.on('SIGTERM', onSignal);
         process.on('SIGINT', onSignal);
       });

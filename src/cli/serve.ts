@@ -1,18 +1,21 @@
 import type { Command } from 'commander';
+import { pino } from 'pino';
 import { createLogger } from '../logger.ts';
 import { createApiServer } from '../api/server.ts';
 import { MIN_JWT_SECRET_BYTES } from '../api/tokens.ts';
-import { requireDatabaseUrl } from '../config.ts';
+import { requireDatabaseUrl, settingSource } from '../config.ts';
 import { checkConnection, createPool } from '../db/pool.ts';
 import { errorMessage, UsageError } from '../errors.ts';
 import { settingsFrom, type GlobalFlags } from './context.ts';
 import { intOption } from './options.ts';
+import { whenReaderGoes } from './run.ts';
 
 /**
- * Resolves on the first SIGINT or SIGTERM. The handlers go away with it, so a second signal while
- * shutting down takes Node's default action and ends a stop that hangs.
+ * Resolves on the first SIGINT or SIGTERM, or once the reader of `logs` goes away (as `SIGPIPE`).
+ * The handlers go away with it, so a second signal while shutting down takes Node's default action
+ * and ends a stop that hangs.
  */
-export function untilSignal(): Promise<NodeJS.Signals> {
+export function untilSignal(logs?: NodeJS.EventEmitter): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
     const stop = (signal: NodeJS.Signals) => {
       process.off('SIGINT', stop);
@@ -21,6 +24,7 @@ export function untilSignal(): Promise<NodeJS.Signals> {
     };
     process.on('SIGINT', stop);
     process.on('SIGTERM', stop);
+    if (logs !== undefined) whenReaderGoes(logs, () => stop('SIGPIPE'));
   });
 }
 
@@ -52,18 +56,19 @@ export function registerServe(program: Command): void {
       const secretBytes = Buffer.byteLength(jwtSecret, 'utf8');
       if (secretBytes < MIN_JWT_SECRET_BYTES) {
         throw new UsageError(
-          `JWT_SECRET is ${secretBytes} bytes, too short to keep tokens from being forged; use at least ${MIN_JWT_SECRET_BYTES} (for a new one: openssl rand -base64 32).`,
+          `${settingSource(settings, 'jwtSecret')} is ${secretBytes} bytes, too short to keep tokens from being forged; use at least ${MIN_JWT_SECRET_BYTES} (for a new one: openssl rand -base64 32).`,
         );
       }
       const databaseUrl = requireDatabaseUrl(settings);
-      const logger = createLogger(settings.logLevel);
+      const logs = pino.destination(1);
+      const logger = createLogger(settings.logLevel, logs);
 
       const pool = createPool(databaseUrl, {
         // The writer's application_name is recorded with every event, so tail-log shows the API.
         applicationName: 'suekk-sync api',
         onIdleError: (err) => logger.warn(`database connection lost: ${errorMessage(err)}`),
       });
-      const stopped = untilSignal();
+      const stopped = untilSignal(logs);
       try {
         await checkConnection(pool, databaseUrl);
         const app = createApiServer({ pool, jwtSecret, rateLimits, logger, trustProxy: settings.trustProxy });

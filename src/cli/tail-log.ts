@@ -16,7 +16,7 @@ import {
 } from '../ops/tail.ts';
 import { sleep } from '../relay/sleep.ts';
 import { settingsFrom, withDatabase, type GlobalFlags } from './context.ts';
-import { intOption } from './options.ts';
+import { DURATION_HELP, durationOption, intOption } from './options.ts';
 import type { TailViewProps } from './ui/TailView.tsx';
 
 interface TailFlags {
@@ -37,13 +37,16 @@ export function registerTailLog(program: Command): void {
     .addOption(new Option('--status <status>', 'only events with this status').choices(EVENT_STATUSES))
     .option('--user <ref>', "only this user's events (id, email or username)")
     .option('--json', 'one JSON object per line')
-    .option('--interval-ms <n>', 'how often --follow looks for changes', intOption(20, 60_000), 1_000)
+    .addOption(
+      new Option('--interval-ms <duration>', 'how often --follow looks for changes')
+        .argParser(durationOption(20, 60_000))
+        .default(1_000, '1s'),
+    )
+    .addHelpText('after', DURATION_HELP)
     .action(async (opts: TailFlags, cmd: Command) => {
       const settings = settingsFrom(cmd.optsWithGlobals<GlobalFlags>());
       await withDatabase(settings, async (pool) => {
-        if ((await installedSchemaVersion(pool)) === 0) {
-          throw new UsageError('suekk-sync is not installed in this database; run `suekk-sync install` first.');
-        }
+        if ((await installedSchemaVersion(pool)) === 0) throw new UsageError(NOT_INSTALLED);
         const userId = opts.user === undefined ? undefined : await resolveLogUser(pool, opts.user);
         const print = (e: LogEntry) => process.stdout.write(`${opts.json ? JSON.stringify(entryJson(e)) : formatEntry(e)}\n`);
         if (!opts.follow) {
@@ -55,24 +58,37 @@ export function registerTailLog(program: Command): void {
     });
 }
 
-/** Until SIGINT/SIGTERM (or the reader of a pipe goes away), which ends the command with exit 0. */
+const NOT_INSTALLED = 'suekk-sync is not installed in this database; run `suekk-sync install` first.';
+
+/**
+ * The schema dropped under a follow (`uninstall --drop-events`): PostgreSQL's "relation does not
+ * exist" becomes the sentence every command gives when suekk-sync is not installed.
+ */
+async function uninstalledMeanwhile(pool: Pool, err: unknown): Promise<UsageError | undefined> {
+  const code = (err as { code?: string }).code;
+  // undefined_table, undefined_function, invalid_schema_name
+  if (code !== '42P01' && code !== '42883' && code !== '3F000') return undefined;
+  if ((await installedSchemaVersion(pool)) !== 0) return undefined;
+  return new UsageError(
+    'suekk-sync was uninstalled from this database while tail-log followed it; run `suekk-sync install` to capture changes again.',
+  );
+}
+
+/**
+ * Until SIGINT/SIGTERM, which ends the command with exit 0. A reader of a pipe that goes away ends
+ * it the same way, through the handler every command has (run.ts).
+ */
 function stopSignal(): { signal: AbortSignal; dispose(): void } {
   const controller = new AbortController();
   const stop = () => controller.abort();
-  const onPipeError = (err: NodeJS.ErrnoException) => {
-    if (err.code !== 'EPIPE') throw err;
-    stop();
-  };
   // `on`, not `once`: ink's exit hook re-raises a signal that finds no other listener left.
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
-  process.stdout.on('error', onPipeError);
   return {
     signal: controller.signal,
     dispose: () => {
       process.off('SIGINT', stop);
       process.off('SIGTERM', stop);
-      process.stdout.off('error', onPipeError);
     },
   };
 }
@@ -125,7 +141,7 @@ async function follow(pool: Pool, opts: TailFlags, userId: string | undefined, p
         problem = undefined;
       } catch (err) {
         // A database restart interrupts the follow, it does not end it: the floor has not moved.
-        if (!isConnectionError(err)) throw err;
+        if (!isConnectionError(err)) throw (await uninstalledMeanwhile(pool, err).catch(() => undefined)) ?? err;
         if (problem === undefined && !live) process.stderr.write(`suekk-sync: the database does not answer (${errorMessage(err)}); retrying.\n`);
         problem = `The database does not answer (${errorMessage(err)}); retrying.`;
       }

@@ -53,6 +53,15 @@ const COLUMNS = `id::text, 'evt_' || webhook_id::text as "webhookId", user_id as
   created_at as "createdAt", delivered_at as "deliveredAt", next_attempt_at as "nextAttemptAt",
   'evt_' || superseded_by::text as "supersededBy"`;
 
+/**
+ * What the follower reads besides: when the event's outcome was written. The log shows changes in
+ * the order they happened, and an old event delivered after a new one was captured comes after it.
+ */
+const FOLLOW_COLUMNS = `${COLUMNS},
+  (select d.at from suekk_sync.deliveries d where d.event_id = event_log.id order by d.at desc limit 1) as "settledAt"`;
+
+type FollowedRow = LogEntry & { settledAt: Date | null };
+
 /** Rows read per statement while following; a burst is read in pages, never skipped. */
 const PAGE = 1_000;
 /**
@@ -167,8 +176,10 @@ export class LogFollower {
   }
 
   /**
-   * What committed or changed since the last call, in id order, whatever its status: the caller
-   * filters what it shows, and its counters see everything.
+   * What committed or changed since the last call, whatever its status (the caller filters what it
+   * shows, and its counters see everything), in the order the changes happened: a capture at its
+   * capture time, an outcome at the time it was written. A round that failed records no time of its
+   * own; it comes last, as the latest thing this poll learnt. Ties go by id.
    */
   async poll(): Promise<LogEntry[]> {
     const horizon = await this.horizon();
@@ -184,18 +195,29 @@ export class LogFollower {
       if (gate.floor > this.floor) this.floor = gate.floor;
     }
     this.forgetSettled();
-    return changed.sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
+    return changed
+      .sort((a, b) => a.at - b.at || (BigInt(a.entry.id) < BigInt(b.entry.id) ? -1 : 1))
+      .map((c) => c.entry);
   }
 
-  /** Records rows, returning the ones not seen in this state before. */
-  private absorb(rows: LogEntry[]): LogEntry[] {
-    const changed: LogEntry[] = [];
+  /** Records rows, returning the ones not seen in this state before, each with when it changed. */
+  private absorb(rows: (LogEntry | FollowedRow)[]): { entry: LogEntry; at: number }[] {
+    const changed: { entry: LogEntry; at: number }[] = [];
     for (const row of rows) {
       const id = BigInt(row.id);
       const key = `${row.status}:${row.attempts}`;
-      if (this.seen.get(id)?.key === key) continue;
-      this.seen.set(id, { key, settled: row.status !== 'pending' && row.status !== 'failed' });
-      changed.push(row);
+      const before = this.seen.get(id);
+      if (before?.key === key) continue;
+      const settled = row.status !== 'pending' && row.status !== 'failed';
+      this.seen.set(id, { key, settled });
+      const { settledAt = null, ...entry } = row as FollowedRow;
+      const at =
+        settled && settledAt !== null
+          ? settledAt.getTime()
+          : before === undefined && row.attempts === 0
+            ? row.createdAt.getTime()
+            : Number.POSITIVE_INFINITY;
+      changed.push({ entry, at });
     }
     return changed;
   }
@@ -223,15 +245,15 @@ export class LogFollower {
     return { xmin: BigInt(row.xmin), xmax: BigInt(row.xmax), maxId: BigInt(row.max_id) };
   }
 
-  private async readAbove(floor: bigint): Promise<LogEntry[]> {
-    const all: LogEntry[] = [];
+  private async readAbove(floor: bigint): Promise<FollowedRow[]> {
+    const all: FollowedRow[] = [];
     let after = floor;
     for (;;) {
       const values: unknown[] = [after.toString()];
       const clause = where({ userId: this.userId }, ['id > $1'], values);
       values.push(PAGE);
-      const { rows } = await this.db.query<LogEntry>(
-        `select ${COLUMNS} from suekk_sync.event_log ${clause} order by event_log.id limit $${values.length}`,
+      const { rows } = await this.db.query<FollowedRow>(
+        `select ${FOLLOW_COLUMNS} from suekk_sync.event_log ${clause} order by event_log.id limit $${values.length}`,
         values,
       );
       all.push(...rows);
@@ -251,11 +273,11 @@ export class LogFollower {
     return rows;
   }
 
-  private async readTracked(): Promise<LogEntry[]> {
+  private async readTracked(): Promise<FollowedRow[]> {
     const ids = [...this.seen.keys()].filter((id) => id <= this.floor).map(String);
     if (ids.length === 0) return [];
-    const { rows } = await this.db.query<LogEntry>(
-      `select ${COLUMNS} from suekk_sync.event_log where id = any($1::bigint[])`,
+    const { rows } = await this.db.query<FollowedRow>(
+      `select ${FOLLOW_COLUMNS} from suekk_sync.event_log where id = any($1::bigint[])`,
       [ids],
     );
     return rows;
