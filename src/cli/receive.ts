@@ -1,8 +1,6 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { createReceiver, describeReceived } from '../dev/receiver.ts';
-import { settingSource } from '../config.ts';
 import { UsageError } from '../errors.ts';
-import { parseSecrets } from '../webhook/index.ts';
 import { settingsFrom, type GlobalFlags } from './context.ts';
 import { DURATION_HELP, durationOption, intOption, withDefault } from './options.ts';
 import { untilSignal } from './serve.ts';
@@ -49,7 +47,7 @@ export function registerReceive(program: Command): void {
         webhookSecret: opts.secret?.join(','),
         backendSyncToken: opts.token,
       });
-      const secrets = parseSecrets(settings.webhookSecrets, settingSource(settings, 'webhookSecret'));
+      const secrets = settings.webhookSecrets;
       const verifying = secrets.length > 0;
 
       const receiver = createReceiver({

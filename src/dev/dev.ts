@@ -293,8 +293,9 @@ export async function startDev(options: DevOptions): Promise<DevSession> {
     await install(pool, { source: DEFAULT_SOURCE });
     signal?.throwIfAborted();
 
+    const webhookSecrets = parseSecrets(secrets.webhookSecret);
     const receiver = createReceiver({
-      secrets: parseSecrets(secrets.webhookSecret),
+      secrets: webhookSecrets,
       onEvent: (r) => out.write(`${clock()} ${describeReceived(r)}\n`),
     });
     const receiverUrl = await receiver.listen(receiverPort, HOST).catch((err: unknown) => {
@@ -305,8 +306,8 @@ export async function startDev(options: DevOptions): Promise<DevSession> {
     const settings: Settings = {
       databaseUrl,
       databaseListenUrl: undefined,
-      backendSyncUrl: receiverUrl,
-      webhookSecrets: [secrets.webhookSecret],
+      backendSyncUrl: new URL(receiverUrl),
+      webhookSecrets,
       backendSyncToken: undefined,
       jwtSecret: secrets.jwtSecret,
       logLevel: level,
