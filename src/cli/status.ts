@@ -1,10 +1,9 @@
 import type { Command } from 'commander';
 import { requireDatabaseUrl } from '../config.ts';
 import { createPool } from '../db/pool.ts';
-import { parseDuration } from '../duration.ts';
+import { formatAge, parseDuration } from '../duration.ts';
 import {
   DEFAULT_MAX_LAG_SECONDS,
-  formatAge,
   getStatus,
   type NotInstalledReport,
   type StatusReport,

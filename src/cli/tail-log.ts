@@ -2,7 +2,7 @@ import { Option, type Command } from 'commander';
 import { installedSchemaVersion } from '../db/migrations.ts';
 import { isConnectionError, type Pool } from '../db/pool.ts';
 import { errorMessage, UsageError } from '../errors.ts';
-import { queueGauges, type QueueGauges } from '../ops/status.ts';
+import { queueGauges, type QueueGauges } from '../db/outbox-queries.ts';
 import {
   DeliveryRates,
   entryJson,

@@ -64,12 +64,6 @@ export async function deliveredWithin(db: Queryable, seconds: number): Promise<n
   return rows[0]!.n;
 }
 
-/** Pending or failed events: what uninstall would leave undelivered. */
-export async function undeliveredCount(db: Queryable): Promise<number> {
-  const gauges = await queueGauges(db);
-  return gauges.backlog + gauges.failed;
-}
-
 export interface EventState {
   id: string;
   webhookId: string;

@@ -11,9 +11,7 @@ import { installedSchemaVersion, LATEST_SCHEMA_VERSION } from '../db/migrations.
 import { checkCaptureDrift } from '../capture/drift.ts';
 import { deliveredWithin, queueGauges, type QueueGauges } from '../db/outbox-queries.ts';
 import { CAPTURE_TRIGGER, CAPTURE_TRIGGERS, NOT_INSTALLED, RELAY_ALIVE_SECONDS } from '../db/schema.ts';
-import { formatDuration } from '../duration.ts';
-
-export { queueGauges, type QueueGauges };
+import { formatAge, formatDuration } from '../duration.ts';
 
 /** Pending this long with no relay alive is a problem, not a moment's wait. */
 export const STALE_PENDING_SECONDS = 60;
@@ -430,11 +428,3 @@ function count(n: number, noun: string): string {
   return `${n} ${noun}${plural(n)}`;
 }
 
-/** 42s, 5m 3s, 2h 5m, 3d 4h: short enough for a table cell. */
-export function formatAge(seconds: number): string {
-  const s = Math.max(0, Math.floor(seconds));
-  if (s < 60) return `${s}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
-  if (s < 86_400) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
-  return `${Math.floor(s / 86_400)}d ${Math.floor((s % 86_400) / 3600)}h`;
-}
