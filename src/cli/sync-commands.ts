@@ -1,7 +1,7 @@
 /** resync, push, retry and skip: the commands that send users through the outbox on demand. */
 import type { Command } from 'commander';
 import { Option } from 'commander';
-import type { Action } from '../db/enqueue.ts';
+import type { Action } from '../db/schema.ts';
 import { UsageError, WorkFailed } from '../errors.ts';
 import { formatDuration, parseDuration } from '../duration.ts';
 import { push } from '../ops/push.ts';

@@ -46,7 +46,6 @@ export function registerTailLog(program: Command): void {
     .action(async (opts: TailFlags, cmd: Command) => {
       const settings = settingsFrom(cmd.optsWithGlobals<GlobalFlags>());
       await withDatabase(settings, async (pool) => {
-        if ((await installedSchemaVersion(pool)) === 0) throw new UsageError(NOT_INSTALLED);
         const userId = opts.user === undefined ? undefined : await resolveLogUser(pool, opts.user);
         const print = (e: LogEntry) => process.stdout.write(`${opts.json ? JSON.stringify(entryJson(e)) : formatEntry(e)}\n`);
         if (!opts.follow) {
@@ -57,8 +56,6 @@ export function registerTailLog(program: Command): void {
       });
     });
 }
-
-const NOT_INSTALLED = 'suekk-sync is not installed in this database; run `suekk-sync install` first.';
 
 /**
  * The schema dropped under a follow (`uninstall --drop-events`): PostgreSQL's "relation does not

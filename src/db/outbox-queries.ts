@@ -4,10 +4,7 @@
  * (making users due, skipping a failed event). The relay's hot path is in relay-queries.ts.
  */
 import type { Queryable } from './pool.ts';
-
-
-export const EVENT_STATUSES = ['pending', 'delivered', 'failed', 'skipped', 'superseded'] as const;
-export type EventStatus = (typeof EVENT_STATUSES)[number];
+import type { Action, EventStatus } from './schema.ts';
 
 export interface QueueGauges {
   /** Pending events, including the ones being sent right now. */
@@ -69,7 +66,7 @@ export interface EventState {
   webhookId: string;
   userId: string;
   username: string;
-  action: string;
+  action: Action;
   status: EventStatus;
   attempts: number;
   rounds: number;

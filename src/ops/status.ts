@@ -7,7 +7,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { SourceMapping } from '../config.ts';
 import { describeConnectError, type Pool, type PoolClient } from '../db/pool.ts';
-import { installedSchemaVersion, LATEST_SCHEMA_VERSION } from '../db/migrations.ts';
+import { installedSchemaVersion, LATEST_SCHEMA_VERSION, schemaVersionProblem } from '../db/migrations.ts';
 import { checkCaptureDrift } from '../capture/drift.ts';
 import { deliveredWithin, queueGauges, type QueueGauges } from '../db/outbox-queries.ts';
 import { CAPTURE_TRIGGER, CAPTURE_TRIGGERS, NOT_INSTALLED, RELAY_ALIVE_SECONDS } from '../db/schema.ts';
@@ -185,15 +185,8 @@ async function readStatus(db: PoolClient, options: StatusOptions): Promise<NotIn
   if (schemaVersion === 0) return notInstalled(maxLagSeconds);
   const problems: string[] = [];
   const warnings: string[] = [];
-  if (schemaVersion < LATEST_SCHEMA_VERSION) {
-    problems.push(
-      `The suekk_sync schema is at version ${schemaVersion} but this suekk-sync needs ${LATEST_SCHEMA_VERSION}, so relays refuse to start; run \`suekk-sync install\` to upgrade it.`,
-    );
-  } else if (schemaVersion > LATEST_SCHEMA_VERSION) {
-    problems.push(
-      `The suekk_sync schema is at version ${schemaVersion}, newer than this suekk-sync knows (${LATEST_SCHEMA_VERSION}); upgrade suekk-sync.`,
-    );
-  }
+  const versionProblem = schemaVersionProblem(schemaVersion);
+  if (versionProblem !== undefined) problems.push(versionProblem);
 
   const { rows: stateRows } = await db.query<{
     table: string | null;

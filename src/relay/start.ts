@@ -6,7 +6,7 @@ import { requireBackendUrl, requireDatabaseUrl, type Settings } from '../config.
 import { UsageError } from '../errors.ts';
 import { createLogger, logDestination, type Logger } from '../logger.ts';
 import { checkConnection, closePool, createPool, type Pool } from '../db/pool.ts';
-import { requireSchema } from '../db/schema.ts';
+import { requireSchema } from '../db/migrations.ts';
 import { createSenderFromSettings } from '../webhook/sender.ts';
 import { startMetricsServer, type MetricsServer } from './metrics.ts';
 import { Relay } from './relay.ts';
