@@ -14,7 +14,7 @@ import {
   type EventStatus,
   type LogEntry,
 } from '../ops/tail.ts';
-import { sleep } from '../relay/sleep.ts';
+import { sleep } from '../sleep.ts';
 import { settingsFrom, withDatabase, type GlobalFlags } from './context.ts';
 import { DURATION_HELP, durationOption, intOption } from './options.ts';
 import type { TailViewProps } from './ui/TailView.tsx';

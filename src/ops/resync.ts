@@ -12,7 +12,7 @@ import type { Pool } from '../db/pool.ts';
 import { refreshOutboxStatistics } from '../db/statistics.ts';
 import { enqueueBatch, previewUsers, type EnqueueFilter } from '../db/enqueue.ts';
 import type { Action } from '../db/schema.ts';
-import { sleep } from '../relay/sleep.ts';
+import { sleep } from '../sleep.ts';
 import { ensureDelivery, type DeliveryHandle } from './inline-delivery.ts';
 import { deliveryPaused } from './settle.ts';
 import { installedSource, resolveUserRef, type InstalledSource } from '../db/source.ts';

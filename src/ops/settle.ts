@@ -6,7 +6,7 @@
  */
 import type { Pool } from '../db/pool.ts';
 import { eventStates, type EventState } from '../db/outbox-queries.ts';
-import { sleep } from '../relay/sleep.ts';
+import { sleep } from '../sleep.ts';
 import { RELAY_ALIVE_SECONDS } from '../db/schema.ts';
 
 export type { EventState };
