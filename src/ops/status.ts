@@ -6,7 +6,7 @@
  */
 import { isDeepStrictEqual } from 'node:util';
 import type { SourceMapping } from '../config.ts';
-import { describeConnectError, type Pool, type PoolClient } from '../db/pool.ts';
+import { describeConnectError, inTransaction, type Pool, type PoolClient } from '../db/pool.ts';
 import { installedSchemaVersion, LATEST_SCHEMA_VERSION, schemaVersionProblem } from '../db/migrations.ts';
 import { checkCaptureDrift } from '../capture/drift.ts';
 import { deliveredWithin, queueGauges, type QueueGauges } from '../db/outbox-queries.ts';
@@ -129,9 +129,9 @@ export async function getStatus(pool: Pool, options: StatusOptions = {}): Promis
   }
   try {
     // One snapshot, so the counts agree with each other.
-    await client.query('begin isolation level repeatable read read only');
-    const report = await readStatus(client, options);
-    await client.query('commit');
+    const report = await inTransaction(client, () => readStatus(client, options), {
+      begin: 'begin isolation level repeatable read read only',
+    });
     if (report.schemaVersion === null) return report;
     // Outside the snapshot: comparing needs a transaction that may write (it is rolled back).
     if (report.table !== null && report.schemaVersion === LATEST_SCHEMA_VERSION && report.tableExists) {
@@ -144,9 +144,6 @@ export async function getStatus(pool: Pool, options: StatusOptions = {}): Promis
     }
     const { tableExists: _, ...rest } = report;
     return rest;
-  } catch (err) {
-    await client.query('rollback').catch(() => undefined);
-    throw err;
   } finally {
     client.release();
   }
