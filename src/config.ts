@@ -159,7 +159,7 @@ export function settingSource(settings: Pick<Settings, 'sources'>, name: Sourced
 }
 
 /** A config file as a person would name it: relative to the working folder when inside it. */
-export function displayPath(full: string, cwd: string = process.cwd()): string {
+function displayPath(full: string, cwd: string = process.cwd()): string {
   const rel = relative(cwd, full);
   return rel === '' || rel.startsWith('..') || isAbsolute(rel) ? full : `./${rel}`;
 }
@@ -270,7 +270,7 @@ export interface FlagSettings {
   };
 }
 
-export function readConfigFile(path: string | undefined, cwd: string): { file: ConfigFile; path?: string } {
+function readConfigFile(path: string | undefined, cwd: string): { file: ConfigFile; path?: string } {
   const explicit = path !== undefined;
   const full = resolve(cwd, path ?? 'suekk-sync.json');
   const shown = displayPath(full, cwd);
@@ -355,7 +355,7 @@ function editDistance(a: string, b: string): number {
  * the database password, and the quote is exactly the text around the mistake. Where the message
  * gives a position (or the quote pins one down), it becomes a line and column instead.
  */
-export function describeJsonError(err: Error, text: string): string {
+function describeJsonError(err: Error, text: string): string {
   const firstLine = err.message.split('\n')[0]!;
   const quoted = /^(.*?), (?:(\.\.\.)?"(.*)"(?:\.\.\.)? is not valid JSON)$/s.exec(firstLine);
   let what = quoted ? quoted[1]! : firstLine.replace(/ (?:in JSON )?at position \d+.*$/, '');
@@ -500,7 +500,7 @@ function isProxyAddress(entry: string): boolean {
 }
 
 /** TRUST_PROXY / trustProxy: true, false, or addresses and CIDR ranges (a list, or comma-separated). */
-export function parseTrustProxy(value: boolean | string | string[] | undefined): boolean | string[] | undefined {
+function parseTrustProxy(value: boolean | string | string[] | undefined): boolean | string[] | undefined {
   if (value === undefined || typeof value === 'boolean') return value;
   if (typeof value === 'string' && /^(true|false)$/i.test(value.trim())) return value.trim().toLowerCase() === 'true';
   const entries = (typeof value === 'string' ? value.split(',') : value).map((e) => e.trim()).filter((e) => e !== '');

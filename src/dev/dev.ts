@@ -27,9 +27,9 @@ import { createReceiver, describeReceived } from './receiver.ts';
 
 const USERS_SQL = new URL('../../sql/examples/users.sql', import.meta.url);
 const HOST = '127.0.0.1';
-export const STATE_DIR = '.suekk-sync';
+const STATE_DIR = '.suekk-sync';
 /** Printed last: from here on, stdout carries webhooks and warnings only. */
-export const READY_LINE = 'Waiting for webhooks (Ctrl-C stops everything):';
+const READY_LINE = 'Waiting for webhooks (Ctrl-C stops everything):';
 
 export interface DevOptions {
   /** The folder whose `.suekk-sync/` holds the database and the secrets. */

@@ -14,7 +14,7 @@ import { Relay } from '../relay/relay.ts';
 import { createSenderFromSettings, type WebhookSender } from '../webhook/sender.ts';
 import { requireDatabaseUrl } from '../config.ts';
 
-export async function aliveRelays(pool: Pool): Promise<number> {
+async function aliveRelays(pool: Pool): Promise<number> {
   const { rows } = await pool.query<{ n: number }>(
     'select count(*)::int as n from suekk_sync.relays where heartbeat_at > now() - make_interval(secs => $1)',
     [RELAY_ALIVE_SECONDS],

@@ -14,7 +14,7 @@ import { CAPTURE_TRIGGER, CAPTURE_TRIGGERS, NOT_INSTALLED, RELAY_ALIVE_SECONDS }
 import { formatAge, formatDuration } from '../duration.ts';
 
 /** Pending this long with no relay alive is a problem, not a moment's wait. */
-export const STALE_PENDING_SECONDS = 60;
+const STALE_PENDING_SECONDS = 60;
 
 /**
  * A live change still undelivered this long after capture, with relays running, is an outage
