@@ -12,7 +12,8 @@ import { PasswordChecker } from './passwords.ts';
 import { apiRoutes } from './routes.ts';
 import { customFormats } from './schemas.ts';
 import { TokenService } from './tokens.ts';
-import { captureTriggerState, USERS_TABLE } from './users.ts';
+import { checkCaptureTriggers } from '../db/source.ts';
+import { USERS_TABLE } from './users.ts';
 
 export interface ApiServerOptions {
   pool: Pool;
@@ -79,12 +80,12 @@ export function createApiServer(options: ApiServerOptions): FastifyInstance {
 
   app.addHook('onReady', async () => {
     try {
-      const state = await captureTriggerState(options.pool);
-      if (state === 'missing') {
+      const triggers = await checkCaptureTriggers(options.pool, USERS_TABLE);
+      if (triggers.missing.length > 0) {
         app.log.warn(
           `suekk-sync is not installed on ${USERS_TABLE}: changes will not be synced; run \`suekk-sync install\``,
         );
-      } else if (state === 'disabled') {
+      } else if (triggers.disabled.length > 0) {
         app.log.warn(`the suekk-sync capture trigger on ${USERS_TABLE} is disabled: changes will not be synced`);
       }
     } catch (err) {

@@ -2,7 +2,6 @@
  * The API's SQL against the example users table (sql/examples/users.sql). Plain writes only:
  * the capture trigger turns each into an outbox event, exactly as for any other writer.
  */
-import { CAPTURE_TRIGGER } from '../db/schema.ts';
 import { withTransaction, type Pool } from '../db/pool.ts';
 import { DEFAULT_SOURCE } from '../config.ts';
 import type { ProfileBody, RegisterBody } from './schemas.ts';
@@ -174,16 +173,4 @@ export async function softDeleteUser(pool: Pool, id: string): Promise<boolean> {
     [id],
   );
   return rowCount === 1;
-}
-
-export type CaptureState = 'enabled' | 'disabled' | 'missing';
-
-/** Whether `suekk-sync install` put its capture trigger on the users table, and whether it fires. */
-export async function captureTriggerState(pool: Pool): Promise<CaptureState> {
-  const { rows } = await pool.query<{ tgenabled: string }>(
-    'select tgenabled from pg_trigger where tgrelid = to_regclass($1) and tgname = $2',
-    [USERS_TABLE, CAPTURE_TRIGGER],
-  );
-  if (rows[0] === undefined) return 'missing';
-  return rows[0].tgenabled === 'D' ? 'disabled' : 'enabled';
 }

@@ -4,6 +4,7 @@
  */
 import { UsageError } from '../errors.ts';
 import type { Queryable } from './pool.ts';
+import { CAPTURE_TRIGGERS } from './schema.ts';
 import { quoteIdent } from './sql.ts';
 
 export interface InstalledSource {
@@ -56,4 +57,25 @@ export async function resolveUserRef(db: Queryable, source: InstalledSource, ref
     }
   }
   throw new UsageError(`No user matches "${ref}" by id, email or username; check the reference.`);
+}
+
+export interface CaptureTriggerCheck {
+  missing: string[];
+  /** Present but not firing for an ordinary writer's change. */
+  disabled: string[];
+}
+
+/** Which capture triggers are missing on `table`, and which do not fire: the one rule status and the API share. */
+export async function checkCaptureTriggers(db: Queryable, table: string): Promise<CaptureTriggerCheck> {
+  const { rows } = await db.query<{ tgname: string; tgenabled: string }>(
+    'select tgname, tgenabled from pg_trigger where tgrelid = to_regclass($1) and tgname = any($2)',
+    [table, [...CAPTURE_TRIGGERS]],
+  );
+  const found = new Map(rows.map((r) => [r.tgname, r.tgenabled]));
+  return {
+    missing: CAPTURE_TRIGGERS.filter((name) => !found.has(name)),
+    // 'O' fires in normal sessions, 'A' always; 'D' never and 'R' only under replication, so
+    // neither captures an ordinary writer's change.
+    disabled: [...found].filter(([, mode]) => mode !== 'O' && mode !== 'A').map(([name]) => name),
+  };
 }

@@ -10,7 +10,8 @@ import { describeConnectError, inTransaction, type Pool, type PoolClient } from 
 import { installedSchemaVersion, LATEST_SCHEMA_VERSION, schemaVersionProblem } from '../db/migrations.ts';
 import { checkCaptureDrift } from '../capture/drift.ts';
 import { deliveredWithin, queueGauges, type QueueGauges } from '../db/outbox-queries.ts';
-import { CAPTURE_TRIGGER, CAPTURE_TRIGGERS, NOT_INSTALLED, RELAY_ALIVE_SECONDS } from '../db/schema.ts';
+import { CAPTURE_TRIGGER, NOT_INSTALLED, RELAY_ALIVE_SECONDS } from '../db/schema.ts';
+import { checkCaptureTriggers } from '../db/source.ts';
 import { formatAge, formatDuration } from '../duration.ts';
 
 /** Pending this long with no relay alive is a problem, not a moment's wait. */
@@ -221,15 +222,7 @@ async function readStatus(db: PoolClient, options: StatusOptions): Promise<NotIn
     capturedOn = table;
   }
   if (capturedOn !== null) {
-    const { rows } = await db.query<{ tgname: string; tgenabled: string }>(
-      'select tgname, tgenabled from pg_trigger where tgrelid = to_regclass($1) and tgname = any($2)',
-      [capturedOn, [...CAPTURE_TRIGGERS]],
-    );
-    const found = new Map(rows.map((r) => [r.tgname, r.tgenabled]));
-    const missing = CAPTURE_TRIGGERS.filter((name) => !found.has(name));
-    // 'O' fires in normal sessions, 'A' always; 'D' never and 'R' only under replication, so
-    // neither captures an ordinary writer's change.
-    const disabled = [...found].filter(([, mode]) => mode !== 'O' && mode !== 'A').map(([name]) => name);
+    const { missing, disabled } = await checkCaptureTriggers(db, capturedOn);
     trigger.installed = missing.length === 0;
     trigger.enabled = trigger.installed && disabled.length === 0;
     if (missing.length > 0) {
