@@ -1,3 +1,4 @@
+/** Durations as people write them (`500ms`, `30s`, `5m`, `24h`, `7d`) and as messages show them. */
 import { UsageError } from './errors.ts';
 
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };

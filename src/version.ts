@@ -1,3 +1,4 @@
+/** This package's version, read from package.json: for --version, the User-Agent and relay records. */
 import { readFileSync } from 'node:fs';
 
 const packageJson = JSON.parse(

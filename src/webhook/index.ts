@@ -1,3 +1,4 @@
+/** The light entry for backends (`suekk-sync/webhook`): build, sign, verify and send webhooks. */
 export { buildWebhookBody, WEBHOOK_ACTIONS, WEBHOOK_BODY_KEYS } from './body.ts';
 export type { WebhookAction, WebhookBodyKey } from './body.ts';
 export {
