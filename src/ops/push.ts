@@ -8,9 +8,9 @@ import { WorkFailed } from '../errors.ts';
 import { withTransaction, type Pool } from '../db/pool.ts';
 import { enqueueBatch } from '../db/enqueue.ts';
 import type { Action } from '../db/schema.ts';
-import { eventStates, makeUsersDue, openEventsOf } from '../db/outbox-queries.ts';
+import { makeUsersDue, openEventsOf } from '../db/outbox-queries.ts';
 import { ensureDelivery, type DeliveryHandle } from './inline-delivery.ts';
-import { explainPending, judge, waitForFirstRound, type EventState, type Target, type Verdict, type WaitOptions } from './settle.ts';
+import { explainPending, settleTargets, type EventState, type Target, type Verdict, type WaitOptions } from './settle.ts';
 import { installedSource, resolveUserRef } from '../db/source.ts';
 
 export interface PushResult {
@@ -66,17 +66,7 @@ export async function push(
         .map((e): Target => ({ id: e.id, roundsBefore: e.rounds }));
     });
     await delivery?.start();
-    let settled: { states: EventState[]; verdicts: Map<string, Verdict>; timedOut: boolean };
-    if (delivery) {
-      settled = await waitForFirstRound(pool, targets, {
-        signal: options.signal,
-        timeoutMs: options.timeoutMs,
-        onPausedChange: options.onPausedChange,
-      });
-    } else {
-      const states = await eventStates(pool, targets.map((t) => t.id));
-      settled = { states, verdicts: judge(targets, states), timedOut: false };
-    }
+    const settled = await settleTargets(pool, targets, delivery !== undefined, options);
     const { states, verdicts } = settled;
     const reasons = await explainPending(pool, states, verdicts);
     const event = states[states.length - 1]!;

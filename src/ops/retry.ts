@@ -7,9 +7,9 @@ import { NOTIFY_CHANNEL } from '../db/schema.ts';
 import type { Settings } from '../config.ts';
 import { UsageError } from '../errors.ts';
 import { withTransaction, type Pool } from '../db/pool.ts';
-import { eventStates, findEvents, heldBackEvents, makeUsersDue, openEventsOf, skipFailed } from '../db/outbox-queries.ts';
+import { findEvents, heldBackEvents, makeUsersDue, openEventsOf, skipFailed } from '../db/outbox-queries.ts';
 import { ensureDelivery, type DeliveryHandle } from './inline-delivery.ts';
-import { explainPending, judge, waitForFirstRound, type EventState, type Target, type Verdict, type WaitOptions } from './settle.ts';
+import { explainPending, judge, settleTargets, type EventState, type Target, type Verdict, type WaitOptions } from './settle.ts';
 import { installedSource, resolveUserRef } from '../db/source.ts';
 
 export type EventSelector = { allFailed: true } | { waiting: true } | { userRef: string } | { eventIds: string[] };
@@ -111,17 +111,7 @@ export async function retry(
       return (await openEventsOf(client, users)).map((e): Target => ({ id: e.id, roundsBefore: e.rounds }));
     });
     await delivery?.start();
-    let settled: { states: EventState[]; verdicts: Map<string, Verdict>; timedOut: boolean };
-    if (delivery) {
-      settled = await waitForFirstRound(pool, targets, {
-        signal: options.signal,
-        timeoutMs: options.timeoutMs,
-        onPausedChange: options.onPausedChange,
-      });
-    } else {
-      const states = await eventStates(pool, targets.map((t) => t.id));
-      settled = { states, verdicts: judge(targets, states), timedOut: false };
-    }
+    const settled = await settleTargets(pool, targets, delivery !== undefined, options);
     const { states, verdicts } = settled;
     return {
       events: states.map((state) => ({ state, verdict: verdicts.get(state.id)! })),

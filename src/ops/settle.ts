@@ -109,6 +109,22 @@ export async function waitForFirstRound(pool: Pool, targets: Target[], options: 
   }
 }
 
+/**
+ * The targets after their command: waited for while something delivers them, or read as they
+ * stand when the command only enqueued (--no-wait).
+ */
+export async function settleTargets(pool: Pool, targets: Target[], delivering: boolean, options: WaitOptions): Promise<Settled> {
+  if (delivering) {
+    return waitForFirstRound(pool, targets, {
+      signal: options.signal,
+      timeoutMs: options.timeoutMs,
+      onPausedChange: options.onPausedChange,
+    });
+  }
+  const states = await eventStates(pool, targets.map((t) => t.id));
+  return { states, verdicts: judge(targets, states), timedOut: false };
+}
+
 /** What an operator needs to know about why events are not through yet. */
 export interface DeliveryConditions {
   paused: boolean;
