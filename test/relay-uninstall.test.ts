@@ -13,7 +13,8 @@ t.test('uninstall --drop-events under a running relay: one line, then quiet, the
   let delayMs = 0;
   const receiver = await startReceiver(t, () => ({ status: 200, delayMs }));
   const env = { DATABASE_URL: db.url, BACKEND_SYNC_URL: receiver.url };
-  const child = startCli(['relay', '--poll-interval-ms', '200', '--backoff-ms', '20'], { env });
+  // A long attempt timeout: the request held in flight below must outlast the uninstall command's start, however slow.
+  const child = startCli(['relay', '--poll-interval-ms', '200', '--backoff-ms', '20', '--timeout-ms', '60s'], { env });
   const done = collect(child, 120_000);
   t.teardown(async () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
@@ -30,8 +31,8 @@ t.test('uninstall --drop-events under a running relay: one line, then quiet, the
   await waitFor(() => receiver.delivered.length === 1, 'delivered while installed');
 
   // A request in flight when the schema goes: its outcome has nowhere to be recorded.
-  // Long enough to outlast starting the uninstall command.
-  delayMs = 5_000;
+  // Long enough to outlast starting the uninstall command on a busy machine.
+  delayMs = 20_000;
   await addUsers(db, 1, 'inflight');
   await waitFor(() => receiver.requests.length === 2, 'the second request in flight');
   const uninstalled = await runCli(['uninstall', '--drop-events', '--force'], { env });
