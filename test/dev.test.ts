@@ -3,7 +3,7 @@
  * terminal sends to the whole process group. The embedded PostgreSQL must outlive that signal
  * long enough to be stopped last, and must not outlive dev.
  */
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +12,6 @@ import t, { type Test } from 'tap';
 import { freePort, stopEmbeddedPostgres } from '../src/dev/embedded.ts';
 import { collect, runCli, startCli, type CliResult } from './helpers/cli.ts';
 
-const isRoot = process.getuid?.() === 0;
 
 /** A folder the embedded server's user can reach when the tests run as root. */
 function workFolder(t: Test): string {

@@ -196,7 +196,7 @@ t.test('suekk-sync receive refuses bad flags with exit 2', async (t) => {
     runCli(['receive', '--secret', 'not-a-secret']),
   ]);
   t.same(results.map((r) => r.code), [2, 2]);
-  t.match(results[0]!.stderr, /option '--fail-rate <rate>' argument '1\.5' is invalid\. It must be a number from 0 to 1;/);
-  t.match(results[1]!.stderr, /--secret does not start with whsec_/);
-  t.notMatch(results[1]!.stderr, /not-a-secret/, 'the secret is not echoed');
+  t.match(results[0].stderr, /option '--fail-rate <rate>' argument '1\.5' is invalid\. It must be a number from 0 to 1;/);
+  t.match(results[1].stderr, /--secret does not start with whsec_/);
+  t.notMatch(results[1].stderr, /not-a-secret/, 'the secret is not echoed');
 });

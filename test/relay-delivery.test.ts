@@ -47,7 +47,7 @@ t.test('created, updated and deleted arrive signed, with the exact body and head
   t.same(rows.map((r) => `evt_${r.webhook_id}`), receiver.delivered.map((r) => r.webhookId), 'webhook-id is the event\'s');
   t.same(rows.map((r) => [r.status, r.attempts, r.rounds, r.last_status]), Array(3).fill(['delivered', 1, 1, 200]));
 
-  const synced = logs.filter((l) => typeof l.msg === 'string' && (l.msg as string).startsWith('User alice1 synced to backend'));
+  const synced = logs.filter((l) => typeof l.msg === 'string' && (l.msg).startsWith('User alice1 synced to backend'));
   t.same(synced.map((l) => l.msg), [
     'User alice1 synced to backend (action: created)',
     'User alice1 synced to backend (action: updated)',
@@ -126,7 +126,7 @@ t.test('400: one attempt, failed, its user parked while other users flow', async
   t.match(rows[0]!.last_response, /Invalid payload/);
   const stream = await db.pool.query('select parked, locked_by from suekk_sync.streams where user_id = $1', [bad]);
   t.same(stream.rows, [{ parked: true, locked_by: null }]);
-  t.ok(logs.some((l) => typeof l.msg === 'string' && /now failed because the backend rejected it \(HTTP 400\).*retry --user/.test(l.msg as string)));
+  t.ok(logs.some((l) => typeof l.msg === 'string' && /now failed because the backend rejected it \(HTTP 400\).*retry --user/.test(l.msg)));
 });
 
 t.test('429 with Retry-After: the next attempt waits as asked', async (t) => {
@@ -233,7 +233,7 @@ t.test('while the backend is clearly down the relay probes with one user at a ti
   down = false;
   await waitFor(async () => (await eventStatuses(db)).delivered === 30, 'all delivered after recovery');
   t.notOk(relay.breakerOpen);
-  t.ok(logs.some((l) => typeof l.msg === 'string' && (l.msg as string).startsWith('The backend looks down')));
+  t.ok(logs.some((l) => typeof l.msg === 'string' && (l.msg).startsWith('The backend looks down')));
 });
 
 t.test('--max-rps spaces requests out for a fragile backend', async (t) => {

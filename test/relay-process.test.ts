@@ -1,5 +1,4 @@
 /** The relay as operators run it: a process that is started, killed, stopped and started again. */
-import type { ChildProcess } from 'node:child_process';
 import t from 'tap';
 import { createTestDatabase } from './helpers/db.ts';
 import { collect, runCli, settled, startCli } from './helpers/cli.ts';

@@ -81,7 +81,7 @@ t.test('a fresh install: healthy, exit 0, every contract key in --json', async (
   t.match(human, /^capture +as installed$/m);
   t.match(human, /^backlog +1 pending, oldest \d+s$/m);
   t.match(human, /^delivered \(5m\) +1$/m);
-  t.match(human, /Warnings:\n  - No relay is alive/);
+  t.match(human, /Warnings:\n {2}- No relay is alive/);
 });
 
 t.test('a disabled trigger: unhealthy, exit 1, and the problem says how to enable it', async (t) => {
@@ -103,8 +103,8 @@ t.test('a disabled trigger: unhealthy, exit 1, and the problem says how to enabl
   t.equal(human.code, 1);
   t.match(human.stdout, /^healthy +NO$/m);
   t.match(human.stdout, /^trigger +installed, DISABLED$/m);
-  t.match(human.stdout, /Problems:\n  - The capture trigger suekk_sync_capture/);
-  t.match(human.stdout, /Warnings:\n(  - .*\n)*  - The source mapping in the config file differs from the one installed; run `suekk-sync install`/);
+  t.match(human.stdout, /Problems:\n {2}- The capture trigger suekk_sync_capture/);
+  t.match(human.stdout, /Warnings:\n( {2}- .*\n)* {2}- The source mapping in the config file differs from the one installed; run `suekk-sync install`/);
   t.equal(human.stderr, '', 'the table says it all; no error line');
 
   await db.pool.query('alter table users enable trigger suekk_sync_capture, enable trigger suekk_sync_capture_update');
@@ -179,7 +179,7 @@ t.test('a hand-edited accessor, trigger function or trigger is drift: unhealthy,
   t.equal(report.problems.length, 2, 'one sentence per drifted function');
   t.equal(human.code, 1);
   t.match(human.stdout, /^capture +DRIFTED: suekk_sync\.user_payload, suekk_sync\.capture_row$/m);
-  t.match(human.stdout, /Problems:\n  - The capture function suekk_sync\.user_payload differs/);
+  t.match(human.stdout, /Problems:\n {2}- The capture function suekk_sync\.user_payload differs/);
 
   // A trigger recreated by hand for inserts only.
   await db.pool.query('create or replace trigger suekk_sync_capture after insert on users for each row execute function suekk_sync.capture_row()');
@@ -306,7 +306,7 @@ t.test('a backend outage is unhealthy: the relays see it down, and the problem n
   t.equal(human.code, 1);
   t.match(human.stdout, /^healthy +NO$/m);
   t.match(human.stdout, /^last error +connect ECONNREFUSED 127\.0\.0\.1:1$/m);
-  t.match(human.stdout, /Problems:\n  - The backend looks down/);
+  t.match(human.stdout, /Problems:\n {2}- The backend looks down/);
 });
 
 t.test('changes held back longer than --max-lag are an outage, whether or not the relays call the backend down', async (t) => {
@@ -337,7 +337,7 @@ t.test('changes held back longer than --max-lag are an outage, whether or not th
   ]);
   t.equal(human.code, 1);
   t.match(human.stdout, /^healthy +NO$/m);
-  t.match(human.stdout, /Problems:\n  - Delivery lags: .*ECONNREFUSED/);
+  t.match(human.stdout, /Problems:\n {2}- Delivery lags: .*ECONNREFUSED/);
 
   const bad = await runCli(['status', '--max-lag', 'soon'], { env });
   t.equal(bad.code, 2);
@@ -389,7 +389,7 @@ t.test('a renamed mapped column: status says every write fails, not that capture
 
 t.test("the README's status example is what status prints today, at the current schema version", async (t) => {
   const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
-  const example = /```\n\$ suekk-sync status\n([\s\S]*?)```/.exec(readme.replace(/^  /gm, ''))?.[1];
+  const example = /```\n\$ suekk-sync status\n([\s\S]*?)```/.exec(readme.replace(/^ {2}/gm, ''))?.[1];
   t.ok(example, 'the README shows a status');
   t.match(example, new RegExp(`^schema version  ${LATEST_SCHEMA_VERSION} \\(current\\)$`, 'm'));
   const db = await createTestDatabase(t);

@@ -57,7 +57,7 @@ export class Receiver {
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       this.waiting.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.child.send({ ...body, id } as ReceiverRequest);
+      this.child.send({ ...body, id });
     });
   }
 

@@ -4,7 +4,6 @@
  * LISTEN and heartbeat. Maintenance sweeps are off: a sweep at start would scan the whole
  * pre-filled outbox inside the measured window, which is start-up cost, not throughput.
  */
-import { pino } from 'pino';
 import type { RelaySettings } from '../../src/config.ts';
 import { createPool, type Pool } from '../../src/db/pool.ts';
 import { createLogger, logDestination, type Logger } from '../../src/logger.ts';
@@ -45,16 +44,16 @@ function countQueries(pool: Pool): Map<string, { n: number; ms: number }> {
       };
       const result = original(...args);
       // Callback-style calls (none in the relay) are passed through uncounted.
-      if (result && typeof (result as Promise<unknown>).then === 'function') void (result as Promise<unknown>).then(done, done);
+      if (result && typeof result.then === 'function') void result.then(done, done);
       return result;
     };
   };
-  wrap(pool as unknown as { query: QueryFn });
+  wrap(pool);
   const wrapped = new WeakSet<object>();
   pool.on('acquire', (client) => {
     if (wrapped.has(client)) return;
     wrapped.add(client);
-    wrap(client as unknown as { query: QueryFn });
+    wrap(client);
   });
   return stats;
 }
@@ -64,7 +63,7 @@ export type RelayLogging = 'warn' | 'info-file';
 
 function benchLogger(ctx: BenchContext, logging: RelayLogging): Logger {
   // Warnings go to the run's relay log (its path is printed at the end), not into the table.
-  if (logging === 'warn') return createLogger('warn', ctx.relayLog as unknown as NodeJS.WritableStream);
+  if (logging === 'warn') return createLogger('warn', ctx.relayLog);
   // Every delivery logged at info, to a file through the daemon's own destination: the formatting
   // and the writes are the cost.
   return createLogger('info', logDestination(ctx.infoLogFile));

@@ -106,7 +106,7 @@ t.test('a stalled relay aborts its request before its lease ends; no concurrent 
   t.notOk(requests[0]!.answered, 'A\'s request was cut off, not answered');
   t.ok(abortedAfter < leaseMs, `A aborted ${Math.round(abortedAfter)} ms into the stall, before its ${leaseMs} ms lease could end`);
   t.ok(
-    a.logs.some((l) => typeof l.msg === 'string' && (l.msg as string).startsWith('Could not renew the lease in time')),
+    a.logs.some((l) => typeof l.msg === 'string' && (l.msg).startsWith('Could not renew the lease in time')),
     'A says it could not renew the lease',
   );
   const capture = await captureOrder(db.pool);
@@ -165,7 +165,7 @@ t.test('a dropped database connection stops the requests in flight at once; the 
   t.equal(new Set(requests.map((r) => r.webhookId)).size, 1, 'every request carried the one webhook-id');
   t.ok(requests.every((r) => r.body.id === user), 'all for the one user');
   t.ok(
-    relay.logs.some((l) => typeof l.msg === 'string' && (l.msg as string).startsWith('A database connection dropped')),
+    relay.logs.some((l) => typeof l.msg === 'string' && (l.msg).startsWith('A database connection dropped')),
     'the relay says why it stopped the request',
   );
   await relay.stop();
