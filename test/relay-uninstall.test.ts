@@ -14,7 +14,10 @@ t.test('uninstall --drop-events under a running relay: one line, then quiet, the
   const receiver = await startReceiver(t, () => ({ status: 200, delayMs }));
   const env = { DATABASE_URL: db.url, BACKEND_SYNC_URL: receiver.url };
   // A long attempt timeout: the request held in flight below must outlast the uninstall command's start, however slow.
-  const child = startCli(['relay', '--poll-interval-ms', '200', '--backoff-ms', '20', '--timeout-ms', '60s'], { env });
+  const child = startCli(
+    ['relay', '--poll-interval-ms', '200', '--backoff-ms', '20', '--timeout-ms', '60s', '--metrics-port', '0'],
+    { env },
+  );
   const done = collect(child, 120_000);
   t.teardown(async () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
@@ -26,6 +29,12 @@ t.test('uninstall --drop-events under a running relay: one line, then quiet, the
   });
   const said = (pattern: RegExp) => lines.filter((l) => pattern.test(String(l.msg)));
   await waitFor(() => said(/^Relay .* starting/).length === 1, 'the relay started', 30_000);
+  await waitFor(() => lines.some((l) => typeof l.metricsPort === 'number'), 'the metrics port', 30_000);
+  const metricsPort = lines.find((l) => typeof l.metricsPort === 'number')!.metricsPort as number;
+  const readyz = async () => {
+    const res = await fetch(`http://127.0.0.1:${metricsPort}/readyz`);
+    return { status: res.status, body: (await res.json()) as { ready: boolean; reason?: string } };
+  };
 
   await addUsers(db, 1, 'before');
   await waitFor(() => receiver.delivered.length === 1, 'delivered while installed');
@@ -53,10 +62,14 @@ t.test('uninstall --drop-events under a running relay: one line, then quiet, the
     'no other warning or error: no "does not exist", no database error per timer',
   );
   t.equal(child.exitCode, null, 'still running, waiting for an install');
+  const notReady = await readyz();
+  t.equal(notReady.status, 503, '/readyz: not ready while suekk-sync is not installed');
+  t.match(notReady.body.reason, /no longer installed/);
 
   const installed = await runCli(['install'], { env });
   t.equal(installed.code, 0, installed.stderr);
   await waitFor(() => said(/^suekk-sync is installed again; delivering$/).length === 1, 'the relay saw the install', 15_000);
+  t.equal((await readyz()).status, 200, '/readyz: ready again after the install');
   delayMs = 0;
   const before = receiver.delivered.length;
   const [id] = await addUsers(db, 1, 'after');

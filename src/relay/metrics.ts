@@ -184,6 +184,7 @@ export async function startMetricsServer(options: MetricsServerOptions): Promise
   /** Why this relay should not get traffic now, or undefined when it is ready. */
   async function notReady(): Promise<string | undefined> {
     if (relay.paused) return 'delivery is paused; run `suekk-sync resume`';
+    if (relay.schemaMissing !== undefined) return relay.schemaMissing;
     if (!relay.listening) return 'the LISTEN connection to the database is down';
     try {
       await pingDatabase();
