@@ -15,7 +15,7 @@ import { join, relative } from 'node:path';
 import { Writable } from 'node:stream';
 import { createApiServer } from '../api/server.ts';
 import { install } from '../capture/install.ts';
-import { DEFAULT_RELAY, DEFAULT_SOURCE, type Settings } from '../config.ts';
+import { checkDatabaseUrl, DEFAULT_RELAY, DEFAULT_SOURCE, type Settings } from '../config.ts';
 import { checkConnection, closePool, createPool, redactUrl } from '../db/pool.ts';
 import { errorMessage, UsageError } from '../errors.ts';
 import { createLogger } from '../logger.ts';
@@ -93,19 +93,6 @@ function loadOrCreateSecrets(stateDir: string): DevSecrets {
   const secrets: DevSecrets = { webhookSecret: generateSecret(), jwtSecret: randomBytes(48).toString('base64url') };
   writeFileSync(file, `${JSON.stringify(secrets, null, 2)}\n`, { mode: 0o600 });
   return secrets;
-}
-
-function checkDatabaseUrl(url: string): string {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new UsageError('--database-url is not a valid URL; use postgres://user@host:5432/dbname.');
-  }
-  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
-    throw new UsageError(`--database-url must start with postgres:// or postgresql://, not ${parsed.protocol}//.`);
-  }
-  return url;
 }
 
 /** Fails before the slow part (starting PostgreSQL) when a port is taken. */
@@ -231,7 +218,7 @@ export async function startDev(options: DevOptions): Promise<DevSession> {
   if (apiPort !== 0 && apiPort === receiverPort) {
     throw new UsageError(`--api-port and --receiver-port are both ${apiPort}; give them different ports.`);
   }
-  const databaseFlag = options.databaseUrl === undefined ? undefined : checkDatabaseUrl(options.databaseUrl);
+  const databaseFlag = options.databaseUrl === undefined ? undefined : checkDatabaseUrl(options.databaseUrl, '--database-url');
   // Both loggers validate before anything starts, so a bad LOG_LEVEL costs nothing to clean up.
   const apiLogger = createLogger(level, readableLog('api', out));
   const relayLogger = createLogger(level, readableLog('relay', out));
