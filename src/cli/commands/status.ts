@@ -1,7 +1,8 @@
+// status: is capture on, is anything stuck, is a relay alive; a table for people, JSON for checks.
 import type { Command } from 'commander';
-import { requireDatabaseUrl } from '../config.ts';
-import { createPool } from '../db/pool.ts';
-import { parseDuration } from '../duration.ts';
+import { requireDatabaseUrl } from '../../config.ts';
+import { createPool } from '../../db/pool.ts';
+import { parseDuration } from '../../duration.ts';
 import {
   DEFAULT_MAX_LAG_SECONDS,
   formatAge,
@@ -9,10 +10,10 @@ import {
   type NotInstalledReport,
   type StatusReport,
   type UnreachableReport,
-} from '../ops/status.ts';
-import { settingsFrom, type GlobalFlags } from './context.ts';
+} from '../../ops/status.ts';
+import { settingsFrom, type GlobalFlags } from '../context.ts';
 
-export function registerStatus(program: Command): void {
+export function register(program: Command): void {
   program
     .command('status')
     .description('is capture on, is anything stuck, is a relay alive (exit 1 when unhealthy)')
