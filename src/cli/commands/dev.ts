@@ -4,16 +4,11 @@ import { startDev } from '../../dev/dev.ts';
 import { stopSignals } from '../../signals.ts';
 import type { GlobalFlags } from '../context.ts';
 import { intOption } from '../options.ts';
+import { debugLevel } from '../run.ts';
 
 interface DevFlags {
   apiPort: number;
   receiverPort: number;
-}
-
-// Only debugging dev itself warrants the relay's and the API's routine logs.
-function devLogLevel(env: NodeJS.ProcessEnv): string {
-  const level = (env.LOG_LEVEL ?? '').toLowerCase();
-  return level === 'debug' || level === 'trace' ? level : 'warn';
 }
 
 export function register(program: Command): void {
@@ -45,7 +40,8 @@ export function register(program: Command): void {
           receiverPort,
           databaseUrl,
           env: process.env,
-          logLevel: devLogLevel(process.env),
+          // Only debugging dev itself warrants the relay's and the API's routine logs.
+          logLevel: debugLevel() ?? 'warn',
           signal: stop.signal,
           // `npm run dev` in a clone, where the command is not on the PATH; -s keeps npm's banner out of
           // the output.
