@@ -81,7 +81,7 @@ export const DURATION_HELP = '\nA <duration> is a number of milliseconds (10000)
 
 /** resync's and push's --action: what the event says happened to the user. */
 export function actionOption(): Option {
-  return new Option('--action <action>', 'override the action (default: created, or deleted for soft-deleted users)').choices([
+  return new Option('--action <action>', withDefault('override the action', 'created, or deleted for soft-deleted users')).choices([
     'created',
     'updated',
     'deleted',

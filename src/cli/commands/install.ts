@@ -1,13 +1,15 @@
 // install: create the suekk_sync schema and the capture triggers, or bring them up to date.
 import type { Command } from 'commander';
 import { install, type InstallResult } from '../../capture/install.ts';
+import { DEFAULT_SOURCE } from '../../config.ts';
 import { settingsFrom, withDatabase, type GlobalFlags } from '../context.ts';
+import { withDefault } from '../options.ts';
 
 export function register(program: Command): void {
   program
     .command('install')
     .description('create the suekk_sync schema, the payload function and the capture triggers')
-    .option('--table <table>', 'the users table (overrides source.table)')
+    .option('--table <table>', withDefault('the users table', `source.table of the config file, else ${DEFAULT_SOURCE.table}`))
     .option('--no-notify', 'leave NOTIFY out of the trigger (relays then rely on polling)')
     .option('--fire-on-replica', 'also capture changes applied with session_replication_role = replica')
     .option('--dry-run', 'print every statement install would run, and change nothing')

@@ -6,7 +6,7 @@ import { wentOut } from '../../ops/settle.ts';
 import { settingsFrom, withDatabase, type GlobalFlags } from '../context.ts';
 import { describeState, stateJson, stillPending } from '../event-lines.ts';
 import { interruptSignal } from '../interrupt.ts';
-import { actionOption, DEFAULT_WAIT, waitOption } from '../options.ts';
+import { actionOption, DEFAULT_WAIT, waitOption, withDefault } from '../options.ts';
 import { pausedNotice } from '../pause-lines.ts';
 
 export function register(program: Command): void {
@@ -14,7 +14,7 @@ export function register(program: Command): void {
     .command('push <ref>')
     .description('send one user\'s current state now (after their waiting events), and show the outcome')
     .addOption(actionOption())
-    .option('--wait <duration>', `wait this long for the outcome, e.g. 30s or 2m (default ${DEFAULT_WAIT})`)
+    .option('--wait <duration>', withDefault('wait this long for the outcome, e.g. 30s or 2m', DEFAULT_WAIT))
     .option('--no-wait', 'only enqueue; the relays deliver')
     .option('--json', 'print the outcome as JSON')
     .action(async (ref: string, opts: { action?: Action; wait?: string | false; json?: boolean }, cmd: Command) => {

@@ -6,7 +6,7 @@ import { resync, resyncDryRun, type ResyncProgress, type ResyncScope } from '../
 import { settingsFrom, withDatabase, type GlobalFlags } from '../context.ts';
 import { count } from '../event-lines.ts';
 import { interruptSignal } from '../interrupt.ts';
-import { actionOption, intOption } from '../options.ts';
+import { actionOption, intOption, withDefault } from '../options.ts';
 import { pausedNotice } from '../pause-lines.ts';
 
 export function register(program: Command): void {
@@ -17,7 +17,7 @@ export function register(program: Command): void {
     .option('--user <ref...>', 'these users (id, email or username)')
     .option('--since <iso>', 'users updated at or after this time (source.updatedAtColumn)')
     .addOption(actionOption())
-    .option('--batch-size <n>', 'users per transaction (default 1000)', intOption(1, 100_000))
+    .option('--batch-size <n>', withDefault('users per transaction', 1000), intOption(1, 100_000))
     .option('--dry-run', 'say how many users would be sent, and the first few; send nothing')
     .option('--no-wait', 'only enqueue; the relays deliver')
     .option('--resume', 'continue the last interrupted resync from its cursor')

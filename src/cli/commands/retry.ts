@@ -6,7 +6,7 @@ import { wentOut } from '../../ops/settle.ts';
 import { settingsFrom, withDatabase, type GlobalFlags } from '../context.ts';
 import { count, describeState, outcomeSummary, stateJson, stillPending } from '../event-lines.ts';
 import { interruptSignal } from '../interrupt.ts';
-import { DEFAULT_WAIT, waitOption } from '../options.ts';
+import { DEFAULT_WAIT, waitOption, withDefault } from '../options.ts';
 import { pausedNotice } from '../pause-lines.ts';
 
 export function register(program: Command): void {
@@ -17,7 +17,7 @@ export function register(program: Command): void {
     .option('--waiting', 'every event waiting for a later round (not the failed ones)')
     .option('--user <ref>', 'this user\'s failed and pending events')
     .option('--dry-run', 'list what would be retried; change nothing')
-    .option('--wait <duration>', `wait this long for the outcome, e.g. 30s or 2m (default ${DEFAULT_WAIT})`)
+    .option('--wait <duration>', withDefault('wait this long for the outcome, e.g. 30s or 2m', DEFAULT_WAIT))
     .option('--no-wait', 'only make the events due now; the relays deliver')
     .option('--json', 'print JSON lines')
     .action(
