@@ -8,6 +8,11 @@ import { isAbsolute, relative, resolve } from 'node:path';
 import { z } from 'zod';
 import { formatDuration, parseDuration, parseSchedule } from './duration.ts';
 import { UsageError } from './errors.ts';
+import { parseBackendUrl } from './webhook/backend-url.ts';
+import { parseSecrets, type WebhookSecret } from './webhook/signature.ts';
+
+/** pino's levels, and silent. */
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
 export const PAYLOAD_FIELDS = [
   'id',
@@ -99,16 +104,23 @@ export const DEFAULT_RELAY: RelaySettings = {
   metricsPort: undefined,
 };
 
+/**
+ * Every setting, checked once here where it is known which flag, variable or config key gave it,
+ * so the code that uses a setting trusts it and never parses it again.
+ */
 export interface Settings {
+  /** A postgres:// or postgresql:// URL. */
   databaseUrl: string | undefined;
   databaseListenUrl: string | undefined;
-  backendSyncUrl: string | undefined;
-  /** Raw `whsec_…` values; several while rotating. */
-  webhookSecrets: string[];
+  /** The backend's sync endpoint: http(s), without credentials. */
+  backendSyncUrl: URL | undefined;
+  /** The signing secrets; several while rotating. */
+  webhookSecrets: WebhookSecret[];
   backendSyncToken: string | undefined;
   jwtSecret: string | undefined;
   /** Whose X-Forwarded-For the API believes (off when absent): everyone, or these addresses/CIDRs. */
   trustProxy?: boolean | string[];
+  /** One of pino's levels, or silent. */
   logLevel: string;
   source: SourceMapping;
   relay: RelaySettings;
@@ -147,7 +159,7 @@ export function settingSource(settings: Pick<Settings, 'sources'>, name: Sourced
 }
 
 /** A config file as a person would name it: relative to the working folder when inside it. */
-export function displayPath(full: string, cwd: string = process.cwd()): string {
+function displayPath(full: string, cwd: string = process.cwd()): string {
   const rel = relative(cwd, full);
   return rel === '' || rel.startsWith('..') || isAbsolute(rel) ? full : `./${rel}`;
 }
@@ -207,7 +219,7 @@ const fileSchema = z.strictObject({
   backendSyncToken: z.string().optional(),
   jwtSecret: z.string().optional(),
   trustProxy: z.union([z.boolean(), z.string(), z.array(z.string())]).optional(),
-  logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).optional(),
+  logLevel: z.enum(LOG_LEVELS).optional(),
   source: z
     .strictObject({
       table: z.string().min(1).optional(),
@@ -258,7 +270,7 @@ export interface FlagSettings {
   };
 }
 
-export function readConfigFile(path: string | undefined, cwd: string): { file: ConfigFile; path?: string } {
+function readConfigFile(path: string | undefined, cwd: string): { file: ConfigFile; path?: string } {
   const explicit = path !== undefined;
   const full = resolve(cwd, path ?? 'suekk-sync.json');
   const shown = displayPath(full, cwd);
@@ -343,7 +355,7 @@ function editDistance(a: string, b: string): number {
  * the database password, and the quote is exactly the text around the mistake. Where the message
  * gives a position (or the quote pins one down), it becomes a line and column instead.
  */
-export function describeJsonError(err: Error, text: string): string {
+function describeJsonError(err: Error, text: string): string {
   const firstLine = err.message.split('\n')[0]!;
   const quoted = /^(.*?), (?:(\.\.\.)?"(.*)"(?:\.\.\.)? is not valid JSON)$/s.exec(firstLine);
   let what = quoted ? quoted[1]! : firstLine.replace(/ (?:in JSON )?at position \d+.*$/, '');
@@ -450,15 +462,25 @@ export function loadSettings(
     return value;
   };
 
+  const databaseUrl = nonEmpty(sourced('databaseUrl', flags.databaseUrl, env.DATABASE_URL, file.databaseUrl));
+  const databaseListenUrl = nonEmpty(sourced('databaseListenUrl', undefined, env.DATABASE_LISTEN_URL, file.databaseListenUrl));
+  const backendSyncUrl = nonEmpty(sourced('backendSyncUrl', flags.backendSyncUrl, env.BACKEND_SYNC_URL, file.backendSyncUrl));
+  const secrets = sourced<string | string[]>('webhookSecret', flags.webhookSecret, env.WEBHOOK_SECRET, file.webhookSecret);
+  const logLevel = pick(env.LOG_LEVEL, file.logLevel) ?? 'info';
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    const where = env.LOG_LEVEL !== undefined ? 'LOG_LEVEL' : inFile('logLevel');
+    throw new UsageError(`${where} must be one of ${LOG_LEVELS.join(', ')}, not "${logLevel}".`);
+  }
   return {
-    databaseUrl: nonEmpty(sourced('databaseUrl', flags.databaseUrl, env.DATABASE_URL, file.databaseUrl)),
-    databaseListenUrl: nonEmpty(sourced('databaseListenUrl', undefined, env.DATABASE_LISTEN_URL, file.databaseListenUrl)),
-    backendSyncUrl: nonEmpty(sourced('backendSyncUrl', flags.backendSyncUrl, env.BACKEND_SYNC_URL, file.backendSyncUrl)),
-    webhookSecrets: splitSecrets(sourced<string | string[]>('webhookSecret', flags.webhookSecret, env.WEBHOOK_SECRET, file.webhookSecret)),
+    databaseUrl: databaseUrl === undefined ? undefined : checkDatabaseUrl(databaseUrl, sources.databaseUrl!),
+    databaseListenUrl:
+      databaseListenUrl === undefined ? undefined : checkDatabaseUrl(databaseListenUrl, sources.databaseListenUrl!),
+    backendSyncUrl: backendSyncUrl === undefined ? undefined : parseBackendUrl(backendSyncUrl, sources.backendSyncUrl),
+    webhookSecrets: parseSecrets(splitSecrets(secrets), sources.webhookSecret),
     backendSyncToken: nonEmpty(sourced('backendSyncToken', flags.backendSyncToken, env.BACKEND_SYNC_TOKEN, file.backendSyncToken)),
     jwtSecret: nonEmpty(sourced('jwtSecret', undefined, env.JWT_SECRET, file.jwtSecret)),
     trustProxy: parseTrustProxy(pick<boolean | string | string[]>(env.TRUST_PROXY, file.trustProxy)),
-    logLevel: pick(env.LOG_LEVEL, file.logLevel) ?? 'info',
+    logLevel,
     source,
     relay,
     configFile: path,
@@ -478,7 +500,7 @@ function isProxyAddress(entry: string): boolean {
 }
 
 /** TRUST_PROXY / trustProxy: true, false, or addresses and CIDR ranges (a list, or comma-separated). */
-export function parseTrustProxy(value: boolean | string | string[] | undefined): boolean | string[] | undefined {
+function parseTrustProxy(value: boolean | string | string[] | undefined): boolean | string[] | undefined {
   if (value === undefined || typeof value === 'boolean') return value;
   if (typeof value === 'string' && /^(true|false)$/i.test(value.trim())) return value.trim().toLowerCase() === 'true';
   const entries = (typeof value === 'string' ? value.split(',') : value).map((e) => e.trim()).filter((e) => e !== '');
@@ -493,11 +515,19 @@ export function parseTrustProxy(value: boolean | string | string[] | undefined):
 
 /** The database URL or a usage error that says how to give one. */
 export function requireDatabaseUrl(settings: Settings): string {
-  const url = settings.databaseUrl;
-  if (url === undefined) {
+  if (settings.databaseUrl === undefined) {
     throw new UsageError('No database given; set DATABASE_URL or pass --database-url.');
   }
-  const name = settingSource(settings, 'databaseUrl');
+  return settings.databaseUrl;
+}
+
+/** The backend's sync endpoint, or a usage error naming where to set it. */
+export function requireBackendUrl(settings: Settings): URL {
+  return settings.backendSyncUrl ?? parseBackendUrl(undefined, settingSource(settings, 'backendSyncUrl'));
+}
+
+/** A database URL as given (`name`: where it was given), or a usage error saying what is wrong with it. */
+export function checkDatabaseUrl(url: string, name: string): string {
   let parsed: URL;
   try {
     parsed = new URL(url);

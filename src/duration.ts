@@ -32,3 +32,12 @@ export function formatDuration(ms: number): string {
   if (s < 86_400) return `${Math.round(s / 360) / 10}h`;
   return `${Math.round(s / 8640) / 10}d`;
 }
+
+/** 42s, 5m 3s, 2h 5m, 3d 4h: short enough for a table cell. */
+export function formatAge(seconds: number): string {
+  const s = Math.max(0, Math.floor(seconds));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
+  if (s < 86_400) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+  return `${Math.floor(s / 86_400)}d ${Math.floor((s % 86_400) / 3600)}h`;
+}

@@ -12,7 +12,7 @@ export type { Logger };
  * Keys whose values never reach a log line, at the top of a line's fields or nested in them
  * (compared lower-cased). A request body is censored whole: it may hold a password.
  */
-export const REDACTED_KEYS = new Set([
+const REDACTED_KEYS = new Set([
   'secret',
   'secrets',
   'token',

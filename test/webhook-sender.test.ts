@@ -6,7 +6,8 @@ import { Webhook } from 'standardwebhooks';
 import { UsageError } from '../src/errors.ts';
 import { USER_AGENT } from '../src/version.ts';
 import { buildWebhookBody } from '../src/webhook/body.ts';
-import { createWebhookSender, parseBackendUrl, type WebhookSenderOptions } from '../src/webhook/sender.ts';
+import { parseBackendUrl } from '../src/webhook/backend-url.ts';
+import { createWebhookSender, type WebhookSenderOptions } from '../src/webhook/sender.ts';
 import { dropPartialTail, redactCredentials } from '../src/webhook/redact.ts';
 import { generateSecret, parseSecrets, verifyWebhook } from '../src/webhook/signature.ts';
 

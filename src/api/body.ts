@@ -11,7 +11,7 @@
 import { ApiError } from './errors.ts';
 
 /** Every route takes a flat object; the margin is for clients that send a little more. */
-export const MAX_BODY_DEPTH = 32;
+const MAX_BODY_DEPTH = 32;
 
 function nul(field: string): ApiError {
   return new ApiError(400, 'Text must not contain NUL characters.', [
@@ -30,7 +30,7 @@ function isObject(value: unknown): value is object {
 }
 
 /** Throws the ApiError for the first thing in a parsed body that no route accepts. */
-export function checkBody(root: unknown): void {
+function checkBody(root: unknown): void {
   const stack: { value: unknown; path: string; depth: number }[] = [{ value: root, path: '', depth: 0 }];
   for (let next = stack.pop(); next !== undefined; next = stack.pop()) {
     const { value, path, depth } = next;

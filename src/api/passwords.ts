@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import bcrypt from 'bcryptjs';
 import { PASSWORD_MAX_BYTES } from './schemas.ts';
 
-export const BCRYPT_COST = 10;
+const BCRYPT_COST = 10;
 
 export function hashPassword(password: string): Promise<string> {
   return bcrypt.hash(password, BCRYPT_COST);

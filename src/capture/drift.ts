@@ -12,7 +12,7 @@
  */
 import type { SourceMapping } from '../config.ts';
 import { UsageError } from '../errors.ts';
-import type { PoolClient } from '../db/pool.ts';
+import { inTransaction, type PoolClient } from '../db/pool.ts';
 import { CAPTURE_PINS_VIEW, captureStatements, GENERATED_FUNCTIONS } from './generate.ts';
 import { checkMapping } from './mapping.ts';
 import { resolveSourceTable, type SourceTable } from './source-table.ts';
@@ -54,81 +54,96 @@ function reason(err: unknown): string {
  * has made sure the recorded table exists. `client` must not be inside a transaction: the check
  * runs in one of its own, always rolled back, so it changes nothing.
  */
-export async function checkCaptureDrift(client: PoolClient, alreadyMissing: readonly string[] = []): Promise<CaptureDrift> {
+export async function checkCaptureDrift(
+  client: PoolClient,
+  alreadyMissing: readonly string[] = [],
+): Promise<CaptureDrift> {
   const drift: CaptureDrift = { checked: false, drifted: [], missing: [], problems: [], warnings: [] };
-  await client.query('begin');
-  try {
-    // A writer that holds the table or an install that holds a function must not make status hang.
-    await client.query("set local lock_timeout = '2s'");
-    const { rows } = await client.query<RecordedState>('select source_table, primary_key, mapping, notify from suekk_sync.state');
-    const state = rows[0];
-    if (state?.source_table == null || state.mapping === null) return drift;
-    const recordedTable = state.source_table;
+  // Always rolled back: planning and comparing create temporary objects.
+  return inTransaction(
+    client,
+    async () => {
+      try {
+        // A writer that holds the table or an install that holds a function must not make status hang.
+        await client.query("set local lock_timeout = '2s'");
+        const { rows } = await client.query<RecordedState>(
+          'select source_table, primary_key, mapping, notify from suekk_sync.state',
+        );
+        const state = rows[0];
+        if (state?.source_table == null || state.mapping === null) return drift;
+        const recordedTable = state.source_table;
 
-    let table: SourceTable;
-    try {
-      table = await resolveSourceTable(client, recordedTable);
-    } catch (err) {
-      if (!(err instanceof UsageError)) throw err;
-      drift.checked = true;
-      drift.drifted.push(recordedTable);
-      drift.problems.push(
-        `The captured table no longer fits the installed capture (${reason(err)}); restore it as it was, or fix it and run \`suekk-sync install\`.`,
-      );
-      return drift;
-    }
-    if (state.primary_key !== null && table.primaryKey !== state.primary_key) {
-      drift.drifted.push(`${table.display} primary key`);
-      drift.problems.push(
-        `The primary key of ${table.display} is now ${table.primaryKey}, but capture was installed keyed on ${state.primary_key}, so user ids no longer match what the backend has; run \`suekk-sync install\` to rebuild capture on the new key, then \`suekk-sync resync --all\`.`,
-      );
-    }
+        let table: SourceTable;
+        try {
+          table = await resolveSourceTable(client, recordedTable);
+        } catch (err) {
+          if (!(err instanceof UsageError)) throw err;
+          drift.checked = true;
+          drift.drifted.push(recordedTable);
+          drift.problems.push(
+            `The captured table no longer fits the installed capture (${reason(err)}); restore it as it was, or fix it and run \`suekk-sync install\`.`,
+          );
+          return drift;
+        }
+        if (state.primary_key !== null && table.primaryKey !== state.primary_key) {
+          drift.drifted.push(`${table.display} primary key`);
+          drift.problems.push(
+            `The primary key of ${table.display} is now ${table.primaryKey}, but capture was installed keyed on ${state.primary_key}, so user ids no longer match what the backend has; run \`suekk-sync install\` to rebuild capture on the new key, then \`suekk-sync resync --all\`.`,
+          );
+        }
 
-    const unreadable = await missingColumnRead(client, table);
-    let mapping;
-    try {
-      mapping = await checkMapping(client, table, state.mapping);
-    } catch (err) {
-      if (!(err instanceof UsageError)) throw err;
-      drift.checked = true;
-      drift.drifted.push('mapping');
-      drift.problems.push(
-        unreadable === undefined
-          ? `The installed mapping no longer fits ${table.display} (${reason(err)}), so capture may fail or send wrong values; change the column back, or fix the mapping and run \`suekk-sync install\`.`
-          : `Every write to ${table.display} fails while its capture trigger reads a column the table no longer has (${reason(err)}); rename the column back, or put its new name in the mapping and run \`suekk-sync install\`.`,
-      );
-      return drift;
-    }
-    if (unreadable !== undefined) {
-      drift.checked = true;
-      drift.drifted.push('mapping');
-      drift.problems.push(
-        `Every write to ${table.display} fails while its capture trigger reads a column the table no longer has (${unreadable}); rename the column back, or run \`suekk-sync install\` with a mapping that fits the table.`,
-      );
-      return drift;
-    }
+        const unreadable = await missingColumnRead(client, table);
+        let mapping;
+        try {
+          mapping = await checkMapping(client, table, state.mapping);
+        } catch (err) {
+          if (!(err instanceof UsageError)) throw err;
+          drift.checked = true;
+          drift.drifted.push('mapping');
+          drift.problems.push(
+            unreadable === undefined
+              ? `The installed mapping no longer fits ${table.display} (${reason(err)}), so capture may fail or send wrong values; change the column back, or fix the mapping and run \`suekk-sync install\`.`
+              : `Every write to ${table.display} fails while its capture trigger reads a column the table no longer has (${reason(err)}); rename the column back, or put its new name in the mapping and run \`suekk-sync install\`.`,
+          );
+          return drift;
+        }
+        if (unreadable !== undefined) {
+          drift.checked = true;
+          drift.drifted.push('mapping');
+          drift.problems.push(
+            `Every write to ${table.display} fails while its capture trigger reads a column the table no longer has (${unreadable}); rename the column back, or run \`suekk-sync install\` with a mapping that fits the table.`,
+          );
+          return drift;
+        }
 
-    const options = { notify: state.notify ?? true, fireOnReplica: false };
-    const generated = captureStatements(table, mapping, options);
-    const functions = generated.filter((sql) => /^create or replace function /i.test(sql));
-    await compareFunctions(client, functions, alreadyMissing, drift);
-    await comparePins(client, generated.filter((sql) => sql.includes(CAPTURE_PINS_VIEW)), drift);
+        const options = { notify: state.notify ?? true, fireOnReplica: false };
+        const generated = captureStatements(table, mapping, options);
+        const functions = generated.filter((sql) => /^create or replace function /i.test(sql));
+        await compareFunctions(client, functions, alreadyMissing, drift);
+        await comparePins(
+          client,
+          generated.filter((sql) => sql.includes(CAPTURE_PINS_VIEW)),
+          drift,
+        );
 
-    // The same triggers on a copy of the table: the generated statements name it instead.
-    await client.query(`create temporary table ${PROBE_TABLE} (like ${table.qualified})`);
-    const probe: SourceTable = { ...table, qualified: `pg_temp.${PROBE_TABLE}`, display: `pg_temp.${PROBE_TABLE}` };
-    const triggers = captureStatements(probe, mapping, options).filter((sql) => /^create or replace trigger /i.test(sql));
-    await compareTriggers(client, table, triggers, drift);
-    drift.checked = true;
-    return drift;
-  } catch (err) {
-    drift.warnings.push(
-      `Could not compare the installed capture with what \`suekk-sync install\` generates (${reason(err)}); run \`suekk-sync status\` as the role that ran install to check for drift.`,
-    );
-    return drift;
-  } finally {
-    await client.query('rollback').catch(() => undefined);
-  }
+        // The same triggers on a copy of the table: the generated statements name it instead.
+        await client.query(`create temporary table ${PROBE_TABLE} (like ${table.qualified})`);
+        const probe: SourceTable = { ...table, qualified: `pg_temp.${PROBE_TABLE}`, display: `pg_temp.${PROBE_TABLE}` };
+        const triggers = captureStatements(probe, mapping, options).filter((sql) =>
+          /^create or replace trigger /i.test(sql),
+        );
+        await compareTriggers(client, table, triggers, drift);
+        drift.checked = true;
+        return drift;
+      } catch (err) {
+        drift.warnings.push(
+          `Could not compare the installed capture with what \`suekk-sync install\` generates (${reason(err)}); run \`suekk-sync status\` as the role that ran install to check for drift.`,
+        );
+        return drift;
+      }
+    },
+    { rollback: true },
+  );
 }
 
 /**
@@ -197,9 +212,8 @@ async function compareFunctions(
 /** The view that pins what capture reads: gone or changed, a column capture needs can be dropped. */
 async function comparePins(client: PoolClient, statements: string[], drift: CaptureDrift): Promise<void> {
   const definition = async () =>
-    (
-      await client.query<{ def: string | null }>('select pg_get_viewdef(to_regclass($1)) as def', [CAPTURE_PINS_VIEW])
-    ).rows[0]!.def;
+    (await client.query<{ def: string | null }>('select pg_get_viewdef(to_regclass($1)) as def', [CAPTURE_PINS_VIEW]))
+      .rows[0]!.def;
   const installed = await definition();
   await client.query('savepoint suekk_sync_drift');
   for (const sql of statements) await client.query(sql);
@@ -212,7 +226,12 @@ async function comparePins(client: PoolClient, statements: string[], drift: Capt
   );
 }
 
-async function compareTriggers(client: PoolClient, table: SourceTable, statements: string[], drift: CaptureDrift): Promise<void> {
+async function compareTriggers(
+  client: PoolClient,
+  table: SourceTable,
+  statements: string[],
+  drift: CaptureDrift,
+): Promise<void> {
   for (const sql of statements) await client.query(sql);
   // pg_get_triggerdef names the table schema-qualified, a temporary one as pg_temp.<name> from
   // PostgreSQL 15 on and by its session's own schema (pg_temp_3.<name>) on 14; the table is left

@@ -202,7 +202,7 @@ function ringDoorbell(): string[] {
  * The UPDATE trigger's condition: some column capture reads changed. An update of anything else
  * (a login's last_login_at, a password, updated_at) never calls the capture function at all.
  */
-export function updateCondition(mapping: CheckedMapping): string {
+function updateCondition(mapping: CheckedMapping): string {
   return mapping.watchedColumns
     .map((c) => {
       const name = quoteIdent(c.name);

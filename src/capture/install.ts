@@ -4,14 +4,25 @@
  */
 import type { SourceMapping } from '../config.ts';
 import { UsageError } from '../errors.ts';
-import type { Pool, PoolClient } from '../db/pool.ts';
-import { appliedMigrations, installedSchemaVersion, LATEST_SCHEMA_VERSION, pendingMigrationStatements } from '../db/migrations.ts';
+import { inTransaction, withTransaction, type Pool, type PoolClient } from '../db/pool.ts';
+import {
+  appliedMigrations,
+  installedSchemaVersion,
+  LATEST_SCHEMA_VERSION,
+  pendingMigrationStatements,
+} from '../db/migrations.ts';
 import { requireSupportedServer } from '../db/server-version.ts';
 import { VERSION } from '../version.ts';
 import { CAPTURE_TRIGGERS, RELAY_ALIVE_SECONDS } from '../db/schema.ts';
 import { queueGauges } from '../db/outbox-queries.ts';
 import { checkMapping } from './mapping.ts';
-import { CAPTURE_PINS_VIEW, captureStatements, GENERATED_FUNCTIONS, type CaptureOptions, type InstalledParts } from './generate.ts';
+import {
+  CAPTURE_PINS_VIEW,
+  captureStatements,
+  GENERATED_FUNCTIONS,
+  type CaptureOptions,
+  type InstalledParts,
+} from './generate.ts';
 import { quoteLiteral } from '../db/sql.ts';
 import { resolveSourceTable } from './source-table.ts';
 
@@ -123,58 +134,74 @@ export async function install(pool: Pool, options: InstallOptions): Promise<Inst
     if (!dryRun) await client.query(sql);
   };
   try {
-    await client.query('begin');
-    await requireSupportedServer(client);
-    await client.query('select pg_advisory_xact_lock($1)', [INSTALL_LOCK_KEY]);
-    const table = await resolveSourceTable(client, options.source.table);
-    const mapping = await checkMapping(client, table, options.source);
+    const result = await inTransaction(
+      client,
+      async () => {
+        await requireSupportedServer(client);
+        await client.query('select pg_advisory_xact_lock($1)', [INSTALL_LOCK_KEY]);
+        const table = await resolveSourceTable(client, options.source.table);
+        const mapping = await checkMapping(client, table, options.source);
 
-    const applied = await appliedMigrations(client);
-    const fromVersion = Math.max(0, ...applied);
-    if (fromVersion > LATEST_SCHEMA_VERSION) {
-      throw new UsageError(
-        `The database has suekk-sync schema version ${fromVersion}, newer than this suekk-sync (${VERSION}) knows (${LATEST_SCHEMA_VERSION}); upgrade suekk-sync.`,
-      );
-    }
-    const previous = await readInstalledState(client, fromVersion);
-    const notify = options.notify ?? true;
-    const migrations = pendingMigrationStatements(applied);
-    if (fromVersion > 0 && migrations.length > 0 && !options.force) await refuseUnderOtherRelays(client);
-    for (const sql of migrations) await run(sql);
+        const applied = await appliedMigrations(client);
+        const fromVersion = Math.max(0, ...applied);
+        if (fromVersion > LATEST_SCHEMA_VERSION) {
+          throw new UsageError(
+            `The database has suekk-sync schema version ${fromVersion}, newer than this suekk-sync (${VERSION}) knows (${LATEST_SCHEMA_VERSION}); upgrade suekk-sync.`,
+          );
+        }
+        const previous = await readInstalledState(client, fromVersion);
+        const notify = options.notify ?? true;
+        const migrations = pendingMigrationStatements(applied);
+        if (fromVersion > 0 && migrations.length > 0 && !options.force) await refuseUnderOtherRelays(client);
+        for (const sql of migrations) await run(sql);
 
-    // Generated parts are rebuilt every time; only the old table's triggers need dropping first
-    // (create or replace handles the same table without a gap in capture).
-    const movedFrom =
-      previous?.source_table != null && previous.source_table !== table.qualified ? previous.source_table : undefined;
-    if (movedFrom !== undefined) {
-      for (const sql of await dropCaptureStatements(client, movedFrom)) await run(sql);
-    } else if (previous?.source_table != null && mapping.updatedAtColumn === null) {
-      await run('drop function if exists suekk_sync.user_updated_at(' + table.qualified + ')');
-    }
-    const installed: InstalledParts =
-      movedFrom === undefined ? await installedParts(client) : { payloadHelpers: [], payloadReturnsOtherType: false };
-    const capture = { notify, fireOnReplica: options.fireOnReplica ?? false };
-    for (const sql of captureStatements(table, mapping, capture, installed)) await run(sql);
-    await run(
-      `update suekk_sync.state set source_table = ${quoteLiteral(table.qualified)}, primary_key = ${quoteLiteral(table.primaryKey)},
+        // Generated parts are rebuilt every time; only the old table's triggers need dropping first
+        // (create or replace handles the same table without a gap in capture).
+        const movedFrom =
+          previous?.source_table != null && previous.source_table !== table.qualified
+            ? previous.source_table
+            : undefined;
+        if (movedFrom !== undefined) {
+          for (const sql of await dropCaptureStatements(client, movedFrom)) await run(sql);
+        } else if (previous?.source_table != null && mapping.updatedAtColumn === null) {
+          await run('drop function if exists suekk_sync.user_updated_at(' + table.qualified + ')');
+        }
+        const installed: InstalledParts =
+          movedFrom === undefined
+            ? await installedParts(client)
+            : { payloadHelpers: [], payloadReturnsOtherType: false };
+        const capture = { notify, fireOnReplica: options.fireOnReplica ?? false };
+        for (const sql of captureStatements(table, mapping, capture, installed)) await run(sql);
+        await run(
+          `update suekk_sync.state set source_table = ${quoteLiteral(table.qualified)}, primary_key = ${quoteLiteral(table.primaryKey)},
   mapping = ${quoteLiteral(JSON.stringify(options.source))}::jsonb, notify = ${notify},
   installed_at = now(), installed_version = ${quoteLiteral(VERSION)}`,
+        );
+        const started = previous?.source_table == null || movedFrom !== undefined;
+        const installedResult: InstallResult = {
+          statements,
+          fromVersion,
+          toVersion: LATEST_SCHEMA_VERSION,
+          table: table.display,
+          movedFrom,
+          notify,
+        };
+        return {
+          installedResult,
+          table,
+          started,
+          kind: previous === undefined || movedFrom !== undefined ? ('new' as const) : ('reinstalled' as const),
+        };
+      },
+      { rollback: dryRun },
     );
-    await client.query(dryRun ? 'rollback' : 'commit');
-    const result: InstallResult = { statements, fromVersion, toVersion: LATEST_SCHEMA_VERSION, table: table.display, movedFrom, notify };
-    const started = previous?.source_table == null || movedFrom !== undefined;
+    const { installedResult: out, table, started, kind } = result;
     if (started && !dryRun) {
       // After the commit: counting inside would keep writers waiting on the new triggers' lock.
       const { rows } = await client.query<{ n: string }>(`select count(*) as n from ${table.qualified}`);
-      result.captureStarted = {
-        kind: previous === undefined || movedFrom !== undefined ? 'new' : 'reinstalled',
-        existingRows: Number(rows[0]!.n),
-      };
+      out.captureStarted = { kind, existingRows: Number(rows[0]!.n) };
     }
-    return result;
-  } catch (err) {
-    await client.query('rollback').catch(() => undefined);
-    throw err;
+    return out;
   } finally {
     client.release();
   }
@@ -235,32 +262,30 @@ async function undeliveredCounts(client: PoolClient): Promise<Undelivered> {
 }
 
 export async function uninstall(pool: Pool, options: UninstallOptions = {}): Promise<UninstallResult> {
-  const client = await pool.connect();
   const statements: string[] = [];
-  try {
-    await client.query('begin');
-    await client.query('select pg_advisory_xact_lock($1)', [INSTALL_LOCK_KEY]);
-    const version = await installedSchemaVersion(client);
-    if (version === 0) {
-      await client.query('rollback');
-      return { statements, undelivered: 0, installed: false };
-    }
-    const counts = version >= 5 ? await undeliveredCounts(client) : await undeliveredBefore5(client);
-    const undelivered = counts.pending + counts.failed;
-    // A dry run changes nothing, so it needs no --force: it says what the real run would refuse.
-    const refusedWithoutForce = undelivered > 0 && !options.force ? refusal(counts) : undefined;
-    if (refusedWithoutForce !== undefined && !options.dryRun) throw new UsageError(refusedWithoutForce);
-    const state = await readInstalledState(client, version);
-    statements.push(...(await dropCaptureStatements(client, state?.source_table ?? null)));
-    if (options.dropEvents) statements.push('drop schema suekk_sync cascade');
-    else statements.push('update suekk_sync.state set source_table = null, installed_at = null');
-    if (!options.dryRun) for (const sql of statements) await client.query(sql);
-    await client.query(options.dryRun ? 'rollback' : 'commit');
-    return { statements, undelivered, installed: true, ...(refusedWithoutForce === undefined ? {} : { refusedWithoutForce }) };
-  } catch (err) {
-    await client.query('rollback').catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+  return withTransaction(
+    pool,
+    async (client) => {
+      await client.query('select pg_advisory_xact_lock($1)', [INSTALL_LOCK_KEY]);
+      const version = await installedSchemaVersion(client);
+      if (version === 0) return { statements, undelivered: 0, installed: false };
+      const counts = version >= 5 ? await undeliveredCounts(client) : await undeliveredBefore5(client);
+      const undelivered = counts.pending + counts.failed;
+      // A dry run changes nothing, so it needs no --force: it says what the real run would refuse.
+      const refusedWithoutForce = undelivered > 0 && !options.force ? refusal(counts) : undefined;
+      if (refusedWithoutForce !== undefined && !options.dryRun) throw new UsageError(refusedWithoutForce);
+      const state = await readInstalledState(client, version);
+      statements.push(...(await dropCaptureStatements(client, state?.source_table ?? null)));
+      if (options.dropEvents) statements.push('drop schema suekk_sync cascade');
+      else statements.push('update suekk_sync.state set source_table = null, installed_at = null');
+      if (!options.dryRun) for (const sql of statements) await client.query(sql);
+      return {
+        statements,
+        undelivered,
+        installed: true,
+        ...(refusedWithoutForce === undefined ? {} : { refusedWithoutForce }),
+      };
+    },
+    { rollback: options.dryRun },
+  );
 }

@@ -4,9 +4,18 @@
  */
 import { PAYLOAD_FIELDS, type PayloadField, type SourceMapping } from '../config.ts';
 import { UsageError } from '../errors.ts';
+import type { QueryConfig } from 'pg';
 import type { PoolClient } from '../db/pool.ts';
 import { quoteIdent } from '../db/sql.ts';
 import { findColumn, type SourceTable } from './source-table.ts';
+
+/**
+ * A statement sent with the extended protocol (as a prepared statement), which refuses a second
+ * statement smuggled into a mapping expression. pg supports the mode; its types do not name it.
+ */
+function extendedQuery(text: string): QueryConfig {
+  return { text, values: [], queryMode: 'extended' } as QueryConfig;
+}
 
 const BOOLEAN_OID = 16;
 
@@ -52,12 +61,9 @@ export async function checkMapping(
     // expression; the savepoint keeps the transaction usable after a failed check.
     await client.query('savepoint suekk_sync_check');
     try {
-      const result = await client.query({
-        text: `select (${expression}) from ${table.qualified} limit 0`,
-        values: [],
-        queryMode: 'extended',
-      } as never);
-      const fields = (result as { fields: { dataTypeID: number }[] }).fields;
+      const { fields } = await client.query(
+        extendedQuery(`select (${expression}) from ${table.qualified} limit 0`),
+      );
       if (fields.length !== 1) throw new Error('it must be a single expression');
       // Text accepts any type; a text-to-boolean cast would only fail later, on a writer's row. A
       // bare null (a table without the column) has no type of its own and is sent as false.
@@ -120,11 +126,9 @@ async function referencedColumns(
   const select = PAYLOAD_FIELDS.map((f) => `(${mapping.columns[f]}) as ${quoteIdent(f)}`).join(', ');
   await client.query('savepoint suekk_sync_deps');
   try {
-    await client.query({
-      text: `create temporary view suekk_sync_mapping_deps as select ${select} from ${table.qualified}`,
-      values: [],
-      queryMode: 'extended',
-    } as never);
+    await client.query(
+      extendedQuery(`create temporary view suekk_sync_mapping_deps as select ${select} from ${table.qualified}`),
+    );
     const { rows } = await client.query<{ attname: string; type: string; default_collation: boolean }>(
       `select distinct a.attname, a.attnum, format_type(a.atttypid, null) as type,
               a.attcollation in (0, 'default'::regcollation) as default_collation

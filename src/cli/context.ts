@@ -1,7 +1,7 @@
 /** What every command needs: settings resolved from flags/env/file, and a database pool. */
 import { loadSettings, requireDatabaseUrl, type FlagSettings, type Settings } from '../config.ts';
 import { checkConnection, createPool, type Pool } from '../db/pool.ts';
-import { requireSchema } from '../db/schema.ts';
+import { requireSchema } from '../db/migrations.ts';
 
 export interface GlobalFlags {
   config?: string;

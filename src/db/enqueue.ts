@@ -9,11 +9,10 @@
  * id order, which the relay's per-user cursor relies on.
  */
 import type { Queryable } from './pool.ts';
+import type { Action } from './schema.ts';
 import { quoteIdent } from './sql.ts';
 import type { InstalledSource } from './source.ts';
 
-
-export type Action = 'created' | 'updated' | 'deleted';
 
 export interface EnqueueFilter {
   /** Page after this primary key (as text), in primary key order. */

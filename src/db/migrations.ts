@@ -4,7 +4,9 @@
  * each file exactly once.
  */
 import { readdirSync, readFileSync } from 'node:fs';
-import type { PoolClient } from './pool.ts';
+import { UsageError } from '../errors.ts';
+import type { PoolClient, Queryable } from './pool.ts';
+import { NOT_INSTALLED } from './schema.ts';
 
 const SQL_DIR = new URL('../../sql/', import.meta.url);
 
@@ -69,4 +71,27 @@ export function pendingMigrationStatements(applied: ReadonlySet<number>): string
     );
   }
   return statements;
+}
+
+/** What is wrong with an installed schema of this version for this suekk-sync, if anything. */
+export function schemaVersionProblem(version: number): string | undefined {
+  if (version < LATEST_SCHEMA_VERSION) {
+    return `The suekk_sync schema is at version ${version} but this suekk-sync needs ${LATEST_SCHEMA_VERSION}; run \`suekk-sync install\` to upgrade it.`;
+  }
+  if (version > LATEST_SCHEMA_VERSION) {
+    return `The suekk_sync schema is at version ${version}, newer than this suekk-sync knows (${LATEST_SCHEMA_VERSION}); upgrade suekk-sync.`;
+  }
+  return undefined;
+}
+
+/**
+ * Refuses (a usage error, exit 2) unless the schema this suekk-sync was built for is installed: the
+ * one check every command that reads or writes suekk_sync makes before it does, so none of them
+ * fails later on a missing relation or a column another version does not have.
+ */
+export async function requireSchema(db: Queryable): Promise<void> {
+  const version = await installedSchemaVersion(db);
+  if (version === 0) throw new UsageError(NOT_INSTALLED);
+  const problem = schemaVersionProblem(version);
+  if (problem !== undefined) throw new UsageError(problem);
 }

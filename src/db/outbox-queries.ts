@@ -4,10 +4,7 @@
  * (making users due, skipping a failed event). The relay's hot path is in relay-queries.ts.
  */
 import type { Queryable } from './pool.ts';
-
-
-export const EVENT_STATUSES = ['pending', 'delivered', 'failed', 'skipped', 'superseded'] as const;
-export type EventStatus = (typeof EVENT_STATUSES)[number];
+import type { Action, EventStatus } from './schema.ts';
 
 export interface QueueGauges {
   /** Pending events, including the ones being sent right now. */
@@ -64,18 +61,12 @@ export async function deliveredWithin(db: Queryable, seconds: number): Promise<n
   return rows[0]!.n;
 }
 
-/** Pending or failed events: what uninstall would leave undelivered. */
-export async function undeliveredCount(db: Queryable): Promise<number> {
-  const gauges = await queueGauges(db);
-  return gauges.backlog + gauges.failed;
-}
-
 export interface EventState {
   id: string;
   webhookId: string;
   userId: string;
   username: string;
-  action: string;
+  action: Action;
   status: EventStatus;
   attempts: number;
   rounds: number;

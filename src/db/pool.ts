@@ -105,7 +105,9 @@ export function describeConnectError(err: unknown, url: string): Error {
     return new UsageError(`The database in ${where} does not exist; create it or fix DATABASE_URL.`);
   }
   if (e.code === '28P01' || e.code === '28000') {
-    return new UsageError(`The database at ${where} refused the login (${e.message}); fix the user or password in DATABASE_URL.`);
+    return new UsageError(
+      `The database at ${where} refused the login (${e.message}); fix the user or password in DATABASE_URL.`,
+    );
   }
   return new WorkFailed(
     `Cannot reach the database at ${where} (${e.code ?? e.message}); check DATABASE_URL and that PostgreSQL is running.`,
@@ -122,20 +124,39 @@ export async function checkConnection(pool: Pool, url: string): Promise<void> {
   }
 }
 
-export async function withTransaction<T>(
-  pool: Pool,
+export interface TransactionOptions {
+  /** The statement that opens it, e.g. `begin isolation level repeatable read read only`. */
+  begin?: string;
+  /** Roll back even when the work succeeds: a dry run, or a check that must change nothing. */
+  rollback?: boolean;
+}
+
+/** Runs `work` in a transaction on a client the caller holds (and may use after it). */
+export async function inTransaction<T>(
+  client: PoolClient,
   work: (client: PoolClient) => Promise<T>,
-  begin = 'begin',
+  options: TransactionOptions = {},
 ): Promise<T> {
-  const client = await pool.connect();
+  await client.query(options.begin ?? 'begin');
   try {
-    await client.query(begin);
     const result = await work(client);
-    await client.query('commit');
+    await client.query(options.rollback ? 'rollback' : 'commit');
     return result;
   } catch (err) {
     await client.query('rollback').catch(() => undefined);
     throw err;
+  }
+}
+
+/** Runs `work` in a transaction on a client of the pool. */
+export async function withTransaction<T>(
+  pool: Pool,
+  work: (client: PoolClient) => Promise<T>,
+  options: TransactionOptions = {},
+): Promise<T> {
+  const client = await pool.connect();
+  try {
+    return await inTransaction(client, work, options);
   } finally {
     client.release();
   }

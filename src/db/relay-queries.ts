@@ -10,14 +10,14 @@
  * statement costs a little planning and stays an index lookup per row at any size.
  */
 import type { Queryable } from './pool.ts';
-import { backendDownCondition, NOTIFY_CHANNEL } from './schema.ts';
+import { backendDownCondition, NOTIFY_CHANNEL, type Action } from './schema.ts';
 
 
 export interface ClaimedEvent {
   id: string;
   webhookId: string;
   userId: string;
-  action: 'created' | 'updated' | 'deleted';
+  action: Action;
   /** The webhook body, as capture rendered it: sent as it is. */
   body: string;
   source: string;

@@ -1,15 +1,20 @@
 /**
- * Names and numbers of the suekk_sync schema that more than one layer needs: the notification
- * channel, the capture triggers, the outbox's partitions and lanes, and when a relay counts as
- * alive. The SQL in sql/ uses the same values; a change here is a change there. Also the one check
- * that the schema is installed at all.
+ * The suekk_sync schema's vocabulary, for every layer: the notification channel, the capture
+ * triggers, the actions and the statuses an event can have, the outbox's partitions and lanes, and
+ * when a relay counts as alive. The SQL in sql/ uses the same values; a change here is a change
+ * there. No imports, so the light webhook entry can use it too.
  */
-import { UsageError } from '../errors.ts';
-import { installedSchemaVersion, LATEST_SCHEMA_VERSION } from './migrations.ts';
-import type { PoolClient } from './pool.ts';
 
 /** The LISTEN/NOTIFY channel: an empty payload wakes relays, others are control messages. */
 export const NOTIFY_CHANNEL = 'suekk_sync';
+
+/** What a change did to a user: the action column of an event, and the webhook body's `action`. */
+export const ACTIONS = ['created', 'updated', 'deleted'] as const;
+export type Action = (typeof ACTIONS)[number];
+
+/** What the event log says of an event (the event_log view's status). */
+export const EVENT_STATUSES = ['pending', 'delivered', 'failed', 'skipped', 'superseded'] as const;
+export type EventStatus = (typeof EVENT_STATUSES)[number];
 
 /** On the users table: INSERT and DELETE. */
 export const CAPTURE_TRIGGER = 'suekk_sync_capture';
@@ -42,23 +47,3 @@ export function backendDownCondition(column: string): string {
 
 /** What every command that needs the schema says when there is none. */
 export const NOT_INSTALLED = 'suekk-sync is not installed in this database; run `suekk-sync install` first.';
-
-/**
- * Refuses (a usage error, exit 2) unless the schema this suekk-sync was built for is installed: the
- * one check every command that reads or writes suekk_sync makes before it does, so none of them
- * fails later on a missing relation or a column another version does not have.
- */
-export async function requireSchema(db: Pick<PoolClient, 'query'>): Promise<void> {
-  const version = await installedSchemaVersion(db);
-  if (version === 0) throw new UsageError(NOT_INSTALLED);
-  if (version < LATEST_SCHEMA_VERSION) {
-    throw new UsageError(
-      `The suekk_sync schema is at version ${version} but this suekk-sync needs ${LATEST_SCHEMA_VERSION}; run \`suekk-sync install\` to upgrade it.`,
-    );
-  }
-  if (version > LATEST_SCHEMA_VERSION) {
-    throw new UsageError(
-      `The suekk_sync schema is at version ${version}, newer than this suekk-sync knows (${LATEST_SCHEMA_VERSION}); upgrade suekk-sync.`,
-    );
-  }
-}

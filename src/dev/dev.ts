@@ -27,9 +27,9 @@ import { createReceiver, describeReceived } from './receiver.ts';
 
 const USERS_SQL = new URL('../../sql/examples/users.sql', import.meta.url);
 const HOST = '127.0.0.1';
-export const STATE_DIR = '.suekk-sync';
+const STATE_DIR = '.suekk-sync';
 /** Printed last: from here on, stdout carries webhooks and warnings only. */
-export const READY_LINE = 'Waiting for webhooks (Ctrl-C stops everything):';
+const READY_LINE = 'Waiting for webhooks (Ctrl-C stops everything):';
 
 export interface DevOptions {
   /** The folder whose `.suekk-sync/` holds the database and the secrets. */
@@ -293,8 +293,9 @@ export async function startDev(options: DevOptions): Promise<DevSession> {
     await install(pool, { source: DEFAULT_SOURCE });
     signal?.throwIfAborted();
 
+    const webhookSecrets = parseSecrets(secrets.webhookSecret);
     const receiver = createReceiver({
-      secrets: parseSecrets(secrets.webhookSecret),
+      secrets: webhookSecrets,
       onEvent: (r) => out.write(`${clock()} ${describeReceived(r)}\n`),
     });
     const receiverUrl = await receiver.listen(receiverPort, HOST).catch((err: unknown) => {
@@ -305,8 +306,8 @@ export async function startDev(options: DevOptions): Promise<DevSession> {
     const settings: Settings = {
       databaseUrl,
       databaseListenUrl: undefined,
-      backendSyncUrl: receiverUrl,
-      webhookSecrets: [secrets.webhookSecret],
+      backendSyncUrl: new URL(receiverUrl),
+      webhookSecrets,
       backendSyncToken: undefined,
       jwtSecret: secrets.jwtSecret,
       logLevel: level,

@@ -11,11 +11,10 @@ import { createLogger, type Logger } from '../logger.ts';
 import type { Pool } from '../db/pool.ts';
 import { RELAY_ALIVE_SECONDS } from '../db/schema.ts';
 import { Relay } from '../relay/relay.ts';
-import { createWebhookSender, parseBackendUrl } from '../webhook/sender.ts';
-import { parseSecrets } from '../webhook/signature.ts';
+import { createSenderFromSettings, type WebhookSender } from '../webhook/sender.ts';
 import { requireDatabaseUrl } from '../config.ts';
 
-export async function aliveRelays(pool: Pool): Promise<number> {
+async function aliveRelays(pool: Pool): Promise<number> {
   const { rows } = await pool.query<{ n: number }>(
     'select count(*)::int as n from suekk_sync.relays where heartbeat_at > now() - make_interval(secs => $1)',
     [RELAY_ALIVE_SECONDS],
@@ -43,27 +42,19 @@ export async function ensureDelivery(
   options: { onlyUsers?: readonly string[] } = {},
   logger: Logger = createLogger(settings.logLevel === 'info' ? 'warn' : settings.logLevel, process.stderr),
 ): Promise<DeliveryHandle> {
-  if ((await aliveRelays(pool)) > 0) return { mode: 'relay', start: async () => undefined, stop: async () => undefined };
+  const nothingToDo = () => Promise.resolve();
+  if ((await aliveRelays(pool)) > 0) return { mode: 'relay', start: nothingToDo, stop: nothingToDo };
   if (settings.backendSyncUrl === undefined) {
     throw new UsageError(
       'No relay is running and BACKEND_SYNC_URL is not set, so nothing would deliver; start `suekk-sync relay`, set BACKEND_SYNC_URL to deliver from here, or pass --no-wait to only enqueue.',
     );
   }
-  const url = parseBackendUrl(settings.backendSyncUrl);
-  const secrets = parseSecrets(settings.webhookSecrets);
   const listenUrl = settings.databaseListenUrl ?? requireDatabaseUrl(settings);
-  let running: { relay: Relay; sender: ReturnType<typeof createWebhookSender> } | undefined;
+  let running: { relay: Relay; sender: WebhookSender } | undefined;
   return {
     mode: 'inline',
     start: async () => {
-      const sender = createWebhookSender({
-        url: url.toString(),
-        secrets,
-        token: settings.backendSyncToken,
-        timeoutMs: settings.relay.timeoutMs,
-        connections: settings.relay.concurrency,
-        retryAfterCapMs: settings.relay.retryAfterCapMs,
-      });
+      const sender = createSenderFromSettings(settings);
       const relay = new Relay({
         pool,
         sender,

@@ -5,7 +5,8 @@
  */
 import type { Pool } from '../db/pool.ts';
 import { withTransaction } from '../db/pool.ts';
-import { NOTIFY_CHANNEL, RELAY_ALIVE_SECONDS, requireSchema } from '../db/schema.ts';
+import { requireSchema } from '../db/migrations.ts';
+import { NOTIFY_CHANNEL, RELAY_ALIVE_SECONDS } from '../db/schema.ts';
 import { queueGauges } from '../db/outbox-queries.ts';
 
 export interface PauseResult {

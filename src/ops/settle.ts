@@ -6,7 +6,7 @@
  */
 import type { Pool } from '../db/pool.ts';
 import { eventStates, type EventState } from '../db/outbox-queries.ts';
-import { sleep } from '../relay/sleep.ts';
+import { sleep } from '../sleep.ts';
 import { RELAY_ALIVE_SECONDS } from '../db/schema.ts';
 
 export type { EventState };
@@ -120,7 +120,7 @@ export interface DeliveryConditions {
   now: Date;
 }
 
-export async function deliveryConditions(pool: Pool, userIds: string[]): Promise<DeliveryConditions> {
+async function deliveryConditions(pool: Pool, userIds: string[]): Promise<DeliveryConditions> {
   const { rows } = await pool.query<{ paused: boolean; relays: number; down_since: Date | null; now: Date }>(
     `select coalesce((select paused from suekk_sync.state), false) as paused,
             (select count(*)::int from suekk_sync.relays where heartbeat_at > now() - make_interval(secs => $1)) as relays,

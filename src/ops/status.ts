@@ -6,17 +6,15 @@
  */
 import { isDeepStrictEqual } from 'node:util';
 import type { SourceMapping } from '../config.ts';
-import { describeConnectError, type Pool, type PoolClient } from '../db/pool.ts';
-import { installedSchemaVersion, LATEST_SCHEMA_VERSION } from '../db/migrations.ts';
+import { describeConnectError, inTransaction, type Pool, type PoolClient } from '../db/pool.ts';
+import { installedSchemaVersion, LATEST_SCHEMA_VERSION, schemaVersionProblem } from '../db/migrations.ts';
 import { checkCaptureDrift } from '../capture/drift.ts';
 import { deliveredWithin, queueGauges, type QueueGauges } from '../db/outbox-queries.ts';
 import { CAPTURE_TRIGGER, CAPTURE_TRIGGERS, NOT_INSTALLED, RELAY_ALIVE_SECONDS } from '../db/schema.ts';
-import { formatDuration } from '../duration.ts';
-
-export { queueGauges, type QueueGauges };
+import { formatAge, formatDuration } from '../duration.ts';
 
 /** Pending this long with no relay alive is a problem, not a moment's wait. */
-export const STALE_PENDING_SECONDS = 60;
+const STALE_PENDING_SECONDS = 60;
 
 /**
  * A live change still undelivered this long after capture, with relays running, is an outage
@@ -131,9 +129,9 @@ export async function getStatus(pool: Pool, options: StatusOptions = {}): Promis
   }
   try {
     // One snapshot, so the counts agree with each other.
-    await client.query('begin isolation level repeatable read read only');
-    const report = await readStatus(client, options);
-    await client.query('commit');
+    const report = await inTransaction(client, () => readStatus(client, options), {
+      begin: 'begin isolation level repeatable read read only',
+    });
     if (report.schemaVersion === null) return report;
     // Outside the snapshot: comparing needs a transaction that may write (it is rolled back).
     if (report.table !== null && report.schemaVersion === LATEST_SCHEMA_VERSION && report.tableExists) {
@@ -146,9 +144,6 @@ export async function getStatus(pool: Pool, options: StatusOptions = {}): Promis
     }
     const { tableExists: _, ...rest } = report;
     return rest;
-  } catch (err) {
-    await client.query('rollback').catch(() => undefined);
-    throw err;
   } finally {
     client.release();
   }
@@ -187,15 +182,8 @@ async function readStatus(db: PoolClient, options: StatusOptions): Promise<NotIn
   if (schemaVersion === 0) return notInstalled(maxLagSeconds);
   const problems: string[] = [];
   const warnings: string[] = [];
-  if (schemaVersion < LATEST_SCHEMA_VERSION) {
-    problems.push(
-      `The suekk_sync schema is at version ${schemaVersion} but this suekk-sync needs ${LATEST_SCHEMA_VERSION}, so relays refuse to start; run \`suekk-sync install\` to upgrade it.`,
-    );
-  } else if (schemaVersion > LATEST_SCHEMA_VERSION) {
-    problems.push(
-      `The suekk_sync schema is at version ${schemaVersion}, newer than this suekk-sync knows (${LATEST_SCHEMA_VERSION}); upgrade suekk-sync.`,
-    );
-  }
+  const versionProblem = schemaVersionProblem(schemaVersion);
+  if (versionProblem !== undefined) problems.push(versionProblem);
 
   const { rows: stateRows } = await db.query<{
     table: string | null;
@@ -430,11 +418,3 @@ function count(n: number, noun: string): string {
   return `${n} ${noun}${plural(n)}`;
 }
 
-/** 42s, 5m 3s, 2h 5m, 3d 4h: short enough for a table cell. */
-export function formatAge(seconds: number): string {
-  const s = Math.max(0, Math.floor(seconds));
-  if (s < 60) return `${s}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
-  if (s < 86_400) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
-  return `${Math.floor(s / 86_400)}d ${Math.floor((s % 86_400) / 3600)}h`;
-}

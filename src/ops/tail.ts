@@ -10,7 +10,7 @@
  * every transaction open at a given moment has ended.
  */
 import type { Pool, PoolClient } from '../db/pool.ts';
-import { EVENT_STATUSES, type EventStatus } from '../db/outbox-queries.ts';
+import { EVENT_STATUSES, type EventStatus } from '../db/schema.ts';
 import { UsageError } from '../errors.ts';
 import { installedSource, resolveUserRef } from '../db/source.ts';
 

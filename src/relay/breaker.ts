@@ -7,7 +7,7 @@
 import { BACKEND_DOWN_STATUSES } from '../db/schema.ts';
 import type { AttemptOutcome } from '../webhook/sender.ts';
 
-export function backendLooksDown(outcome: AttemptOutcome): boolean {
+function backendLooksDown(outcome: AttemptOutcome): boolean {
   if (outcome.status === undefined) return outcome.kind === 'retryable';
   return outcome.status >= 500 || (BACKEND_DOWN_STATUSES as readonly number[]).includes(outcome.status);
 }

@@ -50,7 +50,7 @@ function sharedRead<T>(read: () => Promise<T>): () => Promise<T> {
   };
 }
 
-export function createRelayMetrics(relay: Relay, pool: Pool): RelayMetrics {
+function createRelayMetrics(relay: Relay, pool: Pool): RelayMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
 

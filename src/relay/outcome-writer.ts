@@ -7,7 +7,7 @@
 import type { Logger } from '../logger.ts';
 import { isConnectionError, type Pool } from '../db/pool.ts';
 import { releaseStreams, type ReleaseResult, type StreamRelease } from '../db/relay-queries.ts';
-import { sleep } from './sleep.ts';
+import { sleep } from '../sleep.ts';
 
 interface Pending {
   release: StreamRelease;

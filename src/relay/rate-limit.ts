@@ -1,5 +1,5 @@
 /** `--max-rps`: spaces attempts evenly so a fragile backend never sees more than N a second. */
-import { sleep } from './sleep.ts';
+import { sleep } from '../sleep.ts';
 
 export class RateLimiter {
   private nextSlot = 0;

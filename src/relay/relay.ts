@@ -45,7 +45,7 @@ import { OutcomeWriter } from './outcome-writer.ts';
 import { RateLimiter } from './rate-limit.ts';
 import { deliverRound, type RoundResult } from './round.ts';
 import { nextRound } from './schedule.ts';
-import { sleep } from './sleep.ts';
+import { sleep } from '../sleep.ts';
 import { runAction, runLength, withAction } from './coalesce.ts';
 
 /**

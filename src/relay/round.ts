@@ -7,7 +7,7 @@ import pRetry, { AbortError } from 'p-retry';
 import type { Logger } from '../logger.ts';
 import type { AttemptOutcome, WebhookSender } from '../webhook/sender.ts';
 import type { RateLimiter } from './rate-limit.ts';
-import { sleep } from './sleep.ts';
+import { sleep } from '../sleep.ts';
 
 export type RoundKind = 'delivered' | 'retryable' | 'rejected' | 'aborted';
 

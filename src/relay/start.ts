@@ -2,14 +2,12 @@
  * Everything `suekk-sync relay` checks before it delivers anything, each failure one sentence:
  * the backend URL, the secrets, the database, the schema, LISTEN.
  */
-import type { Settings } from '../config.ts';
-import { requireDatabaseUrl } from '../config.ts';
+import { requireBackendUrl, requireDatabaseUrl, type Settings } from '../config.ts';
 import { UsageError } from '../errors.ts';
 import { createLogger, logDestination, type Logger } from '../logger.ts';
 import { checkConnection, closePool, createPool, type Pool } from '../db/pool.ts';
-import { requireSchema } from '../db/schema.ts';
-import { createWebhookSender, parseBackendUrl } from '../webhook/sender.ts';
-import { parseSecrets } from '../webhook/signature.ts';
+import { requireSchema } from '../db/migrations.ts';
+import { createSenderFromSettings } from '../webhook/sender.ts';
 import { startMetricsServer, type MetricsServer } from './metrics.ts';
 import { Relay } from './relay.ts';
 
@@ -22,8 +20,7 @@ export interface StartedRelay {
 
 /** Builds, checks and starts a relay from settings; the caller owns stopping it. */
 export async function startRelay(settings: Settings, logger = createLogger(settings.logLevel, logDestination())): Promise<StartedRelay> {
-  const url = parseBackendUrl(settings.backendSyncUrl);
-  const secrets = parseSecrets(settings.webhookSecrets);
+  const url = requireBackendUrl(settings);
   const databaseUrl = requireDatabaseUrl(settings);
   const pool = createPool(databaseUrl, {
     max: Math.min(10, 3 + Math.ceil(settings.relay.concurrency / 16)),
@@ -35,14 +32,7 @@ export async function startRelay(settings: Settings, logger = createLogger(setti
     relaySession: true,
     onIdleError: (err) => logger.warn({ err: { message: err.message } }, 'A database connection dropped; the pool replaces it'),
   });
-  const sender = createWebhookSender({
-    url: url.toString(),
-    secrets,
-    token: settings.backendSyncToken,
-    timeoutMs: settings.relay.timeoutMs,
-    connections: Math.max(1, settings.relay.concurrency),
-    retryAfterCapMs: settings.relay.retryAfterCapMs,
-  });
+  const sender = createSenderFromSettings(settings);
   let metrics: MetricsServer | undefined;
   const close = async () => {
     await metrics?.close();
@@ -57,7 +47,7 @@ export async function startRelay(settings: Settings, logger = createLogger(setti
       throw new UsageError((err as Error).message);
     }
     await requireSchema(pool);
-    if (secrets.length === 0) {
+    if (settings.webhookSecrets.length === 0) {
       logger.warn('WEBHOOK_SECRET is not set: webhooks go out unsigned, and the backend cannot tell them from forgeries');
     }
     const relay = new Relay({
@@ -71,7 +61,7 @@ export async function startRelay(settings: Settings, logger = createLogger(setti
       listenSelfCheck: true,
     });
     logger.info(
-      { backend: `${url.origin}${url.pathname}`, concurrency: settings.relay.concurrency, signingKeys: secrets.length },
+      { backend: `${url.origin}${url.pathname}`, concurrency: settings.relay.concurrency, signingKeys: settings.webhookSecrets.length },
       `Relay ${relay.id} starting, delivering to ${url.origin}${url.pathname}`,
     );
     if (settings.relay.metricsPort !== undefined) {

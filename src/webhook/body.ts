@@ -5,10 +5,12 @@
  * keys and may carry extra ones).
  */
 import { PAYLOAD_FIELDS } from '../config.ts';
+import { ACTIONS, type Action } from '../db/schema.ts';
 
-export type WebhookAction = 'created' | 'updated' | 'deleted';
+/** The contract's name for the action; the outbox stores the same three. */
+export type WebhookAction = Action;
 
-export const WEBHOOK_ACTIONS: readonly WebhookAction[] = ['created', 'updated', 'deleted'];
+export const WEBHOOK_ACTIONS: readonly WebhookAction[] = ACTIONS;
 
 /** The body's keys, in the order they are written. */
 export const WEBHOOK_BODY_KEYS = [...PAYLOAD_FIELDS, 'action'] as const;

@@ -9,7 +9,8 @@ export {
   WebhookVerificationError,
 } from './signature.ts';
 export type { SignWebhookOptions, VerifyWebhookOptions, WebhookHeaders } from './signature.ts';
-export { createWebhookSender, parseBackendUrl, parseRetryAfter } from './sender.ts';
+export { parseBackendUrl } from './backend-url.ts';
+export { createWebhookSender, parseRetryAfter } from './sender.ts';
 export type {
   AttemptKind,
   AttemptOutcome,

@@ -6,7 +6,8 @@
  */
 import { Pool } from 'undici';
 import type { Dispatcher } from 'undici';
-import { UsageError } from '../errors.ts';
+import { requireBackendUrl, type Settings } from '../config.ts';
+import { parseBackendUrl } from './backend-url.ts';
 import { USER_AGENT } from '../version.ts';
 import { dropPartialTail, redactCredentials } from './redact.ts';
 import { signWebhook, type WebhookSecret } from './signature.ts';
@@ -57,30 +58,6 @@ const SNIPPET_CHARS = 500;
 // UTF-8 needs at most 4 bytes per character, so this many bytes always hold the snippet.
 const SNIPPET_BYTES = SNIPPET_CHARS * 4;
 const ERROR_SNIPPET_CHARS = 200;
-const EXAMPLE_URL = 'http://localhost:8080/internal/users/sync';
-
-/** The backend URL, or a UsageError (exit 2) that says what is wrong with it. */
-export function parseBackendUrl(raw: string | undefined, name = 'BACKEND_SYNC_URL'): URL {
-  if (raw === undefined || raw.trim() === '') {
-    throw new UsageError(`${name} is not set; set it to the backend's sync endpoint, e.g. ${EXAMPLE_URL}.`);
-  }
-  let url: URL;
-  try {
-    url = new URL(raw.trim());
-  } catch {
-    // The value is not echoed: it may carry credentials.
-    throw new UsageError(`${name} is not a valid URL; give a full address such as ${EXAMPLE_URL}.`);
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new UsageError(`${name} must be an http:// or https:// URL, not ${url.protocol}//.`);
-  }
-  // undici would silently drop them, sending unauthenticated requests the operator did not intend.
-  if (url.username !== '' || url.password !== '') {
-    throw new UsageError(`${name} must not contain a user name or password; set BACKEND_SYNC_TOKEN for a bearer token instead.`);
-  }
-  return url;
-}
-
 export function createWebhookSender(options: WebhookSenderOptions): WebhookSender {
   const url = parseBackendUrl(options.url);
   const { secrets, token, timeoutMs } = options;
@@ -271,4 +248,16 @@ export function parseRetryAfter(value: string | undefined, capMs: number): numbe
     ms = Math.max(0, at - Date.now());
   }
   return Math.min(ms, capMs);
+}
+
+/** The sender a relay builds from settings: the daemon, or a command delivering by itself. */
+export function createSenderFromSettings(settings: Settings): WebhookSender {
+  return createWebhookSender({
+    url: requireBackendUrl(settings).toString(),
+    secrets: settings.webhookSecrets,
+    token: settings.backendSyncToken,
+    timeoutMs: settings.relay.timeoutMs,
+    connections: Math.max(1, settings.relay.concurrency),
+    retryAfterCapMs: settings.relay.retryAfterCapMs,
+  });
 }

@@ -9,7 +9,7 @@ export function testSettings(databaseUrl: string, backendSyncUrl?: string, overr
   return {
     databaseUrl,
     databaseListenUrl: undefined,
-    backendSyncUrl,
+    backendSyncUrl: backendSyncUrl === undefined ? undefined : new URL(backendSyncUrl),
     webhookSecrets: [],
     backendSyncToken: undefined,
     jwtSecret: undefined,

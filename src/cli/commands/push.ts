@@ -1,6 +1,6 @@
 // push: send one user's current state now, after their waiting events, and show the outcome.
 import type { Command } from 'commander';
-import type { Action } from '../../db/enqueue.ts';
+import type { Action } from '../../db/schema.ts';
 import { push } from '../../ops/push.ts';
 import { wentOut } from '../../ops/settle.ts';
 import { settingsFrom, withDatabase, type GlobalFlags } from '../context.ts';

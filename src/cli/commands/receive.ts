@@ -1,10 +1,8 @@
 // receive: a webhook receiver for development that prints every event the relay delivers, until a signal.
 import { Option, type Command } from 'commander';
 import { createReceiver, describeReceived } from '../../dev/receiver.ts';
-import { settingSource } from '../../config.ts';
 import { UsageError } from '../../errors.ts';
 import { stopSignals } from '../../signals.ts';
-import { parseSecrets } from '../../webhook/index.ts';
 import { settingsFrom, type GlobalFlags } from '../context.ts';
 import { DURATION_HELP, durationOption, fractionOption, intOption, withDefault } from '../options.ts';
 
@@ -44,7 +42,7 @@ export function register(program: Command): void {
         webhookSecret: opts.secret?.join(','),
         backendSyncToken: opts.token,
       });
-      const secrets = parseSecrets(settings.webhookSecrets, settingSource(settings, 'webhookSecret'));
+      const secrets = settings.webhookSecrets;
       const verifying = secrets.length > 0;
 
       const receiver = createReceiver({

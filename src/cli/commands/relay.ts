@@ -1,11 +1,10 @@
 // relay: the daemon that delivers the outbox to the backend as signed webhooks, until a signal stops it.
 import type { Command } from 'commander';
-import { DEFAULT_RELAY, MIN_LEASE_MS, settingSource } from '../../config.ts';
+import { DEFAULT_RELAY, MIN_LEASE_MS } from '../../config.ts';
 import { formatDuration } from '../../duration.ts';
 import { createLogger, logDestination } from '../../logger.ts';
 import { startRelay } from '../../relay/start.ts';
 import { stopSignals } from '../../signals.ts';
-import { parseBackendUrl, parseSecrets } from '../../webhook/index.ts';
 import { settingsFrom, type GlobalFlags } from '../context.ts';
 import { DURATION_HELP, durationOption, intOption, numberOption, scheduleOption, withDefault } from '../options.ts';
 import { whenReaderGoes } from '../run.ts';
@@ -64,11 +63,6 @@ export function register(program: Command): void {
         backendSyncToken: token,
         relay,
       });
-      // startRelay checks these too, but can only name the environment variables; here a mistake
-      // names where the operator set it: the flag, the variable, or the config key and file.
-      parseBackendUrl(settings.backendSyncUrl, settingSource(settings, 'backendSyncUrl'));
-      parseSecrets(settings.webhookSecrets, settingSource(settings, 'webhookSecret'));
-
       const destination = logDestination();
       // The reader of the log went away (`relay | head`): stop as on SIGTERM, finishing what is in
       // flight, and exit 0; the lines about stopping have nowhere to go. Before the relay runs there

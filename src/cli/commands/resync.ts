@@ -1,6 +1,6 @@
 // resync: send users' current state through the outbox on demand, to repair a backend that drifted.
 import type { Command } from 'commander';
-import type { Action } from '../../db/enqueue.ts';
+import type { Action } from '../../db/schema.ts';
 import { UsageError } from '../../errors.ts';
 import { resync, resyncDryRun, type ResyncProgress, type ResyncScope } from '../../ops/resync.ts';
 import { settingsFrom, withDatabase, type GlobalFlags } from '../context.ts';

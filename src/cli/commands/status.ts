@@ -2,10 +2,9 @@
 import type { Command } from 'commander';
 import { requireDatabaseUrl } from '../../config.ts';
 import { createPool } from '../../db/pool.ts';
-import { formatDuration, parseDuration } from '../../duration.ts';
+import { formatAge, formatDuration, parseDuration } from '../../duration.ts';
 import {
   DEFAULT_MAX_LAG_SECONDS,
-  formatAge,
   getStatus,
   type NotInstalledReport,
   type StatusReport,

@@ -3,7 +3,7 @@ import { Option, type Command } from 'commander';
 import { installedSchemaVersion } from '../../db/migrations.ts';
 import { isConnectionError, type Pool } from '../../db/pool.ts';
 import { errorMessage, UsageError } from '../../errors.ts';
-import { queueGauges, type QueueGauges } from '../../ops/status.ts';
+import { queueGauges, type QueueGauges } from '../../db/outbox-queries.ts';
 import {
   DeliveryRates,
   entryJson,
@@ -15,7 +15,7 @@ import {
   type EventStatus,
   type LogEntry,
 } from '../../ops/tail.ts';
-import { sleep } from '../../relay/sleep.ts';
+import { sleep } from '../../sleep.ts';
 import { stopSignals } from '../../signals.ts';
 import { settingsFrom, withDatabase, type GlobalFlags } from '../context.ts';
 import { DURATION_HELP, durationOption, intOption } from '../options.ts';
@@ -48,7 +48,6 @@ export function register(program: Command): void {
     .action(async (opts: TailFlags, cmd: Command) => {
       const settings = settingsFrom(cmd.optsWithGlobals<GlobalFlags>());
       await withDatabase(settings, async (pool) => {
-        if ((await installedSchemaVersion(pool)) === 0) throw new UsageError(NOT_INSTALLED);
         const userId = opts.user === undefined ? undefined : await resolveLogUser(pool, opts.user);
         const print = (e: LogEntry) => process.stdout.write(`${opts.json ? JSON.stringify(entryJson(e)) : formatEntry(e)}\n`);
         if (!opts.follow) {
@@ -59,8 +58,6 @@ export function register(program: Command): void {
       });
     });
 }
-
-const NOT_INSTALLED = 'suekk-sync is not installed in this database; run `suekk-sync install` first.';
 
 /**
  * The schema dropped under a follow (`uninstall --drop-events`): PostgreSQL's "relation does not

@@ -1,6 +1,7 @@
 /** `tail-log --follow` on a terminal: the counters on top, the latest log lines below. */
 import { Box, Text } from 'ink';
-import { formatAge, type QueueGauges } from '../../ops/status.ts';
+import { formatAge } from '../../duration.ts';
+import type { QueueGauges } from '../../db/outbox-queries.ts';
 import type { LogEntry, RateSnapshot } from '../../ops/tail.ts';
 
 export interface TailViewProps {
