@@ -1,6 +1,6 @@
 /** pause / resume: a running relay stops claiming, events wait in the outbox, resume delivers them. */
 import t from 'tap';
-import { describePause } from '../src/cli/pause.ts';
+import { describePause } from '../src/cli/pause-lines.ts';
 import { setPaused } from '../src/ops/pause.ts';
 import { UsageError } from '../src/errors.ts';
 import { runCli } from './helpers/cli.ts';

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { DEFAULT_SOURCE } from '../src/config.ts';
-import { formatStatus } from '../src/cli/status.ts';
+import { formatStatus } from '../src/cli/commands/status.ts';
 import { LATEST_SCHEMA_VERSION } from '../src/db/migrations.ts';
 import { getStatus, type NotInstalledReport, type StatusReport, type UnreachableReport } from '../src/ops/status.ts';
 import { runCli } from './helpers/cli.ts';

@@ -1,10 +1,12 @@
 /**
- * Parsers for commander options. A bad value is a usage error (exit 2) that commander prints with
- * the option and the value, e.g. "option '--port <port>' argument '70000' is invalid. It must be a
- * whole number from 0 to 65535."
+ * The options of more than one command, the parsers of option values, and the one way help shows a
+ * default. A bad value is a usage error (exit 2) that commander prints with the option and the
+ * value, e.g. "option '--port <port>' argument '70000' is invalid. It must be a whole number from 0
+ * to 65535."
  */
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, Option } from 'commander';
 import { formatDuration, parseDuration, parseSchedule } from '../duration.ts';
+import { UsageError } from '../errors.ts';
 
 export function intOption(min: number, max = Number.MAX_SAFE_INTEGER) {
   const range = max === Number.MAX_SAFE_INTEGER ? `${min} or more` : `from ${min} to ${max}`;
@@ -59,6 +61,13 @@ export function scheduleOption(raw: string): number[] {
   }
 }
 
+/** A fraction from 0 to 1, such as receive's --fail-rate. */
+export function fractionOption(raw: string): number {
+  const n = Number(raw);
+  if (raw.trim() === '' || !(n >= 0 && n <= 1)) throw new InvalidArgumentError('It must be a number from 0 to 1.');
+  return n;
+}
+
 /**
  * The one way help shows a default, commander's own: `(default: X)`. For options whose default is
  * not a value commander holds: one that comes from the environment or the config file, or a text.
@@ -69,3 +78,26 @@ export function withDefault(description: string, shown: string | number): string
 
 /** Said once under the options of a command that takes times (addHelpText('after', …)). */
 export const DURATION_HELP = '\nA <duration> is a number of milliseconds (10000) or a duration: 500ms, 10s, 2m, 1h, 7d.';
+
+/** resync's and push's --action: what the event says happened to the user. */
+export function actionOption(): Option {
+  return new Option('--action <action>', withDefault('override the action', 'created, or deleted for soft-deleted users')).choices([
+    'created',
+    'updated',
+    'deleted',
+  ]);
+}
+
+/** How long push and retry wait for the outcome when neither --wait nor --no-wait is given. */
+export const DEFAULT_WAIT = '1m';
+
+/**
+ * push's and retry's --wait <duration> or --no-wait, as commander leaves it (the text, false, or
+ * nothing): whether to wait for the outcome, and how long.
+ */
+export function waitOption(raw: string | false | undefined): { wait: boolean; timeoutMs: number } {
+  if (raw === false) return { wait: false, timeoutMs: 0 };
+  const timeoutMs = parseDuration(raw ?? DEFAULT_WAIT, '--wait');
+  if (timeoutMs <= 0) throw new UsageError('--wait must be longer than 0; pass --no-wait to only enqueue.');
+  return { wait: true, timeoutMs };
+}

@@ -18,11 +18,20 @@ export function exitCodeFor(err: unknown): number {
 export function reportError(err: unknown, stderr: NodeJS.WritableStream = process.stderr): number {
   const code = exitCodeFor(err);
   if (err instanceof CommanderError) return code; // commander already printed it (usageErrorLine)
-  const debug = (process.env.LOG_LEVEL ?? '').toLowerCase() === 'debug' || process.env.LOG_LEVEL === 'trace';
+  const debug = debugLevel() !== undefined;
   const message = err instanceof Error ? err.message : String(err);
   stderr.write(`${PREFIX}${message}\n`);
   if (debug && err instanceof Error && err.stack) stderr.write(`${err.stack}\n`);
   return code;
+}
+
+/**
+ * The one reading of LOG_LEVEL outside the settings: `debug` or `trace` (in any case) when the
+ * operator is debugging suekk-sync itself, which earns stack traces and dev's routine logs.
+ */
+export function debugLevel(env: NodeJS.ProcessEnv = process.env): 'debug' | 'trace' | undefined {
+  const level = (env.LOG_LEVEL ?? '').toLowerCase();
+  return level === 'debug' || level === 'trace' ? level : undefined;
 }
 
 /**

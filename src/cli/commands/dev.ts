@@ -1,20 +1,17 @@
+// dev: everything on one machine (PostgreSQL, the API, a relay and a receiver) until Ctrl-C.
 import type { Command } from 'commander';
-import { startDev } from '../dev/dev.ts';
-import type { GlobalFlags } from './context.ts';
-import { intOption } from './options.ts';
+import { startDev } from '../../dev/dev.ts';
+import { stopSignals } from '../../signals.ts';
+import type { GlobalFlags } from '../context.ts';
+import { intOption } from '../options.ts';
+import { debugLevel } from '../run.ts';
 
 interface DevFlags {
   apiPort: number;
   receiverPort: number;
 }
 
-// Only debugging dev itself warrants the relay's and the API's routine logs.
-function devLogLevel(env: NodeJS.ProcessEnv): string {
-  const level = (env.LOG_LEVEL ?? '').toLowerCase();
-  return level === 'debug' || level === 'trace' ? level : 'warn';
-}
-
-export function registerDev(program: Command): void {
+export function register(program: Command): void {
   program
     .command('dev')
     .description(
@@ -28,18 +25,14 @@ export function registerDev(program: Command): void {
       const { databaseUrl } = cmd.optsWithGlobals<GlobalFlags>();
 
       // Handlers go in before anything starts: a Ctrl-C while PostgreSQL starts must still stop it.
-      const stop = new AbortController();
-      const onSignal = (signal: NodeJS.Signals) => {
-        if (stop.signal.aborted) {
+      const stop = stopSignals({
+        onSecond: (signal) => {
           // A second Ctrl-C for a stop that hangs. The embedded server is not in our process group;
           // the exit hook of embedded.ts asks it to shut down as this process goes.
           process.stderr.write(`suekk-sync: ${signal} again, exiting without waiting.\n`);
           process.exit(1);
-        }
-        stop.abort();
-      };
-      process.on('SIGINT', onSignal);
-      process.on('SIGTERM', onSignal);
+        },
+      });
       try {
         const session = await startDev({
           cwd: process.cwd(),
@@ -47,7 +40,8 @@ export function registerDev(program: Command): void {
           receiverPort,
           databaseUrl,
           env: process.env,
-          logLevel: devLogLevel(process.env),
+          // Only debugging dev itself warrants the relay's and the API's routine logs.
+          logLevel: debugLevel() ?? 'warn',
           signal: stop.signal,
           // `npm run dev` in a clone, where the command is not on the PATH; -s keeps npm's banner out of
           // the output.
@@ -58,17 +52,14 @@ export function registerDev(program: Command): void {
           throw err;
         });
         if (session !== undefined) {
-          if (!stop.signal.aborted) {
-            await new Promise((resolve) => stop.signal.addEventListener('abort', resolve, { once: true }));
-          }
+          await stop.received;
           const last = session.embedded !== undefined ? ', then PostgreSQL' : ' (your database keeps running)';
           process.stdout.write(`\nStopping the API, the relay, the receiver${last}…\n`);
           await session.stop();
         }
         process.stdout.write('Stopped.\n');
       } finally {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
+        stop.dispose();
       }
     });
 }

@@ -1,8 +1,9 @@
+// tail-log: the delivery log, each event with its status, attempts and the backend's answer; -f follows it.
 import { Option, type Command } from 'commander';
-import { installedSchemaVersion } from '../db/migrations.ts';
-import { isConnectionError, type Pool } from '../db/pool.ts';
-import { errorMessage, UsageError } from '../errors.ts';
-import { queueGauges, type QueueGauges } from '../db/outbox-queries.ts';
+import { installedSchemaVersion } from '../../db/migrations.ts';
+import { isConnectionError, type Pool } from '../../db/pool.ts';
+import { errorMessage, UsageError } from '../../errors.ts';
+import { queueGauges, type QueueGauges } from '../../db/outbox-queries.ts';
 import {
   DeliveryRates,
   entryJson,
@@ -13,11 +14,12 @@ import {
   resolveLogUser,
   type EventStatus,
   type LogEntry,
-} from '../ops/tail.ts';
-import { sleep } from '../sleep.ts';
-import { settingsFrom, withDatabase, type GlobalFlags } from './context.ts';
-import { DURATION_HELP, durationOption, intOption } from './options.ts';
-import type { TailViewProps } from './ui/TailView.tsx';
+} from '../../ops/tail.ts';
+import { sleep } from '../../sleep.ts';
+import { stopSignals } from '../../signals.ts';
+import { settingsFrom, withDatabase, type GlobalFlags } from '../context.ts';
+import { DURATION_HELP, durationOption, intOption } from '../options.ts';
+import type { TailViewProps } from '../ui/TailView.tsx';
 
 interface TailFlags {
   lines: number;
@@ -28,7 +30,7 @@ interface TailFlags {
   intervalMs: number;
 }
 
-export function registerTailLog(program: Command): void {
+export function register(program: Command): void {
   program
     .command('tail-log')
     .description('show the delivery log: each event, its status, attempts and the backend\'s answer')
@@ -71,27 +73,11 @@ async function uninstalledMeanwhile(pool: Pool, err: unknown): Promise<UsageErro
   );
 }
 
-/**
- * Until SIGINT/SIGTERM, which ends the command with exit 0. A reader of a pipe that goes away ends
- * it the same way, through the handler every command has (run.ts).
- */
-function stopSignal(): { signal: AbortSignal; dispose(): void } {
-  const controller = new AbortController();
-  const stop = () => controller.abort();
-  // `on`, not `once`: ink's exit hook re-raises a signal that finds no other listener left.
-  process.on('SIGINT', stop);
-  process.on('SIGTERM', stop);
-  return {
-    signal: controller.signal,
-    dispose: () => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-    },
-  };
-}
-
 async function follow(pool: Pool, opts: TailFlags, userId: string | undefined, print: (e: LogEntry) => void): Promise<void> {
-  const { signal, dispose } = stopSignal();
+  // Until SIGINT/SIGTERM, which ends the command with exit 0; a second signal changes nothing, as the
+  // live view needs a listener to stay. A reader of a pipe that goes away ends it the same way,
+  // through the handler every command has (run.ts).
+  const { signal, dispose } = stopSignals({ onSecond: 'ignore' });
   const follower = new LogFollower(pool, userId);
   const shows = (e: LogEntry) => opts.status === undefined || e.status === opts.status;
   const initial = await follower.start(opts.lines, opts.status);
@@ -116,7 +102,7 @@ async function follow(pool: Pool, opts: TailFlags, userId: string | undefined, p
     const [{ render }, { createElement }, { TailView }] = await Promise.all([
       import('ink'),
       import('react'),
-      import('./ui/TailView.tsx'),
+      import('../ui/TailView.tsx'),
     ]);
     const ink = render(createElement(TailView, props()), { exitOnCtrlC: false, patchConsole: false });
     view = { update: () => ink.rerender(createElement(TailView, props())), unmount: () => ink.unmount() };

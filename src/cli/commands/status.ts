@@ -1,22 +1,27 @@
+// status: is capture on, is anything stuck, is a relay alive; a table for people, JSON for checks.
 import type { Command } from 'commander';
-import { requireDatabaseUrl } from '../config.ts';
-import { createPool } from '../db/pool.ts';
-import { formatAge, parseDuration } from '../duration.ts';
+import { requireDatabaseUrl } from '../../config.ts';
+import { createPool } from '../../db/pool.ts';
+import { formatAge, formatDuration, parseDuration } from '../../duration.ts';
 import {
   DEFAULT_MAX_LAG_SECONDS,
   getStatus,
   type NotInstalledReport,
   type StatusReport,
   type UnreachableReport,
-} from '../ops/status.ts';
-import { settingsFrom, type GlobalFlags } from './context.ts';
+} from '../../ops/status.ts';
+import { settingsFrom, type GlobalFlags } from '../context.ts';
+import { withDefault } from '../options.ts';
 
-export function registerStatus(program: Command): void {
+export function register(program: Command): void {
   program
     .command('status')
     .description('is capture on, is anything stuck, is a relay alive (exit 1 when unhealthy)')
     .option('--json', 'print one JSON object')
-    .option('--max-lag <duration>', `a change undelivered this long while relays run is an outage (default ${DEFAULT_MAX_LAG_SECONDS / 60}m)`)
+    .option(
+      '--max-lag <duration>',
+      withDefault('a change undelivered this long while relays run is an outage', formatDuration(DEFAULT_MAX_LAG_SECONDS * 1000)),
+    )
     .action(async (opts: { json?: boolean; maxLag?: string }, cmd: Command) => {
       const maxLagSeconds = opts.maxLag === undefined ? undefined : parseDuration(opts.maxLag, '--max-lag') / 1000;
       const settings = settingsFrom(cmd.optsWithGlobals<GlobalFlags>());

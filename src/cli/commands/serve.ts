@@ -1,32 +1,16 @@
+// serve: the register/profile HTTP API, until a signal stops it.
 import type { Command } from 'commander';
 import { pino } from 'pino';
-import { createLogger } from '../logger.ts';
-import { createApiServer } from '../api/server.ts';
-import { MIN_JWT_SECRET_BYTES } from '../api/tokens.ts';
-import { requireDatabaseUrl, settingSource } from '../config.ts';
-import { checkConnection, createPool } from '../db/pool.ts';
-import { errorMessage, UsageError } from '../errors.ts';
-import { settingsFrom, type GlobalFlags } from './context.ts';
-import { intOption } from './options.ts';
-import { whenReaderGoes } from './run.ts';
-
-/**
- * Resolves on the first SIGINT or SIGTERM, or once the reader of `logs` goes away (as `SIGPIPE`).
- * The handlers go away with it, so a second signal while shutting down takes Node's default action
- * and ends a stop that hangs.
- */
-export function untilSignal(logs?: NodeJS.EventEmitter): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    const stop = (signal: NodeJS.Signals) => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      resolve(signal);
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-    if (logs !== undefined) whenReaderGoes(logs, () => stop('SIGPIPE'));
-  });
-}
+import { createLogger } from '../../logger.ts';
+import { createApiServer } from '../../api/server.ts';
+import { MIN_JWT_SECRET_BYTES } from '../../api/tokens.ts';
+import { requireDatabaseUrl, settingSource } from '../../config.ts';
+import { checkConnection, createPool } from '../../db/pool.ts';
+import { errorMessage, UsageError } from '../../errors.ts';
+import { stopSignals } from '../../signals.ts';
+import { settingsFrom, type GlobalFlags } from '../context.ts';
+import { intOption } from '../options.ts';
+import { whenReaderGoes } from '../run.ts';
 
 interface ServeFlags {
   port: number;
@@ -35,7 +19,7 @@ interface ServeFlags {
   loginLimit: number;
 }
 
-export function registerServe(program: Command): void {
+export function register(program: Command): void {
   program
     .command('serve')
     .description('run the register/profile HTTP API (it writes users; the trigger and relay sync them)')
@@ -68,7 +52,10 @@ export function registerServe(program: Command): void {
         applicationName: 'suekk-sync api',
         onIdleError: (err) => logger.warn(`database connection lost: ${errorMessage(err)}`),
       });
-      const stopped = untilSignal(logs);
+      // The first signal stops the API; a second one, while it shuts down, takes Node's default action
+      // and ends a stop that hangs. A reader of the log that goes away stops it as a signal would.
+      const stopping = stopSignals();
+      whenReaderGoes(logs, () => stopping.stop('SIGPIPE'));
       try {
         await checkConnection(pool, databaseUrl);
         const app = createApiServer({ pool, jwtSecret, rateLimits, logger, trustProxy: settings.trustProxy });
@@ -79,7 +66,7 @@ export function registerServe(program: Command): void {
           throw new UsageError(`Cannot listen on ${opts.host}:${port} (${errorMessage(err)}); choose another --port or --host.`);
         }
         process.stdout.write(`suekk-sync API listening on ${address}\n`);
-        const signal = await stopped;
+        const signal = await stopping.received;
         logger.info(`${signal} received, stopping`);
         await app.close();
       } finally {

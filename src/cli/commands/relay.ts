@@ -1,11 +1,13 @@
+// relay: the daemon that delivers the outbox to the backend as signed webhooks, until a signal stops it.
 import type { Command } from 'commander';
-import { DEFAULT_RELAY, MIN_LEASE_MS } from '../config.ts';
-import { formatDuration } from '../duration.ts';
-import { createLogger, logDestination } from '../logger.ts';
-import { startRelay } from '../relay/start.ts';
-import { settingsFrom, type GlobalFlags } from './context.ts';
-import { DURATION_HELP, durationOption, intOption, numberOption, scheduleOption, withDefault } from './options.ts';
-import { whenReaderGoes } from './run.ts';
+import { DEFAULT_RELAY, MIN_LEASE_MS } from '../../config.ts';
+import { formatDuration } from '../../duration.ts';
+import { createLogger, logDestination } from '../../logger.ts';
+import { startRelay } from '../../relay/start.ts';
+import { stopSignals } from '../../signals.ts';
+import { settingsFrom, type GlobalFlags } from '../context.ts';
+import { DURATION_HELP, durationOption, intOption, numberOption, scheduleOption, withDefault } from '../options.ts';
+import { whenReaderGoes } from '../run.ts';
 
 interface RelayFlags {
   url?: string;
@@ -31,7 +33,7 @@ interface RelayFlags {
 // then DEFAULT_RELAY, so the help shows those defaults as text.
 const d = DEFAULT_RELAY;
 
-export function registerRelay(program: Command): void {
+export function register(program: Command): void {
   program
     .command('relay')
     .description('the daemon: deliver the outbox to the backend as signed webhooks, in order per user')
@@ -61,33 +63,25 @@ export function registerRelay(program: Command): void {
         backendSyncToken: token,
         relay,
       });
-      let stop: ((why: string) => void) | undefined;
       const destination = logDestination();
       // The reader of the log went away (`relay | head`): stop as on SIGTERM, finishing what is in
-      // flight, and exit 0; the lines about stopping have nowhere to go.
-      whenReaderGoes(destination, () => (stop === undefined ? process.exit(0) : stop('Its output closed')));
+      // flight, and exit 0; the lines about stopping have nowhere to go. Before the relay runs there
+      // is nothing to finish.
+      let readerGone = (): void => process.exit(0);
+      whenReaderGoes(destination, () => readerGone());
       const started = await startRelay(settings, createLogger(settings.logLevel, destination));
       const { relay: engine, logger } = started;
-      await new Promise<void>((resolve) => {
-        let stopping = false;
-        stop = (why: string) => {
-          if (stopping) {
-            logger.warn(`${why} again: exiting without waiting; events in flight stay pending and are sent again`);
-            process.exit(1);
-          }
-          stopping = true;
-          logger.info({ inFlight: engine.inFlight }, `${why}: stopping; letting ${engine.inFlight} user(s) in flight finish`);
-          void engine
-            .stop()
-            .then(() => started.close())
-            .then(() => {
-              logger.info('Relay stopped');
-              resolve();
-            });
-        };
-        const onSignal = (signal: NodeJS.Signals) => stop?.(signal);
-        process.on('SIGTERM', onSignal);
-        process.on('SIGINT', onSignal);
+      const stopping = stopSignals({
+        onFirst: (why) => logger.info({ inFlight: engine.inFlight }, `${why}: stopping; letting ${engine.inFlight} user(s) in flight finish`),
+        onSecond: (why) => {
+          logger.warn(`${why} again: exiting without waiting; events in flight stay pending and are sent again`);
+          process.exit(1);
+        },
       });
+      readerGone = () => stopping.stop('Its output closed');
+      await stopping.received;
+      await engine.stop();
+      await started.close();
+      logger.info('Relay stopped');
     });
 }

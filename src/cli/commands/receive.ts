@@ -1,9 +1,10 @@
-import { InvalidArgumentError, Option, type Command } from 'commander';
-import { createReceiver, describeReceived } from '../dev/receiver.ts';
-import { UsageError } from '../errors.ts';
-import { settingsFrom, type GlobalFlags } from './context.ts';
-import { DURATION_HELP, durationOption, intOption, withDefault } from './options.ts';
-import { untilSignal } from './serve.ts';
+// receive: a webhook receiver for development that prints every event the relay delivers, until a signal.
+import { Option, type Command } from 'commander';
+import { createReceiver, describeReceived } from '../../dev/receiver.ts';
+import { UsageError } from '../../errors.ts';
+import { stopSignals } from '../../signals.ts';
+import { settingsFrom, type GlobalFlags } from '../context.ts';
+import { DURATION_HELP, durationOption, fractionOption, intOption, withDefault } from '../options.ts';
 
 interface ReceiveFlags {
   port: number;
@@ -15,13 +16,7 @@ interface ReceiveFlags {
   json?: boolean;
 }
 
-function failRateOption(value: string): number {
-  const n = Number(value);
-  if (value.trim() === '' || !(n >= 0 && n <= 1)) throw new InvalidArgumentError('It must be a number from 0 to 1.');
-  return n;
-}
-
-export function registerReceive(program: Command): void {
+export function register(program: Command): void {
   program
     .command('receive')
     .description('run a webhook receiver for development that prints every event the relay delivers')
@@ -33,7 +28,7 @@ export function registerReceive(program: Command): void {
       (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
     )
     .option('--token <token>', withDefault('require Authorization: Bearer <token>', '$BACKEND_SYNC_TOKEN'))
-    .option('--fail-rate <rate>', 'answer this fraction (0..1) of requests with 503, to exercise retries', failRateOption, 0)
+    .option('--fail-rate <rate>', 'answer this fraction (0..1) of requests with 503, to exercise retries', fractionOption, 0)
     .addOption(
       new Option('--delay-ms <duration>', 'wait this long before answering each request')
         .argParser(durationOption(0))
@@ -59,7 +54,8 @@ export function registerReceive(program: Command): void {
           process.stdout.write(`${opts.json ? JSON.stringify(r) : describeReceived(r)}\n`);
         },
       });
-      const stopped = untilSignal();
+      // The first signal stops the receiver; a second one takes Node's default action.
+      const stopping = stopSignals();
       let url: string;
       try {
         url = await receiver.listen(port, opts.host);
@@ -77,7 +73,7 @@ export function registerReceive(program: Command): void {
       // With --json, stdout carries only event lines, so a pipe into jq sees nothing else.
       const info = opts.json ? process.stderr : process.stdout;
       info.write(`Receiving webhooks at ${url} (${checks.join('; ')})\n`);
-      await stopped;
+      await stopping.received;
       await receiver.close();
       const c = receiver.counts;
       info.write(`Stopped: ${c.accepted} received, ${c.duplicate} duplicate, ${c.rejected} rejected, ${c.failed} failed.\n`);
