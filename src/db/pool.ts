@@ -87,6 +87,16 @@ const UNREACHABLE_CODES = new Set([
   '57P03', // cannot connect now (starting up)
 ]);
 
+/**
+ * A suekk_sync schema, relation, function or column missing: the schema was dropped under a
+ * running command (uninstall --drop-events) or replaced by another version's.
+ */
+const MISSING_OBJECT_CODES = new Set(['3F000', '42P01', '42883', '42703']);
+
+export function isMissingObjectError(err: unknown): boolean {
+  return MISSING_OBJECT_CODES.has((err as { code?: string } | undefined)?.code ?? '');
+}
+
 /** Whether an error means "the database is not there right now" rather than "the query is wrong". */
 export function isConnectionError(err: unknown): boolean {
   if (!(err instanceof Error)) return false;

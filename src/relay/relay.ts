@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { RelaySettings } from '../config.ts';
 import type { Logger } from '../logger.ts';
-import { isConnectionError, type Pool } from '../db/pool.ts';
+import { isConnectionError, isMissingObjectError, type Pool } from '../db/pool.ts';
 import {
   anyWaitingForBackend,
   claimStreams,
@@ -70,15 +70,6 @@ const TURN_EVENTS = 5;
  */
 const RECHECK_MIN_MS = 2;
 const RECHECK_MAX_MS = 100;
-/**
- * A suekk_sync schema, relation, function or column missing: the schema was dropped under the
- * relay (uninstall --drop-events) or replaced by another version's, which the relay then checks.
- */
-const MISSING_OBJECT_CODES = new Set(['3F000', '42P01', '42883', '42703']);
-
-function missingObject(err: unknown): boolean {
-  return MISSING_OBJECT_CODES.has((err as { code?: string } | undefined)?.code ?? '');
-}
 
 export interface RelayOptions {
   pool: Pool;
@@ -397,7 +388,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   private readonly onPoolError = (err: Error): void => this.connectionLost(err);
 
   private noteDatabaseError(err: unknown, what: string): void {
-    if (missingObject(err)) {
+    if (isMissingObjectError(err)) {
       // Said once, by schemaGone, when the schema is what is missing.
       void this.schemaGone(err).then((gone) => {
         if (!gone) this.logDatabaseError(err, what);
@@ -428,7 +419,7 @@ export class Relay extends EventEmitter<RelayEvents> {
    */
   private schemaGone(err: unknown): Promise<boolean> {
     if (this.schemaMissing !== undefined) return Promise.resolve(true);
-    if (!missingObject(err)) return Promise.resolve(false);
+    if (!isMissingObjectError(err)) return Promise.resolve(false);
     this.schemaCheck ??= this.checkSchema().finally(() => (this.schemaCheck = undefined));
     return this.schemaCheck;
   }

@@ -1,7 +1,7 @@
 // tail-log: the delivery log, each event with its status, attempts and the backend's answer; -f follows it.
 import { Option, type Command } from 'commander';
 import { installedSchemaVersion } from '../../db/migrations.ts';
-import { isConnectionError, type Pool } from '../../db/pool.ts';
+import { isConnectionError, isMissingObjectError, type Pool } from '../../db/pool.ts';
 import { errorMessage, UsageError } from '../../errors.ts';
 import { queueGauges, type QueueGauges } from '../../db/outbox-queries.ts';
 import {
@@ -64,9 +64,7 @@ export function register(program: Command): void {
  * exist" becomes the sentence every command gives when suekk-sync is not installed.
  */
 async function uninstalledMeanwhile(pool: Pool, err: unknown): Promise<UsageError | undefined> {
-  const code = (err as { code?: string }).code;
-  // undefined_table, undefined_function, invalid_schema_name
-  if (code !== '42P01' && code !== '42883' && code !== '3F000') return undefined;
+  if (!isMissingObjectError(err)) return undefined;
   if ((await installedSchemaVersion(pool)) !== 0) return undefined;
   return new UsageError(
     'suekk-sync was uninstalled from this database while tail-log followed it; run `suekk-sync install` to capture changes again.',
