@@ -43,6 +43,9 @@ export interface ResyncProgress {
   enqueueDone: boolean;
 }
 
+/** Users per transaction: a batch is one statement, and commits often enough that writers never wait long. */
+export const DEFAULT_RESYNC_BATCH_SIZE = 1000;
+
 export interface ResyncOptions {
   scope?: ResyncScope;
   action?: Action;
@@ -316,7 +319,7 @@ class ResyncRun {
     this.delivery = delivery?.mode ?? 'none';
     this.signal = options.signal;
     this.onProgress = options.onProgress;
-    this.batchSize = options.batchSize ?? 1000;
+    this.batchSize = options.batchSize ?? DEFAULT_RESYNC_BATCH_SIZE;
     this.interval = options.progressIntervalMs ?? 250;
     this.maxQueued = options.maxQueued ?? Math.max(20 * this.batchSize, 20_000);
     this.counter = new RunCounter(pool, record.runId);

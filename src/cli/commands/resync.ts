@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import type { Action } from '../../db/schema.ts';
 import { UsageError } from '../../errors.ts';
-import { resync, resyncDryRun, type ResyncProgress, type ResyncScope } from '../../ops/resync.ts';
+import { DEFAULT_RESYNC_BATCH_SIZE, resync, resyncDryRun, type ResyncProgress, type ResyncScope } from '../../ops/resync.ts';
 import { settingsFrom, withDatabase, type GlobalFlags } from '../context.ts';
 import { count } from '../event-lines.ts';
 import { interruptSignal } from '../interrupt.ts';
@@ -17,7 +17,7 @@ export function register(program: Command): void {
     .option('--user <ref...>', 'these users (id, email or username)')
     .option('--since <iso>', 'users updated at or after this time (source.updatedAtColumn)')
     .addOption(actionOption())
-    .option('--batch-size <n>', withDefault('users per transaction', 1000), intOption(1, 100_000))
+    .option('--batch-size <n>', withDefault('users per transaction', DEFAULT_RESYNC_BATCH_SIZE), intOption(1, 100_000))
     .option('--dry-run', 'say how many users would be sent, and the first few; send nothing')
     .option('--no-wait', 'only enqueue; the relays deliver')
     .option('--resume', 'continue the last interrupted resync from its cursor')
