@@ -4,12 +4,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 /** src/'s layers, top first; a module may import from its own layer and the ones below. */
-const LAYERS = [
-  ['cli'],
-  ['ops', 'relay', 'api', 'dev'],
-  ['capture', 'webhook'],
-  ['db'],
-];
+const LAYERS = [['cli'], ['ops', 'relay', 'api', 'dev'], ['capture', 'webhook'], ['db']];
 
 function layerRules(folder) {
   const level = LAYERS.findIndex((layer) => layer.includes(folder));
@@ -42,7 +37,10 @@ const leafRules = {
       'error',
       {
         patterns: [
-          { group: LAYERS.flat().map((folder) => `./${folder}/*`), message: 'a leaf utility imports no layer above it.' },
+          {
+            group: LAYERS.flat().map((folder) => `./${folder}/*`),
+            message: 'a leaf utility imports no layer above it.',
+          },
         ],
       },
     ],
@@ -58,7 +56,10 @@ export default tseslint.config(
       parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
     },
     rules: {
-      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', ignoreRestSiblings: true }],
+      '@typescript-eslint/no-unused-vars': [
+        'error',
+        { argsIgnorePattern: '^_', varsIgnorePattern: '^_', ignoreRestSiblings: true },
+      ],
       '@typescript-eslint/no-floating-promises': 'error',
     },
   },
@@ -69,7 +70,14 @@ export default tseslint.config(
     rules: {
       'no-restricted-imports': [
         'error',
-        { patterns: [{ group: ['./cli/*', './ops/*', './relay/*', './api/*', './dev/*'], message: 'config.ts sits with webhook/: it imports nothing above.' }] },
+        {
+          patterns: [
+            {
+              group: ['./cli/*', './ops/*', './relay/*', './api/*', './dev/*'],
+              message: 'config.ts sits with webhook/: it imports nothing above.',
+            },
+          ],
+        },
       ],
     },
   },

@@ -7,7 +7,9 @@ import { fileURLToPath } from 'node:url';
 const main = new URL('../dist/cli/main.js', import.meta.url);
 if (!existsSync(main)) {
   // A clone installed with --ignore-scripts, or dist/ deleted: say how to build, not a stack trace.
-  process.stderr.write(`suekk-sync: ${fileURLToPath(main)} is missing; run npm run build in ${fileURLToPath(new URL('..', import.meta.url))}.\n`);
+  process.stderr.write(
+    `suekk-sync: ${fileURLToPath(main)} is missing; run npm run build in ${fileURLToPath(new URL('..', import.meta.url))}.\n`,
+  );
   process.exit(2);
 }
 await import(main.href);

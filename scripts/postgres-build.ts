@@ -6,7 +6,18 @@
  * other machine, and every clone would download builds only the matrix uses.
  */
 import { execFile } from 'node:child_process';
-import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+} from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import type { Binaries } from '../src/dev/embedded.ts';
@@ -33,7 +44,9 @@ async function publishedVersions(): Promise<string[]> {
 }
 
 function cachedVersions(): string[] {
-  return existsSync(CACHE) ? readdirSync(CACHE).filter((v) => existsSync(join(CACHE, v, 'native', 'bin', 'postgres'))) : [];
+  return existsSync(CACHE)
+    ? readdirSync(CACHE).filter((v) => existsSync(join(CACHE, v, 'native', 'bin', 'postgres')))
+    : [];
 }
 
 const majorOf = (version: string) => Number(version.split('.')[0]);
@@ -49,7 +62,9 @@ async function pickVersion(spec: string): Promise<string> {
   } catch (err) {
     const cached = cachedVersions().filter((v) => v === spec || String(majorOf(v)) === spec);
     if (cached.length > 0) return cached.sort((a, b) => a.localeCompare(b, 'en', { numeric: true })).at(-1)!;
-    throw new Error(`Cannot list the versions of ${BUILD_PACKAGE} (${(err as Error).message.split('\n')[0]}); check that npm reaches its registry.`);
+    throw new Error(
+      `Cannot list the versions of ${BUILD_PACKAGE} (${(err as Error).message.split('\n')[0]}); check that npm reaches its registry.`,
+    );
   }
   const pick = published.includes(spec) ? spec : published.filter((v) => String(majorOf(v)) === spec).at(-1);
   if (pick === undefined) {

@@ -95,12 +95,19 @@ try {
   dir = mkdtempSync(join(tmpdir(), `suekk-sync-pg${spec.split('.')[0]}-`));
   // As root the server runs as the postgres user, which must be able to enter the folder.
   chmodSync(dir, 0o755);
-  server = await startEmbeddedPostgres({ dataDir: join(dir, 'pgdata'), fast: true, trust: true, binaries: build.binaries });
+  server = await startEmbeddedPostgres({
+    dataDir: join(dir, 'pgdata'),
+    fast: true,
+    trust: true,
+    binaries: build.binaries,
+  });
   const { num, version } = await serverVersion(server.url);
   if (!spec.includes('.') && serverMajor(num) !== Number(spec)) {
     throw new Error(`${BUILD_PACKAGE}@${build.version} started PostgreSQL ${version}, not ${spec}.`);
   }
-  process.stderr.write(`# PostgreSQL ${version} (${BUILD_PACKAGE}@${build.version}) on 127.0.0.1:${server.port}, data in ${dir}\n`);
+  process.stderr.write(
+    `# PostgreSQL ${version} (${BUILD_PACKAGE}@${build.version}) on 127.0.0.1:${server.port}, data in ${dir}\n`,
+  );
   code = await runTap(rest.length > 0 ? rest : MATRIX_TESTS, {
     ...process.env,
     SUEKK_TEST_DATABASE_URL: server.url,

@@ -14,15 +14,7 @@ import { parseSecrets, type WebhookSecret } from './webhook/signature.ts';
 /** pino's levels, and silent. */
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
-export const PAYLOAD_FIELDS = [
-  'id',
-  'email',
-  'username',
-  'displayName',
-  'avatar',
-  'role',
-  'isActive',
-] as const;
+export const PAYLOAD_FIELDS = ['id', 'email', 'username', 'displayName', 'avatar', 'role', 'isActive'] as const;
 export type PayloadField = (typeof PAYLOAD_FIELDS)[number];
 
 export interface SourceMapping {
@@ -131,7 +123,8 @@ export interface Settings {
 }
 
 /** The settings a flag, an environment variable and the config file can all give. */
-export type SourcedSetting = 'databaseUrl' | 'databaseListenUrl' | 'backendSyncUrl' | 'webhookSecret' | 'backendSyncToken' | 'jwtSecret';
+export type SourcedSetting =
+  'databaseUrl' | 'databaseListenUrl' | 'backendSyncUrl' | 'webhookSecret' | 'backendSyncToken' | 'jwtSecret';
 
 const ENV_NAMES: Record<SourcedSetting, string> = {
   databaseUrl: 'DATABASE_URL',
@@ -194,7 +187,10 @@ const scheduleSchema = z.union([z.string(), z.array(z.union([z.number(), z.strin
   try {
     return parseSchedule(value, 'value');
   } catch {
-    ctx.addIssue({ code: 'custom', message: `must be one or more durations such as 30s, 1m, 5m (a list, or comma-separated)` });
+    ctx.addIssue({
+      code: 'custom',
+      message: `must be one or more durations such as 30s, 1m, 5m (a list, or comma-separated)`,
+    });
     return z.NEVER;
   }
 });
@@ -225,9 +221,13 @@ const fileSchema = z.strictObject({
       table: z.string().min(1).optional(),
       softDeleteColumn: z.string().min(1).nullable().optional(),
       updatedAtColumn: z.string().min(1).nullable().optional(),
-      columns: z.strictObject(Object.fromEntries(PAYLOAD_FIELDS.map((f) => [f, fieldSchema(f)])) as {
-        [F in PayloadField]: ReturnType<typeof fieldSchema>;
-      }).optional(),
+      columns: z
+        .strictObject(
+          Object.fromEntries(PAYLOAD_FIELDS.map((f) => [f, fieldSchema(f)])) as {
+            [F in PayloadField]: ReturnType<typeof fieldSchema>;
+          },
+        )
+        .optional(),
     })
     .optional(),
   relay: z
@@ -283,7 +283,9 @@ function readConfigFile(path: string | undefined, cwd: string): { file: ConfigFi
   try {
     raw = JSON.parse(text);
   } catch (err) {
-    throw new UsageError(`Config file ${shown} is not valid JSON (${describeJsonError(err as Error, text)}); fix the file.`);
+    throw new UsageError(
+      `Config file ${shown} is not valid JSON (${describeJsonError(err as Error, text)}); fix the file.`,
+    );
   }
   const parsed = fileSchema.safeParse(raw);
   if (!parsed.success) {
@@ -339,12 +341,15 @@ function suggestKey(parent: string[], key: string): string | undefined {
 
 /** Levenshtein distance, with a swap of two neighbouring letters counting as one edit. */
 function editDistance(a: string, b: string): number {
-  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  const d = Array.from({ length: a.length + 1 }, (_, i) =>
+    Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)),
+  );
   for (let i = 1; i <= a.length; i++) {
     for (let j = 1; j <= b.length; j++) {
       const cost = a[i - 1] === b[j - 1] ? 0 : 1;
       d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i]![j] = Math.min(d[i]![j]!, d[i - 2]![j - 2]! + 1);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        d[i]![j] = Math.min(d[i]![j]!, d[i - 2]![j - 2]! + 1);
     }
   }
   return d[a.length]![b.length]!;
@@ -409,23 +414,29 @@ export function loadSettings(
         flagRelay.retrySchedule === undefined ? undefined : parseSchedule(flagRelay.retrySchedule, '--retry-schedule'),
         fileRelay.retrySchedule,
       ) ?? DEFAULT_RELAY.retryScheduleMs,
-    giveUpAfterMs: pick(flagDuration(flagRelay.giveUpAfter, '--give-up-after'), fileRelay.giveUpAfter) ?? DEFAULT_RELAY.giveUpAfterMs,
+    giveUpAfterMs:
+      pick(flagDuration(flagRelay.giveUpAfter, '--give-up-after'), fileRelay.giveUpAfter) ??
+      DEFAULT_RELAY.giveUpAfterMs,
     concurrency: pick(flagRelay.concurrency, fileRelay.concurrency) ?? DEFAULT_RELAY.concurrency,
     batchSize: pick(flagRelay.batchSize, fileRelay.batchSize) ?? DEFAULT_RELAY.batchSize,
     pollIntervalMs: pick(flagRelay.pollIntervalMs, fileRelay.pollIntervalMs) ?? DEFAULT_RELAY.pollIntervalMs,
     leaseMs: pick(flagRelay.leaseMs, fileRelay.leaseMs) ?? DEFAULT_RELAY.leaseMs,
     maxRps: pick(flagRelay.maxRps, fileRelay.maxRps) ?? DEFAULT_RELAY.maxRps,
-    retentionMs: pick(flagDuration(flagRelay.retention, '--retention'), fileRelay.retention) ?? DEFAULT_RELAY.retentionMs,
+    retentionMs:
+      pick(flagDuration(flagRelay.retention, '--retention'), fileRelay.retention) ?? DEFAULT_RELAY.retentionMs,
     retryAfterCapMs: fileRelay.retryAfterCap ?? DEFAULT_RELAY.retryAfterCapMs,
     breakerThreshold: pick(flagRelay.breakerThreshold, fileRelay.breakerThreshold) ?? DEFAULT_RELAY.breakerThreshold,
     probeIntervalMs:
-      pick(flagDuration(flagRelay.probeInterval, '--probe-interval'), fileRelay.probeInterval) ?? DEFAULT_RELAY.probeIntervalMs,
+      pick(flagDuration(flagRelay.probeInterval, '--probe-interval'), fileRelay.probeInterval) ??
+      DEFAULT_RELAY.probeIntervalMs,
     coalesce: pick(flagRelay.coalesce, fileRelay.coalesce) ?? DEFAULT_RELAY.coalesce,
     metricsPort: pick(flagRelay.metricsPort, fileRelay.metricsPort),
   };
   if (relay.leaseMs < MIN_LEASE_MS) {
     const where = flagRelay.leaseMs !== undefined ? '--lease-ms' : inFile('relay.leaseMs');
-    throw new UsageError(`${where} must be at least ${MIN_LEASE_MS}ms (the lease is renewed every third of it), not ${relay.leaseMs}ms.`);
+    throw new UsageError(
+      `${where} must be at least ${MIN_LEASE_MS}ms (the lease is renewed every third of it), not ${relay.leaseMs}ms.`,
+    );
   }
 
   const fileSource = file.source ?? {};
@@ -446,7 +457,12 @@ export function loadSettings(
 
   const sources: Partial<Record<SourcedSetting, string>> = {};
   /** The first given of flag, environment and file, remembering which it was. */
-  const sourced = <T>(name: SourcedSetting, flag: T | undefined, fromEnv: T | undefined, fromFile: T | undefined): T | undefined => {
+  const sourced = <T>(
+    name: SourcedSetting,
+    flag: T | undefined,
+    fromEnv: T | undefined,
+    fromFile: T | undefined,
+  ): T | undefined => {
     const envName = ENV_NAMES[name];
     // An empty variable (`DATABASE_URL=`) is as good as unset: the file's value still counts.
     if (typeof fromEnv === 'string' && fromEnv.trim() === '') fromEnv = undefined;
@@ -463,9 +479,18 @@ export function loadSettings(
   };
 
   const databaseUrl = nonEmpty(sourced('databaseUrl', flags.databaseUrl, env.DATABASE_URL, file.databaseUrl));
-  const databaseListenUrl = nonEmpty(sourced('databaseListenUrl', undefined, env.DATABASE_LISTEN_URL, file.databaseListenUrl));
-  const backendSyncUrl = nonEmpty(sourced('backendSyncUrl', flags.backendSyncUrl, env.BACKEND_SYNC_URL, file.backendSyncUrl));
-  const secrets = sourced<string | string[]>('webhookSecret', flags.webhookSecret, env.WEBHOOK_SECRET, file.webhookSecret);
+  const databaseListenUrl = nonEmpty(
+    sourced('databaseListenUrl', undefined, env.DATABASE_LISTEN_URL, file.databaseListenUrl),
+  );
+  const backendSyncUrl = nonEmpty(
+    sourced('backendSyncUrl', flags.backendSyncUrl, env.BACKEND_SYNC_URL, file.backendSyncUrl),
+  );
+  const secrets = sourced<string | string[]>(
+    'webhookSecret',
+    flags.webhookSecret,
+    env.WEBHOOK_SECRET,
+    file.webhookSecret,
+  );
   const logLevel = pick(env.LOG_LEVEL, file.logLevel) ?? 'info';
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
     const where = env.LOG_LEVEL !== undefined ? 'LOG_LEVEL' : inFile('logLevel');
@@ -477,7 +502,9 @@ export function loadSettings(
       databaseListenUrl === undefined ? undefined : checkDatabaseUrl(databaseListenUrl, sources.databaseListenUrl!),
     backendSyncUrl: backendSyncUrl === undefined ? undefined : parseBackendUrl(backendSyncUrl, sources.backendSyncUrl),
     webhookSecrets: parseSecrets(splitSecrets(secrets), sources.webhookSecret),
-    backendSyncToken: nonEmpty(sourced('backendSyncToken', flags.backendSyncToken, env.BACKEND_SYNC_TOKEN, file.backendSyncToken)),
+    backendSyncToken: nonEmpty(
+      sourced('backendSyncToken', flags.backendSyncToken, env.BACKEND_SYNC_TOKEN, file.backendSyncToken),
+    ),
     jwtSecret: nonEmpty(sourced('jwtSecret', undefined, env.JWT_SECRET, file.jwtSecret)),
     trustProxy: parseTrustProxy(pick<boolean | string | string[]>(env.TRUST_PROXY, file.trustProxy)),
     logLevel,

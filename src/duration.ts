@@ -11,9 +11,7 @@ export function parseDuration(raw: string | number, what: string): number {
   }
   const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(raw);
   if (!match) {
-    throw new UsageError(
-      `${what} must be a duration such as 500ms, 30s, 5m, 24h or 7d, not ${JSON.stringify(raw)}.`,
-    );
+    throw new UsageError(`${what} must be a duration such as 500ms, 30s, 5m, 24h or 7d, not ${JSON.stringify(raw)}.`);
   }
   return Math.round(Number(match[1]) * UNIT_MS[match[2] ?? 'ms']!);
 }

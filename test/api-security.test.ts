@@ -24,11 +24,21 @@ interface Reply {
 }
 
 async function startApi(t: Test, db: TestDatabase, options: Partial<ApiServerOptions> = {}) {
-  const app = createApiServer({ pool: db.pool, jwtSecret: JWT_SECRET, rateLimits: { register: 1000, login: 1000 }, ...options });
+  const app = createApiServer({
+    pool: db.pool,
+    jwtSecret: JWT_SECRET,
+    rateLimits: { register: 1000, login: 1000 },
+    ...options,
+  });
   const base = await app.listen({ port: 0, host: '127.0.0.1' });
   t.teardown(() => app.close());
   /** Sends the body as given: a string goes out byte for byte, anything else as JSON. */
-  const send = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Reply> => {
+  const send = async (
+    method: string,
+    path: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<Reply> => {
     const raw = body === undefined || typeof body === 'string' ? body : JSON.stringify(body);
     const res = await fetch(base + path, {
       method,
@@ -67,7 +77,11 @@ function b64url(value: unknown): string {
 
 t.test('tokens: only an unexpired HS256 token of a live user, signed with our key, gets in', async (t) => {
   const db = await createTestDatabase(t);
-  t.throws(() => createApiServer({ pool: db.pool, jwtSecret: 's'.repeat(31) }), RangeError, 'a secret under 32 bytes is refused');
+  t.throws(
+    () => createApiServer({ pool: db.pool, jwtSecret: 's'.repeat(31) }),
+    RangeError,
+    'a secret under 32 bytes is refused',
+  );
   const { send } = await startApi(t, db);
   const registered = await send('POST', '/api/v1/auth/register', validUser);
   t.equal(registered.status, 201);
@@ -91,16 +105,31 @@ t.test('tokens: only an unexpired HS256 token of a live user, signed with our ke
     ['no token', 'Bearer '],
     ['garbage', 'Bearer abc'],
     ['three garbage parts', 'Bearer a.b.c'],
-    ['alg none', `Bearer ${b64url({ alg: 'none', typ: 'JWT' })}.${b64url({ sub: id, role: 'admin', iat: now, exp: now + 60 })}.`],
-    ['another key', `Bearer ${await sign({ sub: id, role: 'user', iat: now, exp: now + 60 }, 'HS256', new TextEncoder().encode('not-the-secret-at-all-0123456789abc'))}`],
-    ['another algorithm with our key', `Bearer ${await sign({ sub: id, role: 'user', iat: now, exp: now + 60 }, 'HS512')}`],
+    [
+      'alg none',
+      `Bearer ${b64url({ alg: 'none', typ: 'JWT' })}.${b64url({ sub: id, role: 'admin', iat: now, exp: now + 60 })}.`,
+    ],
+    [
+      'another key',
+      `Bearer ${await sign({ sub: id, role: 'user', iat: now, exp: now + 60 }, 'HS256', new TextEncoder().encode('not-the-secret-at-all-0123456789abc'))}`,
+    ],
+    [
+      'another algorithm with our key',
+      `Bearer ${await sign({ sub: id, role: 'user', iat: now, exp: now + 60 }, 'HS512')}`,
+    ],
     ['expired', `Bearer ${await sign({ sub: id, role: 'user', iat: now - 120, exp: now - 60 })}`],
     ['no exp', `Bearer ${await sign({ sub: id, role: 'user', iat: now })}`],
     ['issued an hour from now', `Bearer ${await sign({ sub: id, role: 'user', iat: now + 3600, exp: now + 7200 })}`],
     ['issued a minute from now', `Bearer ${await sign({ sub: id, role: 'user', iat: now + 60, exp: now + 120 })}`],
     ['sub not a uuid', `Bearer ${await sign({ sub: "x' or '1'='1", role: 'user', iat: now, exp: now + 60 })}`],
-    ['unknown user', `Bearer ${await sign({ sub: '00000000-0000-4000-8000-000000000000', role: 'user', iat: now, exp: now + 60 })}`],
-    ['tampered payload', `Bearer ${good.split('.')[0]}.${b64url({ sub: id, role: 'admin', iat: now, exp: now + 6000 })}.${good.split('.')[2]}`],
+    [
+      'unknown user',
+      `Bearer ${await sign({ sub: '00000000-0000-4000-8000-000000000000', role: 'user', iat: now, exp: now + 60 })}`,
+    ],
+    [
+      'tampered payload',
+      `Bearer ${good.split('.')[0]}.${b64url({ sub: id, role: 'admin', iat: now, exp: now + 6000 })}.${good.split('.')[2]}`,
+    ],
   ];
   for (const [name, authorization] of refused) {
     const res = await send('GET', '/api/v1/users/profile', undefined, authorization ? { authorization } : {});
@@ -113,7 +142,8 @@ t.test('tokens: only an unexpired HS256 token of a live user, signed with our ke
 t.test('hostile bodies get a 4xx with a JSON error, never a 5xx', async (t) => {
   const db = await createTestDatabase(t);
   const { send } = await startApi(t, db);
-  const register = (body: unknown, headers?: Record<string, string>) => send('POST', '/api/v1/auth/register', body, headers);
+  const register = (body: unknown, headers?: Record<string, string>) =>
+    send('POST', '/api/v1/auth/register', body, headers);
   const cases: [string, () => Promise<Reply>, number][] = [
     ['malformed JSON', () => register('{"email": '), 400],
     ['empty body', () => register(''), 400],
@@ -129,7 +159,11 @@ t.test('hostile bodies get a 4xx with a JSON error, never a 5xx', async (t) => {
     ['64 KiB body', () => register({ ...validUser, firstName: 'x'.repeat(64 * 1024) }), 413],
     ['NUL in a name', () => register({ ...validUser, firstName: 'Mal\u0000lory' }), 400],
     ['NUL in a key', () => register({ ...validUser, 'x\u0000': 1 }), 400],
-    ['NUL in a login password', () => send('POST', '/api/v1/auth/login', { email: validUser.email, password: 'a\u0000b' }), 400],
+    [
+      'NUL in a login password',
+      () => send('POST', '/api/v1/auth/login', { email: validUser.email, password: 'a\u0000b' }),
+      400,
+    ],
     ['email without a domain', () => register({ ...validUser, email: 'mallory@' }), 400],
     ['email of 255 characters', () => register({ ...validUser, email: `${'a'.repeat(243)}@example.com` }), 400],
     ['username of 2', () => register({ ...validUser, username: 'ab' }), 400],
@@ -141,9 +175,17 @@ t.test('hostile bodies get a 4xx with a JSON error, never a 5xx', async (t) => {
     ['blank first name', () => register({ ...validUser, firstName: '   ' }), 400],
     ['last name of 101', () => register({ ...validUser, lastName: 'x'.repeat(101) }), 400],
     ['login without email or username', () => send('POST', '/api/v1/auth/login', { password: 'x' }), 400],
-    ['login with both', () => send('POST', '/api/v1/auth/login', { email: 'a@b.co', username: 'a', password: 'x' }), 400],
+    [
+      'login with both',
+      () => send('POST', '/api/v1/auth/login', { email: 'a@b.co', username: 'a', password: 'x' }),
+      400,
+    ],
     ['login with a number', () => send('POST', '/api/v1/auth/login', { username: 1, password: 'x' }), 400],
-    ['an anonymous profile update, before its body is looked at', () => send('PUT', '/api/v1/users/profile', { email: 1 }), 401],
+    [
+      'an anonymous profile update, before its body is looked at',
+      () => send('PUT', '/api/v1/users/profile', { email: 1 }),
+      401,
+    ],
     ['an unknown route', () => send('GET', '/api/v1/users'), 404],
     ['a wrong method', () => send('PATCH', '/api/v1/users/profile', {}), 404],
   ];
@@ -153,7 +195,14 @@ t.test('hostile bodies get a 4xx with a JSON error, never a 5xx', async (t) => {
     t.ok(isErrorBody(res.json), `${name}: ${res.text.slice(0, 200)}`);
   }
 
-  const fields = await register({ email: 'bad', username: 'x', password: 'short', firstName: '', lastName: 7, extra: true });
+  const fields = await register({
+    email: 'bad',
+    username: 'x',
+    password: 'short',
+    firstName: '',
+    lastName: 7,
+    extra: true,
+  });
   t.same(fields.json.details, [
     { field: 'extra', message: 'is not an accepted field' },
     { field: 'email', message: 'must be a valid email address' },
@@ -164,7 +213,8 @@ t.test('hostile bodies get a 4xx with a JSON error, never a 5xx', async (t) => {
   ]);
   t.equal((await register({ ...validUser, password: 'é'.repeat(36) })).status, 201, '72 bytes is enough');
 
-  const token = (await send('POST', '/api/v1/auth/login', { email: validUser.email, password: 'é'.repeat(36) })).json.token;
+  const token = (await send('POST', '/api/v1/auth/login', { email: validUser.email, password: 'é'.repeat(36) })).json
+    .token;
   const auth = { authorization: `Bearer ${token}` };
   const put = (body: unknown) => send('PUT', '/api/v1/users/profile', body, auth);
   for (const [name, body] of [
@@ -186,7 +236,13 @@ t.test('hostile bodies get a 4xx with a JSON error, never a 5xx', async (t) => {
 });
 
 /** Sends any method with any body, which fetch refuses for GET, and reads the answer. */
-function sendRaw(base: string, method: string, path: string, body: string, headers: Record<string, string> = {}): Promise<Reply> {
+function sendRaw(
+  base: string,
+  method: string,
+  path: string,
+  body: string,
+  headers: Record<string, string> = {},
+): Promise<Reply> {
   return new Promise((resolve, reject) => {
     // Content-Length set by hand: Node sends a GET or DELETE body unframed otherwise.
     const framing = { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) };
@@ -244,7 +300,14 @@ t.test('deep nesting: 8,000 nested arrays get a 4xx on every route, unknown ones
     ['7,000 nested arrays in a field', `{"firstName": ${'['.repeat(7000)}${']'.repeat(7000)}}`],
     ['33 levels, one past the limit', `{"a":${'['.repeat(32)}${']'.repeat(32)}}`],
   ];
-  const paths = ['/api/v1/auth/register', '/api/v1/auth/login', '/api/v1/users/profile', '/healthz', '/api/v1/users', '/nowhere'];
+  const paths = [
+    '/api/v1/auth/register',
+    '/api/v1/auth/login',
+    '/api/v1/users/profile',
+    '/healthz',
+    '/api/v1/users',
+    '/nowhere',
+  ];
   let requests = 0;
   for (const [what, body] of bodies) {
     t.ok(Buffer.byteLength(body) <= 16 * 1024, `${what} fits the body limit`);
@@ -271,16 +334,25 @@ t.test('deep nesting: 8,000 nested arrays get a 4xx on every route, unknown ones
     { field: 'email', message: 'must be a string' },
     '32 levels is still read, and validated',
   );
-  t.equal((await send('GET', '/api/v1/users/profile', undefined, { authorization: `Bearer ${token}` })).status, 200, 'the user was not deleted');
+  t.equal(
+    (await send('GET', '/api/v1/users/profile', undefined, { authorization: `Bearer ${token}` })).status,
+    200,
+    'the user was not deleted',
+  );
   t.ok(requests > 150, `${requests} requests`);
-  t.same(lines.filter((l) => /Maximum call stack|"level":(50|60)/.test(l)), [], 'no error was logged');
+  t.same(
+    lines.filter((l) => /Maximum call stack|"level":(50|60)/.test(l)),
+    [],
+    'no error was logged',
+  );
 });
 
 t.test('unknown routes are rate limited per client address, before their body is read', async (t) => {
   const db = await createTestDatabase(t);
   const { base, send } = await startApi(t, db, { rateLimits: { register: 1000, login: 1000, notFound: 3 } });
   const statuses = [];
-  for (const path of ['/nowhere', '/api/v1/users', '/api/v1/auth/register/x']) statuses.push((await send('GET', path)).status);
+  for (const path of ['/nowhere', '/api/v1/users', '/api/v1/auth/register/x'])
+    statuses.push((await send('GET', path)).status);
   t.same(statuses, [404, 404, 404]);
   const limited = await sendRaw(base, 'POST', '/nowhere', '['.repeat(8000) + ']'.repeat(8000));
   t.equal(limited.status, 429, 'refused before its body is parsed');
@@ -297,7 +369,12 @@ t.test('__proto__ and constructor.prototype keys are refused with a message that
     ['__proto__ at the top', '{"__proto__": {"role": "admin"}}', /"__proto__"/, '__proto__'],
     ['__proto__ spelled with an escape', '{"\\u005f_proto__": {"role": "admin"}}', /"__proto__"/, '__proto__'],
     ['__proto__ in a nested object', '{"email": "a@b.co", "x": [{"__proto__": {}}]}', /"__proto__"/, 'x.0.__proto__'],
-    ['constructor.prototype', '{"constructor": {"prototype": {"role": "admin"}}}', /"constructor\.prototype"/, 'constructor'],
+    [
+      'constructor.prototype',
+      '{"constructor": {"prototype": {"role": "admin"}}}',
+      /"constructor\.prototype"/,
+      'constructor',
+    ],
   ];
   for (const [what, body, message, field] of cases) {
     const res = await send('POST', '/api/v1/auth/register', body);
@@ -306,8 +383,15 @@ t.test('__proto__ and constructor.prototype keys are refused with a message that
     t.same(res.json.details, [{ field, message: 'is not an accepted key' }], what);
   }
   const plain = await send('POST', '/api/v1/auth/register', JSON.stringify({ ...validUser, constructor: 'x' }));
-  t.same(plain.json.details, [{ field: 'constructor', message: 'is not an accepted field' }], 'a plain "constructor" field is only unknown');
-  t.equal((await send('POST', '/api/v1/auth/register', '{"email": ')).json.error, 'The request body is not valid JSON.');
+  t.same(
+    plain.json.details,
+    [{ field: 'constructor', message: 'is not an accepted field' }],
+    'a plain "constructor" field is only unknown',
+  );
+  t.equal(
+    (await send('POST', '/api/v1/auth/register', '{"email": ')).json.error,
+    'The request body is not valid JSON.',
+  );
 });
 
 t.test('errors raised before routing have the {error} shape too: bad percent-encoding, malformed HTTP', async (t) => {
@@ -327,7 +411,10 @@ t.test('errors raised before routing have the {error} shape too: bad percent-enc
   for (const [what, bytes, status] of raw) {
     const answer = await sendBytes(base, bytes);
     t.match(answer, new RegExp(`^HTTP/1\\.1 ${status} `), what);
-    t.ok(isErrorBody(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))), `${what}: ${answer.split('\r\n').at(-1)}`);
+    t.ok(
+      isErrorBody(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))),
+      `${what}: ${answer.split('\r\n').at(-1)}`,
+    );
   }
 });
 
@@ -336,66 +423,121 @@ function shown(text: string): string {
   return JSON.stringify(text).replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
-t.test('names of only invisible characters, or with control or bidirectional characters, are a 400 with details', async (t) => {
-  const db = await createTestDatabase(t);
-  const { send } = await startApi(t, db);
-  const invisible = ['\u200B', '\u200B\u200C\u200D', '\u2060\uFEFF', '\u00AD', '\u3164', '\u2800', ' \u200B ', '\u180E', '\u034F\uFE0F'];
-  const controls = ['Mal\u001b[31mlory', 'Bell\u0007', 'Tab\tName', 'evil\u202Egnp.exe', 'x\u2066y\u2069', 'a\u200Fb', 'line\u2028break', '\u0085next'];
-  let n = 0;
-  const register = (fields: Record<string, string>) => {
-    n++;
-    return send('POST', '/api/v1/auth/register', { ...validUser, email: `names${n}@example.com`, username: `names${n}`, ...fields });
-  };
-  for (const [names, message] of [
-    [invisible, 'must contain a visible character'],
-    [controls, 'must not contain control characters or bidirectional overrides'],
-  ] as const) {
-    for (const name of names) {
-      const label = shown(name);
-      const first = await register({ firstName: name });
-      t.equal(first.status, 400, `firstName ${label}`);
-      t.equal(first.json.error, 'Some fields are invalid; see details.');
-      t.same(first.json.details, [{ field: 'firstName', message }], `firstName ${label}`);
-      const last = await register({ lastName: name });
-      t.same([last.status, last.json.details], [400, [{ field: 'lastName', message }]], `lastName ${label}`);
+t.test(
+  'names of only invisible characters, or with control or bidirectional characters, are a 400 with details',
+  async (t) => {
+    const db = await createTestDatabase(t);
+    const { send } = await startApi(t, db);
+    const invisible = [
+      '\u200B',
+      '\u200B\u200C\u200D',
+      '\u2060\uFEFF',
+      '\u00AD',
+      '\u3164',
+      '\u2800',
+      ' \u200B ',
+      '\u180E',
+      '\u034F\uFE0F',
+    ];
+    const controls = [
+      'Mal\u001b[31mlory',
+      'Bell\u0007',
+      'Tab\tName',
+      'evil\u202Egnp.exe',
+      'x\u2066y\u2069',
+      'a\u200Fb',
+      'line\u2028break',
+      '\u0085next',
+    ];
+    let n = 0;
+    const register = (fields: Record<string, string>) => {
+      n++;
+      return send('POST', '/api/v1/auth/register', {
+        ...validUser,
+        email: `names${n}@example.com`,
+        username: `names${n}`,
+        ...fields,
+      });
+    };
+    for (const [names, message] of [
+      [invisible, 'must contain a visible character'],
+      [controls, 'must not contain control characters or bidirectional overrides'],
+    ] as const) {
+      for (const name of names) {
+        const label = shown(name);
+        const first = await register({ firstName: name });
+        t.equal(first.status, 400, `firstName ${label}`);
+        t.equal(first.json.error, 'Some fields are invalid; see details.');
+        t.same(first.json.details, [{ field: 'firstName', message }], `firstName ${label}`);
+        const last = await register({ lastName: name });
+        t.same([last.status, last.json.details], [400, [{ field: 'lastName', message }]], `lastName ${label}`);
+      }
     }
-  }
 
-  // Letters of every script stay welcome, joiners inside emoji and Persian words included.
-  const welcome = ['Zoë', 'Jose\u0301', '李', 'می\u200Cخواهم', '👨\u200D👩\u200D👧', 'O\u2019Brien', 'Ada\u00A0Lovelace'];
-  for (const name of welcome) t.equal((await register({ firstName: name })).status, 201, `firstName ${shown(name)}`);
+    // Letters of every script stay welcome, joiners inside emoji and Persian words included.
+    const welcome = [
+      'Zoë',
+      'Jose\u0301',
+      '李',
+      'می\u200Cخواهم',
+      '👨\u200D👩\u200D👧',
+      'O\u2019Brien',
+      'Ada\u00A0Lovelace',
+    ];
+    for (const name of welcome) t.equal((await register({ firstName: name })).status, 201, `firstName ${shown(name)}`);
 
-  const token = (await register({})).json.token as string;
-  const auth = { authorization: `Bearer ${token}` };
-  for (const [field, value, message] of [
-    ['firstName', '\u200B\u200B', 'must contain a visible character'],
-    ['lastName', 'Smith\u001b]0;owned\u0007', 'must not contain control characters or bidirectional overrides'],
-  ] as const) {
-    const res = await send('PUT', '/api/v1/users/profile', { [field]: value }, auth);
-    t.same([res.status, res.json.details], [400, [{ field, message }]], `profile update, ${field}`);
-  }
-});
+    const token = (await register({})).json.token as string;
+    const auth = { authorization: `Bearer ${token}` };
+    for (const [field, value, message] of [
+      ['firstName', '\u200B\u200B', 'must contain a visible character'],
+      ['lastName', 'Smith\u001b]0;owned\u0007', 'must not contain control characters or bidirectional overrides'],
+    ] as const) {
+      const res = await send('PUT', '/api/v1/users/profile', { [field]: value }, auth);
+      t.same([res.status, res.json.details], [400, [{ field, message }]], `profile update, ${field}`);
+    }
+  },
+);
 
-t.test('behind a proxy (trustProxy), rate limits count each forwarded client; otherwise forwarding headers change nothing', async (t) => {
-  const db = await createTestDatabase(t);
-  const login = (send: (typeof api)['send'], client: string) =>
-    send('POST', '/api/v1/auth/login', { username: 'nobody', password: 'wrong password' }, { 'x-forwarded-for': client });
-  const api = await startApi(t, db, { rateLimits: { register: 1000, login: 1 }, trustProxy: ['127.0.0.1'] });
-  t.equal((await login(api.send, '203.0.113.1')).status, 401);
-  t.equal((await login(api.send, '203.0.113.1')).status, 429, 'a client over its budget is limited');
-  t.equal((await login(api.send, '203.0.113.2')).status, 401, 'another client behind the same proxy has its own budget');
-  t.equal((await login(api.send, '198.51.100.7, 203.0.113.2')).status, 429, 'what the client itself put in front does not count');
+t.test(
+  'behind a proxy (trustProxy), rate limits count each forwarded client; otherwise forwarding headers change nothing',
+  async (t) => {
+    const db = await createTestDatabase(t);
+    const login = (send: (typeof api)['send'], client: string) =>
+      send(
+        'POST',
+        '/api/v1/auth/login',
+        { username: 'nobody', password: 'wrong password' },
+        { 'x-forwarded-for': client },
+      );
+    const api = await startApi(t, db, { rateLimits: { register: 1000, login: 1 }, trustProxy: ['127.0.0.1'] });
+    t.equal((await login(api.send, '203.0.113.1')).status, 401);
+    t.equal((await login(api.send, '203.0.113.1')).status, 429, 'a client over its budget is limited');
+    t.equal(
+      (await login(api.send, '203.0.113.2')).status,
+      401,
+      'another client behind the same proxy has its own budget',
+    );
+    t.equal(
+      (await login(api.send, '198.51.100.7, 203.0.113.2')).status,
+      429,
+      'what the client itself put in front does not count',
+    );
 
-  const unproxied: [string, Partial<ApiServerOptions>][] = [
-    ['by default', {}],
-    ['when the peer is not the trusted proxy', { trustProxy: ['10.1.2.3'] }],
-  ];
-  for (const [what, options] of unproxied) {
-    const direct = await startApi(t, db, { rateLimits: { register: 1000, login: 1 }, ...options });
-    t.equal((await login(direct.send, '203.0.113.1')).status, 401, what);
-    t.equal((await login(direct.send, '203.0.113.2')).status, 429, `${what}: a made-up X-Forwarded-For is no new budget`);
-  }
-});
+    const unproxied: [string, Partial<ApiServerOptions>][] = [
+      ['by default', {}],
+      ['when the peer is not the trusted proxy', { trustProxy: ['10.1.2.3'] }],
+    ];
+    for (const [what, options] of unproxied) {
+      const direct = await startApi(t, db, { rateLimits: { register: 1000, login: 1 }, ...options });
+      t.equal((await login(direct.send, '203.0.113.1')).status, 401, what);
+      t.equal(
+        (await login(direct.send, '203.0.113.2')).status,
+        429,
+        `${what}: a made-up X-Forwarded-For is no new budget`,
+      );
+    }
+  },
+);
 
 t.test('unicode is stored as given and SQL in strings is only text', async (t) => {
   const db = await createTestDatabase(t);
@@ -411,15 +553,22 @@ t.test('unicode is stored as given and SQL in strings is only text', async (t) =
   t.equal(registered.status, 201);
   t.match(registered.json.user, { email: body.email, firstName: body.firstName, lastName: body.lastName });
   t.equal(registered.json.user.displayName, `${body.firstName} ${body.lastName}`);
-  const row = await db.pool.query('select email, first_name, last_name from public.users where id = $1', [registered.json.user.id]);
+  const row = await db.pool.query('select email, first_name, last_name from public.users where id = $1', [
+    registered.json.user.id,
+  ]);
   t.same(row.rows[0], { email: body.email, first_name: body.firstName, last_name: body.lastName });
 
   const login = await send('POST', '/api/v1/auth/login', { email: "' or 1=1 --", password: "' or '1'='1" });
   t.equal(login.status, 401);
   t.equal((await send('POST', '/api/v1/auth/login', { username: body.username, password: body.password })).status, 200);
-  const put = await send('PUT', '/api/v1/users/profile', { firstName: "'; update users set role='admin' --" }, {
-    authorization: `Bearer ${registered.json.token}`,
-  });
+  const put = await send(
+    'PUT',
+    '/api/v1/users/profile',
+    { firstName: "'; update users set role='admin' --" },
+    {
+      authorization: `Bearer ${registered.json.token}`,
+    },
+  );
   t.equal(put.status, 200);
   t.equal(put.json.firstName, "'; update users set role='admin' --");
   t.equal(put.json.role, 'user');
@@ -432,7 +581,15 @@ t.test('register and login are rate limited per client address, with Retry-After
   const { send } = await startApi(t, db, { rateLimits: { register: 2, login: 3 } });
   const statuses = [];
   for (let i = 0; i < 3; i++) {
-    statuses.push((await send('POST', '/api/v1/auth/register', { ...validUser, username: `limit${i}`, email: `limit${i}@example.com` })).status);
+    statuses.push(
+      (
+        await send('POST', '/api/v1/auth/register', {
+          ...validUser,
+          username: `limit${i}`,
+          email: `limit${i}@example.com`,
+        })
+      ).status,
+    );
   }
   t.same(statuses, [201, 201, 429]);
   const limited = await send('POST', '/api/v1/auth/register', { nonsense: true });
@@ -466,9 +623,18 @@ t.test('property: no generated body gets a 5xx from register or a profile update
     fc.string({ unit: 'binary', maxLength: 120 }),
     fc.constantFrom('', ' ', '\u0000', "' or 1=1 --", 'é'.repeat(37), 'https://example.com/a.png', 'javascript:x'),
   );
-  const value = fc.oneof(text, fc.integer(), fc.double(), fc.boolean(), fc.constant(null), fc.array(text, { maxLength: 3 }), fc.object({ maxDepth: 1 }));
+  const value = fc.oneof(
+    text,
+    fc.integer(),
+    fc.double(),
+    fc.boolean(),
+    fc.constant(null),
+    fc.array(text, { maxLength: 3 }),
+    fc.object({ maxDepth: 1 }),
+  );
   // Mostly valid fields with a wrong one mixed in now and then, so both outcomes are reached.
-  const field = <T>(valid: fc.Arbitrary<T>) => fc.oneof({ weight: 4, arbitrary: valid }, { weight: 1, arbitrary: value });
+  const field = <T>(valid: fc.Arbitrary<T>) =>
+    fc.oneof({ weight: 4, arbitrary: valid }, { weight: 1, arbitrary: value });
   const registerLike = fc
     .tuple(
       fc.record({
@@ -480,7 +646,10 @@ t.test('property: no generated body gets a 5xx from register or a profile update
       }),
       fc.oneof(
         { weight: 4, arbitrary: fc.constant({}) },
-        { weight: 1, arbitrary: fc.record({ avatar: field(fc.webUrl()), role: fc.constant('admin') }, { requiredKeys: [] }) },
+        {
+          weight: 1,
+          arbitrary: fc.record({ avatar: field(fc.webUrl()), role: fc.constant('admin') }, { requiredKeys: [] }),
+        },
       ),
     )
     .map(([fields, extra]) => ({ ...fields, ...extra }));
@@ -488,13 +657,14 @@ t.test('property: no generated body gets a 5xx from register or a profile update
     { firstName: field(fc.string({ minLength: 1, maxLength: 100 })), lastName: value, avatar: field(fc.webUrl()) },
     { requiredKeys: [] },
   );
-  const body = (shaped: fc.Arbitrary<object>) => fc.oneof(
-    { weight: 4, arbitrary: shaped },
-    { weight: 1, arbitrary: fc.anything() },
-    { weight: 1, arbitrary: fc.dictionary(text, value, { maxKeys: 5 }) },
-    // Raw strings: mostly malformed JSON.
-    { weight: 1, arbitrary: fc.string({ unit: 'binary', maxLength: 200 }).map((s) => ({ raw: s })) },
-  );
+  const body = (shaped: fc.Arbitrary<object>) =>
+    fc.oneof(
+      { weight: 4, arbitrary: shaped },
+      { weight: 1, arbitrary: fc.anything() },
+      { weight: 1, arbitrary: fc.dictionary(text, value, { maxKeys: 5 }) },
+      // Raw strings: mostly malformed JSON.
+      { weight: 1, arbitrary: fc.string({ unit: 'binary', maxLength: 200 }).map((s) => ({ raw: s })) },
+    );
   const encode = (b: unknown): string | undefined => {
     if (b !== null && typeof b === 'object' && 'raw' in b && Object.keys(b).length === 1) return String(b.raw);
     return JSON.stringify(b);
@@ -503,9 +673,14 @@ t.test('property: no generated body gets a 5xx from register or a profile update
   let statuses = new Map<number, number>();
   const check = (route: 'register' | 'profile') =>
     fc.asyncProperty(body(route === 'register' ? registerLike : profileLike), async (b) => {
-      const res = await send(route === 'register' ? 'POST' : 'PUT', route === 'register' ? '/api/v1/auth/register' : '/api/v1/users/profile', encode(b) ?? '', {
-        authorization: `Bearer ${token}`,
-      });
+      const res = await send(
+        route === 'register' ? 'POST' : 'PUT',
+        route === 'register' ? '/api/v1/auth/register' : '/api/v1/users/profile',
+        encode(b) ?? '',
+        {
+          authorization: `Bearer ${token}`,
+        },
+      );
       statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
       if (res.status >= 500) return false;
       return res.status < 400 || isErrorBody(res.json);

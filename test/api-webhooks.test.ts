@@ -39,16 +39,47 @@ t.test('register, update and delete each arrive at the backend as the right sign
   const token = reg.json.token as string;
   const id = reg.json.user.id as string;
   t.equal((await call('POST', '/api/v1/auth/login', { username: 'looper', password: 'correct-horse' })).status, 200);
-  t.equal((await call('PUT', '/api/v1/users/profile', { firstName: 'Louise', avatar: 'https://example.com/l.png' }, token)).status, 200);
+  t.equal(
+    (await call('PUT', '/api/v1/users/profile', { firstName: 'Louise', avatar: 'https://example.com/l.png' }, token))
+      .status,
+    200,
+  );
   t.equal((await call('DELETE', '/api/v1/users/profile', undefined, token)).status, 204);
 
   await waitFor(() => receiver.delivered.length === 3, 'three webhooks');
   t.same(
     receiver.delivered.map((r) => r.body),
     [
-      { id, email: 'loop@example.com', username: 'looper', displayName: 'Lou Per', avatar: '', role: 'user', isActive: true, action: 'created' },
-      { id, email: 'loop@example.com', username: 'looper', displayName: 'Louise Per', avatar: 'https://example.com/l.png', role: 'user', isActive: true, action: 'updated' },
-      { id, email: 'loop@example.com', username: 'looper', displayName: 'Louise Per', avatar: 'https://example.com/l.png', role: 'user', isActive: true, action: 'deleted' },
+      {
+        id,
+        email: 'loop@example.com',
+        username: 'looper',
+        displayName: 'Lou Per',
+        avatar: '',
+        role: 'user',
+        isActive: true,
+        action: 'created',
+      },
+      {
+        id,
+        email: 'loop@example.com',
+        username: 'looper',
+        displayName: 'Louise Per',
+        avatar: 'https://example.com/l.png',
+        role: 'user',
+        isActive: true,
+        action: 'updated',
+      },
+      {
+        id,
+        email: 'loop@example.com',
+        username: 'looper',
+        displayName: 'Louise Per',
+        avatar: 'https://example.com/l.png',
+        role: 'user',
+        isActive: true,
+        action: 'deleted',
+      },
     ],
     'login changes only last_login_at: no webhook',
   );

@@ -31,14 +31,23 @@ interface CallOptions {
 }
 
 async function startApi(t: Test, db: TestDatabase, options: Partial<ApiServerOptions> = {}) {
-  const app = createApiServer({ pool: db.pool, jwtSecret: JWT_SECRET, rateLimits: { register: 1000, login: 1000 }, ...options });
+  const app = createApiServer({
+    pool: db.pool,
+    jwtSecret: JWT_SECRET,
+    rateLimits: { register: 1000, login: 1000 },
+    ...options,
+  });
   const base = await app.listen({ port: 0, host: '127.0.0.1' });
   t.teardown(() => app.close());
   const call = async (method: string, path: string, { body, token }: CallOptions = {}): Promise<Reply> => {
     const headers: Record<string, string> = {};
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (token !== undefined) headers.authorization = `Bearer ${token}`;
-    const res = await fetch(base + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    const res = await fetch(base + path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
     const text = await res.text();
     seenBodies.push(text);
     return { status: res.status, headers: res.headers, text, json: text === '' ? undefined : JSON.parse(text) };
@@ -60,10 +69,11 @@ function newUser(overrides: Record<string, unknown> = {}) {
 }
 
 async function events(db: TestDatabase, userId: string) {
-  const { rows } = await db.pool.query<{ action: string; payload: Record<string, unknown>; application_name: string | null }>(
-    'select action, payload, application_name from suekk_sync.event_log where user_id = $1 order by id',
-    [userId],
-  );
+  const { rows } = await db.pool.query<{
+    action: string;
+    payload: Record<string, unknown>;
+    application_name: string | null;
+  }>('select action, payload, application_name from suekk_sync.event_log where user_id = $1 order by id', [userId]);
   return rows;
 }
 
@@ -105,7 +115,9 @@ t.test('register, log in, read, update and delete a profile, each write captured
   t.equal(claims.sub, user.id);
   t.equal(claims.role, 'user');
   t.equal(claims.exp! - claims.iat!, 86_400, 'tokens live 24 h by default');
-  const stored = await db.pool.query<{ password: string }>('select password from public.users where id = $1', [user.id]);
+  const stored = await db.pool.query<{ password: string }>('select password from public.users where id = $1', [
+    user.id,
+  ]);
   t.match(stored.rows[0]!.password, /^\$2b\$10\$/, 'bcrypt at cost 10');
   t.match(await events(db, user.id), [
     {
@@ -117,7 +129,9 @@ t.test('register, log in, read, update and delete a profile, each write captured
   const byEmail = await call('POST', '/api/v1/auth/login', { body: { email: body.email, password: body.password } });
   t.equal(byEmail.status, 200);
   t.same(Object.keys(byEmail.json), ['token']);
-  const byUsername = await call('POST', '/api/v1/auth/login', { body: { username: body.username, password: body.password } });
+  const byUsername = await call('POST', '/api/v1/auth/login', {
+    body: { username: body.username, password: body.password },
+  });
   t.equal(byUsername.status, 200);
   const token = byUsername.json.token as string;
   const login = await db.pool.query('select last_login_at from public.users where id = $1', [user.id]);
@@ -133,7 +147,12 @@ t.test('register, log in, read, update and delete a profile, each write captured
     body: { firstName: 'Augusta', avatar: 'https://example.com/ada.png' },
   });
   t.equal(updated.status, 200);
-  t.match(updated.json, { firstName: 'Augusta', lastName: 'Lovelace', displayName: 'Augusta Lovelace', avatar: 'https://example.com/ada.png' });
+  t.match(updated.json, {
+    firstName: 'Augusta',
+    lastName: 'Lovelace',
+    displayName: 'Augusta Lovelace',
+    avatar: 'https://example.com/ada.png',
+  });
   t.ok(Date.parse(updated.json.updatedAt) > Date.parse(user.updatedAt), 'updated_at moves');
   t.same((await call('GET', '/api/v1/users/profile', { token })).json, updated.json);
 
@@ -203,123 +222,162 @@ t.test('login failures all look the same; taken emails and usernames are 409, so
     "an inactive user's token is refused",
   );
 
-  const aliceLogin = await call('POST', '/api/v1/auth/login', { body: { email: alice.email, password: alice.password } });
+  const aliceLogin = await call('POST', '/api/v1/auth/login', {
+    body: { email: alice.email, password: alice.password },
+  });
   t.equal((await call('DELETE', '/api/v1/users/profile', { token: aliceLogin.json.token })).status, 204);
-  const deletedLogin = await call('POST', '/api/v1/auth/login', { body: { email: alice.email, password: alice.password } });
+  const deletedLogin = await call('POST', '/api/v1/auth/login', {
+    body: { email: alice.email, password: alice.password },
+  });
   t.equal(deletedLogin.status, 401);
   t.equal(deletedLogin.text, answers[0]!.text, 'a deleted user gets the same 401');
   t.equal((await call('POST', '/api/v1/auth/register', { body: newUser({ email: alice.email }) })).status, 409);
   t.equal((await call('POST', '/api/v1/auth/register', { body: newUser({ username: alice.username }) })).status, 409);
 
-  const racing = await Promise.all([1, 2, 3].map(() => call('POST', '/api/v1/auth/register', { body: newUser({ email: 'race@example.com' }) })));
+  const racing = await Promise.all(
+    [1, 2, 3].map(() => call('POST', '/api/v1/auth/register', { body: newUser({ email: 'race@example.com' }) })),
+  );
   t.same(racing.map((r) => r.status).sort(), [201, 409, 409], 'the unique constraint decides a race');
 });
 
-t.test('one account per email and per username, ignoring case, soft-deleted users included; login ignores case', async (t) => {
-  const db = await createTestDatabase(t);
-  const { call } = await startApi(t, db);
-  const alice = newUser({ email: 'Alice@X.io', username: 'Alice' });
-  const registered = await call('POST', '/api/v1/auth/register', { body: alice });
-  t.equal(registered.status, 201);
-  const id = registered.json.user.id as string;
+t.test(
+  'one account per email and per username, ignoring case, soft-deleted users included; login ignores case',
+  async (t) => {
+    const db = await createTestDatabase(t);
+    const { call } = await startApi(t, db);
+    const alice = newUser({ email: 'Alice@X.io', username: 'Alice' });
+    const registered = await call('POST', '/api/v1/auth/register', { body: alice });
+    t.equal(registered.status, 201);
+    const id = registered.json.user.id as string;
 
-  const emailTaken = [{ field: 'email', message: 'is already registered' }];
-  const usernameTaken = [{ field: 'username', message: 'is already taken' }];
-  for (const [body, details] of [
-    [newUser({ email: 'alice@x.io' }), emailTaken],
-    [newUser({ email: 'ALICE@X.IO' }), emailTaken],
-    [newUser({ username: 'alice' }), usernameTaken],
-    [newUser({ username: 'ALICE' }), usernameTaken],
-    [newUser({ email: 'aLiCe@x.Io', username: 'aLICE' }), [...emailTaken, ...usernameTaken]],
-  ] as const) {
-    const res = await call('POST', '/api/v1/auth/register', { body });
-    t.equal(res.status, 409, `${body.email} / ${body.username}`);
-    t.same(res.json.details, details, `${body.email} / ${body.username}`);
-  }
-  t.match(await events(db, id), [{ action: 'created' }], 'one account, one created event');
-  const { rows } = await db.pool.query<{ n: number }>(
-    "select count(*)::int as n from public.users where lower(email) = 'alice@x.io' or lower(username) = 'alice'",
-  );
-  t.equal(rows[0]!.n, 1);
-
-  for (const body of [
-    { email: 'alice@x.io', password: alice.password },
-    { email: 'ALICE@x.IO', password: alice.password },
-    { username: 'aLiCe', password: alice.password },
-  ]) {
-    const login = await call('POST', '/api/v1/auth/login', { body });
-    t.equal(login.status, 200, `login as ${body.email ?? body.username}`);
-    t.equal(decodeJwt(login.json.token).sub, id);
-  }
-
-  // A soft-deleted user keeps their email and username, in every case.
-  const x12 = await call('POST', '/api/v1/auth/register', { body: newUser({ email: 'x12@example.com', username: 'x12' }) });
-  t.equal((await call('DELETE', '/api/v1/users/profile', { token: x12.json.token })).status, 204);
-  t.same((await call('POST', '/api/v1/auth/register', { body: newUser({ username: 'X12' }) })).json.details, usernameTaken);
-  t.same((await call('POST', '/api/v1/auth/register', { body: newUser({ email: 'X12@Example.com' }) })).json.details, emailTaken);
-
-  // The reference table refuses case variants by itself, whoever writes them.
-  for (const [column, email, username] of [
-    ['email', 'ALICE@x.io', 'someone-else'],
-    ['username', 'someone@else.io', 'ALICE'],
-  ] as const) {
-    await t.rejects(
-      db.pool.query("insert into public.users (email, username, password) values ($1, $2, 'h')", [email, username]),
-      { code: '23505' },
-      `the database refuses a case-variant ${column}`,
+    const emailTaken = [{ field: 'email', message: 'is already registered' }];
+    const usernameTaken = [{ field: 'username', message: 'is already taken' }];
+    for (const [body, details] of [
+      [newUser({ email: 'alice@x.io' }), emailTaken],
+      [newUser({ email: 'ALICE@X.IO' }), emailTaken],
+      [newUser({ username: 'alice' }), usernameTaken],
+      [newUser({ username: 'ALICE' }), usernameTaken],
+      [newUser({ email: 'aLiCe@x.Io', username: 'aLICE' }), [...emailTaken, ...usernameTaken]],
+    ] as const) {
+      const res = await call('POST', '/api/v1/auth/register', { body });
+      t.equal(res.status, 409, `${body.email} / ${body.username}`);
+      t.same(res.json.details, details, `${body.email} / ${body.username}`);
+    }
+    t.match(await events(db, id), [{ action: 'created' }], 'one account, one created event');
+    const { rows } = await db.pool.query<{ n: number }>(
+      "select count(*)::int as n from public.users where lower(email) = 'alice@x.io' or lower(username) = 'alice'",
     );
-  }
-});
+    t.equal(rows[0]!.n, 1);
 
-t.test("on a table without unique indexes on lower(...), the API's own check refuses case variants, racing ones too", async (t) => {
-  const db = await createTestDatabase(t);
-  // An operator's table as GORM makes it: unique, but case-sensitive.
-  await db.pool.query(`drop index public.users_email_lower_key, public.users_username_lower_key;
+    for (const body of [
+      { email: 'alice@x.io', password: alice.password },
+      { email: 'ALICE@x.IO', password: alice.password },
+      { username: 'aLiCe', password: alice.password },
+    ]) {
+      const login = await call('POST', '/api/v1/auth/login', { body });
+      t.equal(login.status, 200, `login as ${body.email ?? body.username}`);
+      t.equal(decodeJwt(login.json.token).sub, id);
+    }
+
+    // A soft-deleted user keeps their email and username, in every case.
+    const x12 = await call('POST', '/api/v1/auth/register', {
+      body: newUser({ email: 'x12@example.com', username: 'x12' }),
+    });
+    t.equal((await call('DELETE', '/api/v1/users/profile', { token: x12.json.token })).status, 204);
+    t.same(
+      (await call('POST', '/api/v1/auth/register', { body: newUser({ username: 'X12' }) })).json.details,
+      usernameTaken,
+    );
+    t.same(
+      (await call('POST', '/api/v1/auth/register', { body: newUser({ email: 'X12@Example.com' }) })).json.details,
+      emailTaken,
+    );
+
+    // The reference table refuses case variants by itself, whoever writes them.
+    for (const [column, email, username] of [
+      ['email', 'ALICE@x.io', 'someone-else'],
+      ['username', 'someone@else.io', 'ALICE'],
+    ] as const) {
+      await t.rejects(
+        db.pool.query("insert into public.users (email, username, password) values ($1, $2, 'h')", [email, username]),
+        { code: '23505' },
+        `the database refuses a case-variant ${column}`,
+      );
+    }
+  },
+);
+
+t.test(
+  "on a table without unique indexes on lower(...), the API's own check refuses case variants, racing ones too",
+  async (t) => {
+    const db = await createTestDatabase(t);
+    // An operator's table as GORM makes it: unique, but case-sensitive.
+    await db.pool.query(`drop index public.users_email_lower_key, public.users_username_lower_key;
     alter table public.users add constraint users_email_key unique (email), add constraint users_username_key unique (username)`);
-  const { call } = await startApi(t, db);
-  t.equal((await call('POST', '/api/v1/auth/register', { body: newUser({ email: 'Bob@x.io', username: 'Bob' }) })).status, 201);
-  const emailVariant = await call('POST', '/api/v1/auth/register', { body: newUser({ email: 'bob@X.io' }) });
-  t.equal(emailVariant.status, 409);
-  t.same(emailVariant.json.details, [{ field: 'email', message: 'is already registered' }]);
-  const usernameVariant = await call('POST', '/api/v1/auth/register', { body: newUser({ username: 'BOB' }) });
-  t.equal(usernameVariant.status, 409);
-  t.same(usernameVariant.json.details, [{ field: 'username', message: 'is already taken' }]);
+    const { call } = await startApi(t, db);
+    t.equal(
+      (await call('POST', '/api/v1/auth/register', { body: newUser({ email: 'Bob@x.io', username: 'Bob' }) })).status,
+      201,
+    );
+    const emailVariant = await call('POST', '/api/v1/auth/register', { body: newUser({ email: 'bob@X.io' }) });
+    t.equal(emailVariant.status, 409);
+    t.same(emailVariant.json.details, [{ field: 'email', message: 'is already registered' }]);
+    const usernameVariant = await call('POST', '/api/v1/auth/register', { body: newUser({ username: 'BOB' }) });
+    t.equal(usernameVariant.status, 409);
+    t.same(usernameVariant.json.details, [{ field: 'username', message: 'is already taken' }]);
 
-  const racing = async (variant: (i: number) => Record<string, string>) => {
-    const answers = await Promise.all([0, 1, 2, 3, 4, 5].map((i) => call('POST', '/api/v1/auth/register', { body: newUser(variant(i)) })));
-    return answers.map((a) => a.status).sort();
-  };
-  const cases = ['race@x.io', 'RACE@x.io', 'Race@X.io', 'race@X.IO', 'rAce@x.io', 'RACE@X.IO'];
-  t.same(await racing((i) => ({ email: cases[i]! })), [201, 409, 409, 409, 409, 409], 'racing email variants: one wins');
-  const names = ['racer', 'RACER', 'Racer', 'rAcer', 'raCer', 'racER'];
-  t.same(await racing((i) => ({ username: names[i]! })), [201, 409, 409, 409, 409, 409], 'racing username variants: one wins');
-  const { rows } = await db.pool.query<{ n: number }>(
-    "select count(*)::int as n from public.users where lower(email) = 'race@x.io' or lower(username) = 'racer'",
-  );
-  t.equal(rows[0]!.n, 2);
-});
+    const racing = async (variant: (i: number) => Record<string, string>) => {
+      const answers = await Promise.all(
+        [0, 1, 2, 3, 4, 5].map((i) => call('POST', '/api/v1/auth/register', { body: newUser(variant(i)) })),
+      );
+      return answers.map((a) => a.status).sort();
+    };
+    const cases = ['race@x.io', 'RACE@x.io', 'Race@X.io', 'race@X.IO', 'rAce@x.io', 'RACE@X.IO'];
+    t.same(
+      await racing((i) => ({ email: cases[i]! })),
+      [201, 409, 409, 409, 409, 409],
+      'racing email variants: one wins',
+    );
+    const names = ['racer', 'RACER', 'Racer', 'rAcer', 'raCer', 'racER'];
+    t.same(
+      await racing((i) => ({ username: names[i]! })),
+      [201, 409, 409, 409, 409, 409],
+      'racing username variants: one wins',
+    );
+    const { rows } = await db.pool.query<{ n: number }>(
+      "select count(*)::int as n from public.users where lower(email) = 'race@x.io' or lower(username) = 'racer'",
+    );
+    t.equal(rows[0]!.n, 2);
+  },
+);
 
-t.test('a table that already holds case variants: login takes the exact match first, then the active one', async (t) => {
-  const db = await createTestDatabase(t);
-  await db.pool.query('drop index public.users_email_lower_key, public.users_username_lower_key');
-  const { call } = await startApi(t, db);
-  const hash = bcrypt.hashSync('twin-password', 4);
-  const { rows } = await db.pool.query<{ id: string; username: string }>(
-    `insert into public.users (email, username, password, deleted_at) values
+t.test(
+  'a table that already holds case variants: login takes the exact match first, then the active one',
+  async (t) => {
+    const db = await createTestDatabase(t);
+    await db.pool.query('drop index public.users_email_lower_key, public.users_username_lower_key');
+    const { call } = await startApi(t, db);
+    const hash = bcrypt.hashSync('twin-password', 4);
+    const { rows } = await db.pool.query<{ id: string; username: string }>(
+      `insert into public.users (email, username, password, deleted_at) values
        ('twin@x.io', 'twin', $1, now()), ('TWIN@x.io', 'TWIN', $1, null), ('Twin@x.io', 'Twin', $1, null)
      returning id, username`,
-    [hash],
-  );
-  const idOf = (username: string) => rows.find((r) => r.username === username)!.id;
-  const subOf = async (body: Record<string, string>) => {
-    const res = await call('POST', '/api/v1/auth/login', { body: { ...body, password: 'twin-password' } });
-    return res.status === 200 ? decodeJwt(res.json.token).sub : res.status;
-  };
-  t.equal(await subOf({ username: 'TWIN' }), idOf('TWIN'), 'the exact match');
-  t.equal(await subOf({ email: 'Twin@x.io' }), idOf('Twin'), 'the exact match, by email');
-  t.equal(await subOf({ username: 'twin' }), 401, 'the exact match is soft-deleted: no login, no other account');
-  t.ok([idOf('TWIN'), idOf('Twin')].includes((await subOf({ username: 'tWIN' })) as string), 'no exact match: an active one');
-});
+      [hash],
+    );
+    const idOf = (username: string) => rows.find((r) => r.username === username)!.id;
+    const subOf = async (body: Record<string, string>) => {
+      const res = await call('POST', '/api/v1/auth/login', { body: { ...body, password: 'twin-password' } });
+      return res.status === 200 ? decodeJwt(res.json.token).sub : res.status;
+    };
+    t.equal(await subOf({ username: 'TWIN' }), idOf('TWIN'), 'the exact match');
+    t.equal(await subOf({ email: 'Twin@x.io' }), idOf('Twin'), 'the exact match, by email');
+    t.equal(await subOf({ username: 'twin' }), 401, 'the exact match is soft-deleted: no login, no other account');
+    t.ok(
+      [idOf('TWIN'), idOf('Twin')].includes((await subOf({ username: 'tWIN' })) as string),
+      'no exact match: an active one',
+    );
+  },
+);
 
 t.test('hashes written by the Go service ($2a$) log in', async (t) => {
   const db = await createTestDatabase(t);
@@ -337,7 +395,10 @@ t.test('hashes written by the Go service ($2a$) log in', async (t) => {
   const profile = await call('GET', '/api/v1/users/profile', { token: go.json.token });
   t.match(profile.json, { username: 'gopher', firstName: null, lastName: null, displayName: 'gopher' });
   t.equal((await call('POST', '/api/v1/auth/login', { body: { username: 'vector', password: 'U*U' } })).status, 200);
-  t.equal((await call('POST', '/api/v1/auth/login', { body: { username: 'gopher', password: 'gopher-passwore' } })).status, 401);
+  t.equal(
+    (await call('POST', '/api/v1/auth/login', { body: { username: 'gopher', password: 'gopher-passwore' } })).status,
+    401,
+  );
   t.equal(
     (await call('POST', '/api/v1/auth/login', { body: { username: 'broken', password: 'not-a-hash' } })).status,
     401,
@@ -379,9 +440,10 @@ t.test('start-up warns when suekk-sync is not installed on the users table', asy
   const bare = await createTestDatabase(t, 'users');
   const warned = capturingLogger('warn');
   await startApi(t, bare, { logger: warned.logger });
-  t.match(warned.lines.map((l) => JSON.parse(l).msg), [
-    'suekk-sync is not installed on public.users: changes will not be synced; run `suekk-sync install`',
-  ]);
+  t.match(
+    warned.lines.map((l) => JSON.parse(l).msg),
+    ['suekk-sync is not installed on public.users: changes will not be synced; run `suekk-sync install`'],
+  );
 
   const installed = await createTestDatabase(t);
   const quiet = capturingLogger('warn');

@@ -34,23 +34,26 @@ async function clearEvents(db: TestDatabase): Promise<void> {
   await db.pool.query('delete from suekk_sync.events');
 }
 
-t.test('INSERT captures created with the body rendered in the contract\'s order, a fresh webhook id and the writer', async (t) => {
-  const db = await createTestDatabase(t);
-  const id = await addUser(db, 'alice', { avatar: 'https://example.com/a.png', role: 'admin' });
-  const rows = await events(db);
-  t.equal(rows.length, 1);
-  const e = rows[0]!;
-  t.equal(e.action, 'created');
-  t.equal(e.user_id, id);
-  t.equal(e.source, 'trigger');
-  t.equal(e.application_name, 'suekk-sync test');
-  t.match(e.webhook_id, /^[0-9a-f-]{36}$/);
-  t.equal(
-    e.body,
-    `{"id":"${id}","email":"alice@example.com","username":"alice","displayName":"First Last","avatar":"https://example.com/a.png","role":"admin","isActive":true,"action":"created"}`,
-    'the exact bytes the relay sends',
-  );
-});
+t.test(
+  "INSERT captures created with the body rendered in the contract's order, a fresh webhook id and the writer",
+  async (t) => {
+    const db = await createTestDatabase(t);
+    const id = await addUser(db, 'alice', { avatar: 'https://example.com/a.png', role: 'admin' });
+    const rows = await events(db);
+    t.equal(rows.length, 1);
+    const e = rows[0]!;
+    t.equal(e.action, 'created');
+    t.equal(e.user_id, id);
+    t.equal(e.source, 'trigger');
+    t.equal(e.application_name, 'suekk-sync test');
+    t.match(e.webhook_id, /^[0-9a-f-]{36}$/);
+    t.equal(
+      e.body,
+      `{"id":"${id}","email":"alice@example.com","username":"alice","displayName":"First Last","avatar":"https://example.com/a.png","role":"admin","isActive":true,"action":"created"}`,
+      'the exact bytes the relay sends',
+    );
+  },
+);
 
 t.test('displayName falls back to the username when the names are empty', async (t) => {
   const db = await createTestDatabase(t);
@@ -91,22 +94,25 @@ t.test('UPDATE that changes nothing in the payload captures nothing', async (t) 
   t.same(await events(db), []);
 });
 
-t.test('soft delete captures deleted from NEW, restore captures created, staying deleted captures nothing', async (t) => {
-  const db = await createTestDatabase(t);
-  const id = await addUser(db, 'erin');
-  await clearEvents(db);
-  await db.pool.query('update users set deleted_at = now() where id = $1', [id]);
-  await db.pool.query("update users set first_name = 'Ghost' where id = $1", [id]);
-  await db.pool.query('update users set deleted_at = null where id = $1', [id]);
-  const rows = await events(db);
-  t.same(
-    rows.map((r) => [r.action, r.payload.displayName]),
-    [
-      ['deleted', 'First Last'],
-      ['created', 'Ghost Last'],
-    ],
-  );
-});
+t.test(
+  'soft delete captures deleted from NEW, restore captures created, staying deleted captures nothing',
+  async (t) => {
+    const db = await createTestDatabase(t);
+    const id = await addUser(db, 'erin');
+    await clearEvents(db);
+    await db.pool.query('update users set deleted_at = now() where id = $1', [id]);
+    await db.pool.query("update users set first_name = 'Ghost' where id = $1", [id]);
+    await db.pool.query('update users set deleted_at = null where id = $1', [id]);
+    const rows = await events(db);
+    t.same(
+      rows.map((r) => [r.action, r.payload.displayName]),
+      [
+        ['deleted', 'First Last'],
+        ['created', 'Ghost Last'],
+      ],
+    );
+  },
+);
 
 t.test('a primary key change captures deleted for the old id and created for the new', async (t) => {
   const db = await createTestDatabase(t);
@@ -147,13 +153,21 @@ t.test('TRUNCATE captures deleted for every live row, from the rows before trunc
   await clearEvents(db);
   await db.pool.query('truncate users');
   const rows = await events(db);
-  t.same(rows.map((r) => r.action), ['deleted', 'deleted']);
+  t.same(
+    rows.map((r) => r.action),
+    ['deleted', 'deleted'],
+  );
   t.same(new Set(rows.map((r) => r.user_id)), new Set([a, b]));
   t.same(new Set(rows.map((r) => r.payload.username)), new Set(['ivan', 'judy']));
 });
 
 /** Claims until no gap is open: once every transaction open at a gap's finding has ended. */
-async function closesEventually(tt: Test, db: TestDatabase, options: Parameters<typeof claimStreams>[2], what: string): Promise<void> {
+async function closesEventually(
+  tt: Test,
+  db: TestDatabase,
+  options: Parameters<typeof claimStreams>[2],
+  what: string,
+): Promise<void> {
   const deadline = Date.now() + 20_000;
   let claim = await claimStreams(db.pool, 'relay-a', options);
   while (claim.openGaps && Date.now() < deadline) {
@@ -178,23 +192,41 @@ t.test('a transaction that rolls back leaves no event, and its unused id holds n
   const later = await addUser(db, 'later');
   const options = { limit: 10, leaseMs: 30_000, perStream: 20, readLimit: 1000, answerBell: false };
   const claim = await claimStreams(db.pool, 'relay-a', options);
-  t.same(claim.streams.map((s) => s.userId), [later], 'the event behind the unused id goes at once');
+  t.same(
+    claim.streams.map((s) => s.userId),
+    [later],
+    'the event behind the unused id goes at once',
+  );
   // The id counts as open while any transaction of the cluster that was open when it was found
   // (other databases' too: a snapshot does not say which database a transaction writes) is.
   await closesEventually(t, db, options, 'the id it took is known never to commit');
 });
 
-t.test('a writer writes the event and nothing else: the relay\'s claim turns events into streams', async (t) => {
+t.test("a writer writes the event and nothing else: the relay's claim turns events into streams", async (t) => {
   const db = await createTestDatabase(t);
   const id = await addUser(db, 'lena');
   await db.pool.query("update users set first_name = 'L' where id = $1", [id]);
   const other = await addUser(db, 'mona');
   const rows = await events(db);
   t.equal(new Set(rows.map((r) => r.webhook_id)).size, 3, 'each event its own webhook id');
-  t.equal((await db.pool.query('select * from suekk_sync.streams')).rowCount, 0, 'no stream row in the writers\' transactions');
-  const claim = await claimStreams(db.pool, 'relay-a', { limit: 10, leaseMs: 30_000, perStream: 20, readLimit: 1000, answerBell: false });
+  t.equal(
+    (await db.pool.query('select * from suekk_sync.streams')).rowCount,
+    0,
+    "no stream row in the writers' transactions",
+  );
+  const claim = await claimStreams(db.pool, 'relay-a', {
+    limit: 10,
+    leaseMs: 30_000,
+    perStream: 20,
+    readLimit: 1000,
+    answerBell: false,
+  });
   const byUser = new Map(claim.streams.map((c) => [c.userId, c.events.map((e) => e.action)]));
-  t.same(Object.fromEntries(byUser), { [id]: ['created', 'updated'], [other]: ['created'] }, 'each user leased with its events in order');
+  t.same(
+    Object.fromEntries(byUser),
+    { [id]: ['created', 'updated'], [other]: ['created'] },
+    'each user leased with its events in order',
+  );
 });
 
 t.test('an update of columns capture does not read never calls the capture function', async (t) => {
@@ -204,9 +236,11 @@ t.test('an update of columns capture does not read never calls the capture funct
   t.teardown(() => client.release());
   // Calls counted before and after the statement, in one transaction: the difference is its own.
   const count = async () =>
-    (await client.query<{ n: number }>(
-      "select coalesce(sum(calls), 0)::int as n from pg_stat_xact_user_functions where schemaname = 'suekk_sync' and funcname = 'capture_row'",
-    )).rows[0]!.n;
+    (
+      await client.query<{ n: number }>(
+        "select coalesce(sum(calls), 0)::int as n from pg_stat_xact_user_functions where schemaname = 'suekk_sync' and funcname = 'capture_row'",
+      )
+    ).rows[0]!.n;
   const calls = async (sql: string) => {
     await client.query('begin');
     await client.query("set local track_functions = 'pl'");
@@ -217,11 +251,18 @@ t.test('an update of columns capture does not read never calls the capture funct
     return after - before;
   };
   t.equal(await calls('update users set last_login_at = now() where id = $1'), 0, 'a login');
-  t.equal(await calls("update users set password = 'new-hash', updated_at = now() where id = $1"), 0, 'a password change');
-  t.equal(await calls("update users set first_name = first_name where id = $1"), 0, 'a column set to itself');
+  t.equal(
+    await calls("update users set password = 'new-hash', updated_at = now() where id = $1"),
+    0,
+    'a password change',
+  );
+  t.equal(await calls('update users set first_name = first_name where id = $1'), 0, 'a column set to itself');
   t.equal(await calls("update users set first_name = 'Nora' where id = $1"), 1, 'a mapped column changed');
   t.equal(await calls('update users set deleted_at = now() where id = $1'), 1, 'the soft-delete column changed');
-  t.same((await events(db)).map((e) => e.action), ['created', 'updated', 'deleted']);
+  t.same(
+    (await events(db)).map((e) => e.action),
+    ['created', 'updated', 'deleted'],
+  );
 });
 
 /**
@@ -259,7 +300,13 @@ async function wakeCounter(t: { teardown(fn: () => unknown): void }, db: TestDat
 
 /** A claim that answers the doorbell and leases no one, as a relay with no room left would. */
 async function answerBell(db: TestDatabase): Promise<void> {
-  await claimStreams(db.pool, 'bell-answerer', { limit: 0, leaseMs: 30_000, perStream: 1, readLimit: 1, answerBell: true });
+  await claimStreams(db.pool, 'bell-answerer', {
+    limit: 0,
+    leaseMs: 30_000,
+    perStream: 1,
+    readLimit: 1,
+    answerBell: true,
+  });
 }
 
 t.test('the doorbell: one ring until a relay answers, none for a change that captures nothing', async (t) => {
@@ -269,9 +316,17 @@ t.test('the doorbell: one ring until a relay answers, none for a change that cap
   let id = '';
   t.equal(await wakesOf(async () => (id = await addUser(db, 'ring1'))), 1, 'the first captured write rings');
   t.equal(await wakesOf(() => addUser(db, 'ring2')), 0, 'rung and not answered: silent');
-  t.equal(await wakesOf(() => db.pool.query("update users set first_name = 'R' where id = $1", [id])), 0, 'still silent');
+  t.equal(
+    await wakesOf(() => db.pool.query("update users set first_name = 'R' where id = $1", [id])),
+    0,
+    'still silent',
+  );
   await answerBell(db);
-  t.equal(await wakesOf(() => db.pool.query('update users set last_login_at = now() where id = $1', [id])), 0, 'nothing captured: no ring');
+  t.equal(
+    await wakesOf(() => db.pool.query('update users set last_login_at = now() where id = $1', [id])),
+    0,
+    'nothing captured: no ring',
+  );
   t.equal(await wakesOf(() => addUser(db, 'ring3')), 1, 'answered: the next captured write rings again');
   await answerBell(db);
   const both = await wakesOf(async () => {
@@ -289,7 +344,11 @@ t.test('the doorbell: one ring until a relay answers, none for a change that cap
   await answerBell(db);
   t.equal(await wakesOf(() => db.pool.query('truncate users')), 1, 'TRUNCATE rings');
   const rows = await events(db);
-  t.same(rows.slice(-4).map((r) => r.action), ['deleted', 'deleted', 'deleted', 'deleted'], 'every live row deleted');
+  t.same(
+    rows.slice(-4).map((r) => r.action),
+    ['deleted', 'deleted', 'deleted', 'deleted'],
+    'every live row deleted',
+  );
 
   // A ringer that rolls back never sent its notification: the next writer rings instead of trusting it.
   await answerBell(db);
@@ -320,13 +379,21 @@ t.test('a writer still open when a relay looks: its id is a gap, and its user is
   await open.query("insert into users (email, username, password) values ('s@x.io', 'silent', 'h')");
   const later = await addUser(db, 'later');
   const first = await claimStreams(db.pool, 'relay-a', options);
-  t.same(first.streams.map((c) => c.userId), [later], 'the committed writer behind it goes at once');
-  t.ok(first.openGaps, 'the open writer\'s id is kept as a gap: the relay looks again shortly');
+  t.same(
+    first.streams.map((c) => c.userId),
+    [later],
+    'the committed writer behind it goes at once',
+  );
+  t.ok(first.openGaps, "the open writer's id is kept as a gap: the relay looks again shortly");
   const again = await claimStreams(db.pool, 'relay-a', options);
   t.same([again.streams.length, again.openGaps], [0, true], 'still open: nothing to lease, the gap stays');
   await open.query('commit');
   const after = await claimStreams(db.pool, 'relay-a', options);
-  t.same(after.streams.map((c) => c.events.map((e) => e.action)), [['created']], 'committed: its user is leased');
+  t.same(
+    after.streams.map((c) => c.events.map((e) => e.action)),
+    [['created']],
+    'committed: its user is leased',
+  );
   await closesEventually(t, db, options, 'and the gap is closed');
 });
 
@@ -336,7 +403,13 @@ t.test('a primary key change captures both events with one notification', async 
   const oldId = await addUser(db, 'piet');
   const newId = '00000000-0000-4000-8000-000000000002';
   t.equal(await wakesOf(() => db.pool.query('update users set id = $2 where id = $1', [oldId, newId])), 1);
-  t.same((await events(db)).slice(-2).map((r) => [r.action, r.user_id]), [['deleted', oldId], ['created', newId]]);
+  t.same(
+    (await events(db)).slice(-2).map((r) => [r.action, r.user_id]),
+    [
+      ['deleted', oldId],
+      ['created', newId],
+    ],
+  );
 });
 
 t.test('the payload function is inlined into its callers: not planned again in every transaction', async (t) => {

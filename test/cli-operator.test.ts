@@ -25,7 +25,8 @@ function configDir(content: unknown): string {
 /** Runs `work` over `items` a few at a time: a dozen CLI processes at once starve a loaded machine. */
 async function fewAtATime<T, R>(items: readonly T[], work: (item: T) => Promise<R>, width = 3): Promise<R[]> {
   const results: R[] = [];
-  for (let i = 0; i < items.length; i += width) results.push(...(await Promise.all(items.slice(i, i + width).map(work))));
+  for (let i = 0; i < items.length; i += width)
+    results.push(...(await Promise.all(items.slice(i, i + width).map(work))));
   return results;
 }
 
@@ -33,7 +34,11 @@ async function fewAtATime<T, R>(items: readonly T[], work: (item: T) => Promise<
  * Runs a command whose reader goes away: before it prints anything (`closeAt: 'start'`), or after
  * reading the first chunk, as `head -1` does.
  */
-async function withReaderGone(args: string[], env: Record<string, string>, closeAt: 'start' | 'first chunk'): Promise<CliResult> {
+async function withReaderGone(
+  args: string[],
+  env: Record<string, string>,
+  closeAt: 'start' | 'first chunk',
+): Promise<CliResult> {
   const child = startCli(args, { env });
   child.stdin!.end();
   const done = collect(child, 60_000);
@@ -87,14 +92,20 @@ t.test('a relay whose log reader goes away stops and exits 0', async (t) => {
   const receiver = await startReceiver(t);
   // Deliveries to log: a relay notices its reader is gone at its next line.
   await addUsers(db, 3, 'logged');
-  const res = await withReaderGone(['relay', '--poll-interval-ms', '50', '--backoff-ms', '20'], { DATABASE_URL: db.url, BACKEND_SYNC_URL: receiver.url }, 'first chunk');
+  const res = await withReaderGone(
+    ['relay', '--poll-interval-ms', '50', '--backoff-ms', '20'],
+    { DATABASE_URL: db.url, BACKEND_SYNC_URL: receiver.url },
+    'first chunk',
+  );
   t.equal(res.code, 0, res.stderr);
   t.equal(res.stderr, '');
 });
 
 t.test('an API server whose log reader goes away stops and exits 0', async (t) => {
   const db = await createTestDatabase(t);
-  const child = startCli(['serve', '--port', '0'], { env: { DATABASE_URL: db.url, JWT_SECRET: TEST_SECRETS.jwtSecret } });
+  const child = startCli(['serve', '--port', '0'], {
+    env: { DATABASE_URL: db.url, JWT_SECRET: TEST_SECRETS.jwtSecret },
+  });
   t.teardown(() => {
     if (child.exitCode === null) child.kill('SIGKILL');
   });
@@ -130,15 +141,69 @@ t.test('a malformed setting is named where the operator set it: flag, variable, 
   const urlInFile = configDir({ backendSyncUrl: 'ftp://example.com/sync' });
   const dbInFile = configDir({ databaseUrl: 'mysql://root@127.0.0.1/auth' });
   const runs: [string, string[], Record<string, string>, string | undefined, RegExp][] = [
-    ['--secret', ['relay', '--url', url, '--secret', 'foo'], { DATABASE_URL: db.url }, undefined, /^suekk-sync: --secret does not start with whsec_; /],
-    ['WEBHOOK_SECRET', ['relay', '--url', url], { DATABASE_URL: db.url, WEBHOOK_SECRET: 'foo' }, undefined, /^suekk-sync: WEBHOOK_SECRET does not start with whsec_; /],
-    ['webhookSecret in the file', ['relay'], { DATABASE_URL: db.url }, inFile, /^suekk-sync: webhookSecret in \.\/suekk-sync\.json does not start with whsec_; /],
-    ['--url', ['relay', '--url', 'ftp://example.com/sync', '--secret', good], { DATABASE_URL: db.url }, undefined, /^suekk-sync: --url must be an http:\/\/ or https:\/\/ URL/],
-    ['backendSyncUrl in the file', ['relay'], { DATABASE_URL: db.url }, urlInFile, /^suekk-sync: backendSyncUrl in \.\/suekk-sync\.json must be an http:\/\/ or https:\/\/ URL/],
-    ['--database-url', ['--database-url', 'mysql://root@127.0.0.1/auth', 'tail-log'], {}, undefined, /^suekk-sync: --database-url must start with postgres:\/\//],
-    ['databaseUrl in the file', ['tail-log'], {}, dbInFile, /^suekk-sync: databaseUrl in \.\/suekk-sync\.json must start with postgres:\/\//],
-    ['an empty DATABASE_URL leaves the file its say', ['tail-log'], { DATABASE_URL: '' }, dbInFile, /^suekk-sync: databaseUrl in \.\/suekk-sync\.json /],
-    ['DATABASE_URL', ['tail-log'], { DATABASE_URL: 'postgres://[::1' }, undefined, /^suekk-sync: DATABASE_URL is not a valid URL; /],
+    [
+      '--secret',
+      ['relay', '--url', url, '--secret', 'foo'],
+      { DATABASE_URL: db.url },
+      undefined,
+      /^suekk-sync: --secret does not start with whsec_; /,
+    ],
+    [
+      'WEBHOOK_SECRET',
+      ['relay', '--url', url],
+      { DATABASE_URL: db.url, WEBHOOK_SECRET: 'foo' },
+      undefined,
+      /^suekk-sync: WEBHOOK_SECRET does not start with whsec_; /,
+    ],
+    [
+      'webhookSecret in the file',
+      ['relay'],
+      { DATABASE_URL: db.url },
+      inFile,
+      /^suekk-sync: webhookSecret in \.\/suekk-sync\.json does not start with whsec_; /,
+    ],
+    [
+      '--url',
+      ['relay', '--url', 'ftp://example.com/sync', '--secret', good],
+      { DATABASE_URL: db.url },
+      undefined,
+      /^suekk-sync: --url must be an http:\/\/ or https:\/\/ URL/,
+    ],
+    [
+      'backendSyncUrl in the file',
+      ['relay'],
+      { DATABASE_URL: db.url },
+      urlInFile,
+      /^suekk-sync: backendSyncUrl in \.\/suekk-sync\.json must be an http:\/\/ or https:\/\/ URL/,
+    ],
+    [
+      '--database-url',
+      ['--database-url', 'mysql://root@127.0.0.1/auth', 'tail-log'],
+      {},
+      undefined,
+      /^suekk-sync: --database-url must start with postgres:\/\//,
+    ],
+    [
+      'databaseUrl in the file',
+      ['tail-log'],
+      {},
+      dbInFile,
+      /^suekk-sync: databaseUrl in \.\/suekk-sync\.json must start with postgres:\/\//,
+    ],
+    [
+      'an empty DATABASE_URL leaves the file its say',
+      ['tail-log'],
+      { DATABASE_URL: '' },
+      dbInFile,
+      /^suekk-sync: databaseUrl in \.\/suekk-sync\.json /,
+    ],
+    [
+      'DATABASE_URL',
+      ['tail-log'],
+      { DATABASE_URL: 'postgres://[::1' },
+      undefined,
+      /^suekk-sync: DATABASE_URL is not a valid URL; /,
+    ],
   ];
   const results = await fewAtATime(runs, ([, args, env, cwd]) => runCli(args, { env, cwd }));
   for (const [i, [what, , , , message]] of runs.entries()) {
@@ -151,21 +216,34 @@ t.test('a malformed setting is named where the operator set it: flag, variable, 
 
 t.test('config mistakes name the key and the file; an unknown key gets the closest known one', async (t) => {
   const cases: [unknown, RegExp][] = [
-    [{ relay: { retrySchedule: '30s,soon' } }, /^suekk-sync: Config file \.\/suekk-sync\.json has an error at "relay\.retrySchedule": must be one or more durations/],
+    [
+      { relay: { retrySchedule: '30s,soon' } },
+      /^suekk-sync: Config file \.\/suekk-sync\.json has an error at "relay\.retrySchedule": must be one or more durations/,
+    ],
     [{ relay: { timout: '10s' } }, /unknown key "relay\.timout" \(did you mean "relay\.timeoutMs"\?\)/],
     [{ relay: { retrySchedule: [] } }, /"relay\.retrySchedule": must be one or more durations/],
     [{ relay: { giveUpAfter: 'a day' } }, /"relay\.giveUpAfter": must be a duration such as 500ms/],
     [{ relay: { leaseMs: '100ms' } }, /"relay\.leaseMs": must be at least 300ms/],
-    [{ relay: { retry_schedule: '1m' } }, /unknown key "relay\.retry_schedule" \(did you mean "relay\.retrySchedule"\?\)/],
+    [
+      { relay: { retry_schedule: '1m' } },
+      /unknown key "relay\.retry_schedule" \(did you mean "relay\.retrySchedule"\?\)/,
+    ],
     [{ sorce: { table: 'users' } }, /unknown key "sorce" \(did you mean "source"\?\)/],
     [{ timeoutMs: 100 }, /unknown key "timeoutMs" \(did you mean "relay\.timeoutMs"\?\)/],
-    [{ source: { columns: { isactive: 'true' } } }, /unknown key "source\.columns\.isactive" \(did you mean "source\.columns\.isActive"\?\)/],
+    [
+      { source: { columns: { isactive: 'true' } } },
+      /unknown key "source\.columns\.isactive" \(did you mean "source\.columns\.isActive"\?\)/,
+    ],
     [{ webhookSecrets: 'x' }, /unknown key "webhookSecrets" \(did you mean "webhookSecret"\?\)/],
     [{ nothingLikeIt: 1 }, /unknown key "nothingLikeIt"; fix that key\./],
   ];
   // Two as the operator meets them; the rest from the same loader, in-process.
   const results = await Promise.all(
-    cases.slice(0, 2).map(([content]) => runCli(['relay'], { cwd: configDir(content), env: { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/x' } })),
+    cases
+      .slice(0, 2)
+      .map(([content]) =>
+        runCli(['relay'], { cwd: configDir(content), env: { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/x' } }),
+      ),
   );
   for (const [i, [content, message]] of cases.entries()) {
     if (i < results.length) {
@@ -173,12 +251,16 @@ t.test('config mistakes name the key and the file; an unknown key gets the close
       t.match(results[i]!.stderr, message, JSON.stringify(content));
     } else {
       const dir = configDir(content);
-      t.throws(() => loadSettings({}, {}, dir), { message: new RegExp(message.source.replace(/^\^suekk-sync: /, '^')) }, JSON.stringify(content));
+      t.throws(
+        () => loadSettings({}, {}, dir),
+        { message: new RegExp(message.source.replace(/^\^suekk-sync: /, '^')) },
+        JSON.stringify(content),
+      );
     }
   }
 });
 
-t.test('every subcommand\'s help shows the global options, and every default one way', async (t) => {
+t.test("every subcommand's help shows the global options, and every default one way", async (t) => {
   // One command of each module; the help configuration is the program's, inherited by all.
   const commands = ['install', 'relay', 'retry', 'pause', 'tail-log', 'status', 'serve', 'receive', 'dev'];
   const helps = await fewAtATime(commands, (c) => runCli([c, '--help']), 4);
@@ -187,7 +269,12 @@ t.test('every subcommand\'s help shows the global options, and every default one
     t.equal(code, 0, `${command} --help`);
     const global = stdout.slice(stdout.indexOf('Global Options:'));
     t.ok(stdout.includes('Global Options:'), `${command}: a Global Options section`);
-    if (command !== 'dev') t.match(global, /--database-url <url> +the auth database \(default: \$DATABASE_URL\)/, `${command}: --database-url`);
+    if (command !== 'dev')
+      t.match(
+        global,
+        /--database-url <url> +the auth database \(default: \$DATABASE_URL\)/,
+        `${command}: --database-url`,
+      );
     t.match(global, /--config <file> +config file \(default: \.\/suekk-sync\.json when/, `${command}: --config`);
     t.notMatch(global, /--version/, `${command}: not the program's --version`);
     t.notMatch(stdout, /\(default: "/, `${command}: a text default as it is typed, not quoted`);
@@ -200,28 +287,53 @@ t.test('every subcommand\'s help shows the global options, and every default one
   // One notation in these commands' options: `(default: X)`.
   for (const command of ['relay', 'tail-log', 'receive', 'serve', 'dev']) {
     const { stdout } = helps[commands.indexOf(command)]!;
-    t.notMatch(stdout.replace(/\s+/g, ' '), /\(default [^:]|; default /, `${command}: no "(default X)" in a description`);
+    t.notMatch(
+      stdout.replace(/\s+/g, ' '),
+      /\(default [^:]|; default /,
+      `${command}: no "(default X)" in a description`,
+    );
   }
   const flat = (command: string) => helps[commands.indexOf(command)]!.stdout.replace(/\s+/g, ' ');
   t.match(flat('relay'), '--timeout-ms <duration> bound on each attempt (default: 10s)');
   t.match(flat('relay'), '--secret <whsec> webhook signing secret(s), comma-separated (default: $WEBHOOK_SECRET)');
   t.match(flat('relay'), 'A <duration> is a number of milliseconds (10000) or a duration');
-  t.match(flat('receive'), '--secret <whsec> verify signatures with this secret; repeat it while rotating (default: $WEBHOOK_SECRET)');
+  t.match(
+    flat('receive'),
+    '--secret <whsec> verify signatures with this secret; repeat it while rotating (default: $WEBHOOK_SECRET)',
+  );
   t.match(flat('receive'), 'exercise retries (default: 0)');
   t.match(flat('receive'), '--host <host> address to listen on (default: 127.0.0.1)');
   t.match(flat('tail-log'), '--interval-ms <duration> how often --follow looks for changes (default: 1s)');
 });
 
-t.test('commander\'s usage errors read like ours: one line, the same prefix, exit 2', async (t) => {
+t.test("commander's usage errors read like ours: one line, the same prefix, exit 2", async (t) => {
   const runs: [string[], RegExp][] = [
-    [['stauts'], /^suekk-sync: unknown command 'stauts' \(did you mean status\?\); run `suekk-sync --help` for usage\.\n$/],
-    [['relay', '--frobnicate'], /^suekk-sync: unknown option '--frobnicate'; run `suekk-sync relay --help` for usage\.\n$/],
-    [['tail-log', '-n', 'many'], /^suekk-sync: option '-n, --lines <count>' argument 'many' is invalid\. It must be a whole number, from 0 to 100000; run `suekk-sync tail-log --help` for usage\.\n$/],
-    [['tail-log', '--status', 'lost'], /^suekk-sync: option '--status <status>' argument 'lost' is invalid\. Allowed choices are pending, delivered, failed, skipped, superseded; run/],
+    [
+      ['stauts'],
+      /^suekk-sync: unknown command 'stauts' \(did you mean status\?\); run `suekk-sync --help` for usage\.\n$/,
+    ],
+    [
+      ['relay', '--frobnicate'],
+      /^suekk-sync: unknown option '--frobnicate'; run `suekk-sync relay --help` for usage\.\n$/,
+    ],
+    [
+      ['tail-log', '-n', 'many'],
+      /^suekk-sync: option '-n, --lines <count>' argument 'many' is invalid\. It must be a whole number, from 0 to 100000; run `suekk-sync tail-log --help` for usage\.\n$/,
+    ],
+    [
+      ['tail-log', '--status', 'lost'],
+      /^suekk-sync: option '--status <status>' argument 'lost' is invalid\. Allowed choices are pending, delivered, failed, skipped, superseded; run/,
+    ],
     [['tail-log', 'extra'], /^suekk-sync: too many arguments for 'tail-log'/],
-    [['relay', '--timeout-ms', '10 seconds'], /^suekk-sync: option '--timeout-ms <duration>' argument '10 seconds' is invalid\. It must be a duration such as 500ms, 10s or 2m \(or a number of milliseconds\), 1ms or more; run/],
+    [
+      ['relay', '--timeout-ms', '10 seconds'],
+      /^suekk-sync: option '--timeout-ms <duration>' argument '10 seconds' is invalid\. It must be a duration such as 500ms, 10s or 2m \(or a number of milliseconds\), 1ms or more; run/,
+    ],
     [['relay', '--lease-ms', '100'], /argument '100' is invalid\. .*300ms or more/],
-    [['receive', '--fail-rate', '1.5'], /^suekk-sync: option '--fail-rate <rate>' argument '1\.5' is invalid\. It must be a number from 0 to 1; run/],
+    [
+      ['receive', '--fail-rate', '1.5'],
+      /^suekk-sync: option '--fail-rate <rate>' argument '1\.5' is invalid\. It must be a number from 0 to 1; run/,
+    ],
   ];
   const results = await fewAtATime(runs, ([args]) => runCli(args));
   for (const [i, [args, message]] of runs.entries()) {
@@ -234,8 +346,14 @@ t.test('commander\'s usage errors read like ours: one line, the same prefix, exi
 t.test('times take a duration or a bare number of milliseconds, on the command line and in the file', async (t) => {
   // Parsed and accepted: each run gets as far as the check that follows the flags.
   const runs: [string[], RegExp][] = [
-    [['relay', '--timeout-ms', '10s', '--backoff-ms', '500ms', '--poll-interval-ms', '2m', '--lease-ms', '45s'], /^suekk-sync: BACKEND_SYNC_URL is not set; /],
-    [['relay', '--timeout-ms', '10000', '--backoff-ms', '500', '--poll-interval-ms', '120000', '--lease-ms', '45000'], /^suekk-sync: BACKEND_SYNC_URL is not set; /],
+    [
+      ['relay', '--timeout-ms', '10s', '--backoff-ms', '500ms', '--poll-interval-ms', '2m', '--lease-ms', '45s'],
+      /^suekk-sync: BACKEND_SYNC_URL is not set; /,
+    ],
+    [
+      ['relay', '--timeout-ms', '10000', '--backoff-ms', '500', '--poll-interval-ms', '120000', '--lease-ms', '45000'],
+      /^suekk-sync: BACKEND_SYNC_URL is not set; /,
+    ],
     [['tail-log', '--interval-ms', '2s'], /^suekk-sync: No database given; /],
   ];
   const results = await fewAtATime(runs, ([args]) => runCli(args));
@@ -244,7 +362,16 @@ t.test('times take a duration or a bare number of milliseconds, on the command l
     t.match(results[i]!.stderr, message, args.join(' '));
   }
 
-  const dir = configDir({ relay: { timeoutMs: '10s', backoffMs: 250, pollIntervalMs: '2m', leaseMs: '1m', retrySchedule: ['30s', 60_000], giveUpAfter: '2h' } });
+  const dir = configDir({
+    relay: {
+      timeoutMs: '10s',
+      backoffMs: 250,
+      pollIntervalMs: '2m',
+      leaseMs: '1m',
+      retrySchedule: ['30s', 60_000],
+      giveUpAfter: '2h',
+    },
+  });
   t.match(loadSettings({}, {}, dir).relay, {
     timeoutMs: 10_000,
     backoffMs: 250,
@@ -253,15 +380,22 @@ t.test('times take a duration or a bare number of milliseconds, on the command l
     retryScheduleMs: [30_000, 60_000],
     giveUpAfterMs: 7_200_000,
   });
-  t.match(loadSettings({ relay: { timeoutMs: 3_000 } }, {}, dir).relay, { timeoutMs: 3_000 }, 'a flag still comes first');
+  t.match(
+    loadSettings({ relay: { timeoutMs: 3_000 } }, {}, dir).relay,
+    { timeoutMs: 3_000 },
+    'a flag still comes first',
+  );
 
   // A relay started with durations delivers; a receiver started with one says it waits that long.
   const db = await createTestDatabase(t);
   const receiver = await startReceiver(t);
   await addUsers(db, 1, 'timed');
-  const relay = startCli(['relay', '--timeout-ms', '5s', '--backoff-ms', '20ms', '--poll-interval-ms', '100ms', '--lease-ms', '3s'], {
-    env: { DATABASE_URL: db.url, BACKEND_SYNC_URL: receiver.url, LOG_LEVEL: 'warn' },
-  });
+  const relay = startCli(
+    ['relay', '--timeout-ms', '5s', '--backoff-ms', '20ms', '--poll-interval-ms', '100ms', '--lease-ms', '3s'],
+    {
+      env: { DATABASE_URL: db.url, BACKEND_SYNC_URL: receiver.url, LOG_LEVEL: 'warn' },
+    },
+  );
   const relayDone = collect(relay, 60_000);
   await waitFor(() => receiver.delivered.length === 1, 'the delivery');
   relay.kill('SIGTERM');
@@ -290,9 +424,15 @@ t.test('a mapping set to JSON null means "no such column", as the string "null" 
   t.equal(status.code, 0, status.stdout);
   t.same(JSON.parse(status.stdout).drift, [], 'the installed capture matches the config');
 
-  const stringNull = await runCli(['install', '--dry-run'], { env, cwd: configDir({ source: { columns: { isActive: 'null' } } }) });
+  const stringNull = await runCli(['install', '--dry-run'], {
+    env,
+    cwd: configDir({ source: { columns: { isActive: 'null' } } }),
+  });
   t.equal(stringNull.code, 0, `the string "null" works for isActive too: ${stringNull.stderr}`);
   const noId = await runCli(['install', '--dry-run'], { env, cwd: configDir({ source: { columns: { id: null } } }) });
   t.equal(noId.code, 2);
-  t.match(noId.stderr, /"source\.columns\.id": must be an SQL expression: the id is how the backend knows the user; fix that key\./);
+  t.match(
+    noId.stderr,
+    /"source\.columns\.id": must be an SQL expression: the id is how the backend knows the user; fix that key\./,
+  );
 });

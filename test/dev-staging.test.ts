@@ -60,7 +60,13 @@ function register(apiUrl: string, username: string): Promise<Response> {
   return fetch(`${apiUrl}/api/v1/auth/register`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ email: `${username}@example.com`, username, password: 'correct-horse', firstName: 'Dev', lastName: 'Test' }),
+    body: JSON.stringify({
+      email: `${username}@example.com`,
+      username,
+      password: 'correct-horse',
+      firstName: 'Dev',
+      lastName: 'Test',
+    }),
   });
 }
 
@@ -73,7 +79,10 @@ t.test('dev as root from a mode-700 folder stages the database, says where, and 
   const first = startDev(t, project, args);
   const banner = await first.ready;
   t.match(banner, `database  embedded PostgreSQL in ${staging}/pgdata, on 127.0.0.1:`);
-  t.match(banner, `staged    the postgres user the database runs as cannot enter ${closed}; kept for the next run:\n            the database in ${staging}\n`);
+  t.match(
+    banner,
+    `staged    the postgres user the database runs as cannot enter ${closed}; kept for the next run:\n            the database in ${staging}\n`,
+  );
   const st = lstatSync(staging);
   t.ok(st.isDirectory());
   t.equal(st.uid, serverUser()!.uid, 'the staging folder belongs to the postgres user');
@@ -88,7 +97,11 @@ t.test('dev as root from a mode-700 folder stages the database, says where, and 
 
   const second = startDev(t, project, args);
   t.match(await second.ready, `the database in ${staging}`);
-  t.equal((await register(`http://127.0.0.1:${apiPort}`, 'staged')).status, 409, 'the user of the first run is still there');
+  t.equal(
+    (await register(`http://127.0.0.1:${apiPort}`, 'staged')).status,
+    409,
+    'the user of the first run is still there',
+  );
   process.kill(-second.child.pid!, 'SIGINT');
   t.equal((await second.finished).code, 0);
 });
@@ -97,7 +110,11 @@ t.test('with no folder the postgres user can enter, dev says so in one sentence'
   const { closed, project } = closedProject(t);
   const temp = join(closed, 'tmp');
   mkdirSync(temp, { mode: 0o700 });
-  const result = await runCli(['dev', '--api-port', '0', '--receiver-port', '0'], { cwd: project, env: { TMPDIR: temp }, timeoutMs: 30_000 });
+  const result = await runCli(['dev', '--api-port', '0', '--receiver-port', '0'], {
+    cwd: project,
+    env: { TMPDIR: temp },
+    timeoutMs: 30_000,
+  });
   t.equal(result.code, 2);
   t.equal(
     result.stderr,

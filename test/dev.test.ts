@@ -12,7 +12,6 @@ import t, { type Test } from 'tap';
 import { freePort, stopEmbeddedPostgres } from '../src/dev/embedded.ts';
 import { collect, runCli, startCli, type CliResult } from './helpers/cli.ts';
 
-
 /** A folder the embedded server's user can reach when the tests run as root. */
 function workFolder(t: Test): string {
   const dir = mkdtempSync(join(tmpdir(), 'suekk-dev-test-'));
@@ -72,7 +71,13 @@ function register(apiUrl: string, username: string): Promise<Response> {
   return fetch(`${apiUrl}/api/v1/auth/register`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ email: `${username}@example.com`, username, password: 'correct-horse', firstName: 'Dev', lastName: 'Test' }),
+    body: JSON.stringify({
+      email: `${username}@example.com`,
+      username,
+      password: 'correct-horse',
+      firstName: 'Dev',
+      lastName: 'Test',
+    }),
   });
 }
 
@@ -144,7 +149,10 @@ t.test('dev runs the whole loop, stops in order on Ctrl-C, and keeps its data fo
   // A DATABASE_URL in the environment must not send the demo to a real database.
   const second = startDev(t, cwd, args, { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/not_used' });
   const secondBanner = await second.waitFor(/Waiting for webhooks/);
-  t.match(secondBanner, /^DATABASE_URL is ignored: dev uses its own embedded PostgreSQL unless you pass --database-url\.$/m);
+  t.match(
+    secondBanner,
+    /^DATABASE_URL is ignored: dev uses its own embedded PostgreSQL unless you pass --database-url\.$/m,
+  );
   t.equal((await register(apiUrl, 'devtester')).status, 409, 'the user registered in the first run is still there');
   t.equal(readFileSync(join(cwd, '.suekk-sync', 'secrets.json'), 'utf8'), secrets, 'the secrets are reused');
   const secondPid = postmasterPid(dataDir);
@@ -178,6 +186,9 @@ t.test('dev refuses a port in use before it starts anything', async (t) => {
   const port = (busy.address() as { port: number }).port;
   const result = await runCli(['dev', '--api-port', String(port), '--receiver-port', '0'], { cwd, timeoutMs: 20_000 });
   t.equal(result.code, 2);
-  t.equal(result.stderr, `suekk-sync: Port ${port} (--api-port) is already in use on 127.0.0.1; choose another --api-port.\n`);
+  t.equal(
+    result.stderr,
+    `suekk-sync: Port ${port} (--api-port) is already in use on 127.0.0.1; choose another --api-port.\n`,
+  );
   t.notOk(existsSync(join(cwd, '.suekk-sync', 'pgdata')), 'no database was created');
 });

@@ -16,9 +16,17 @@ t.test('ids past 9 keep their numeric order in tail-log, settle and resync --res
   const db = await createTestDatabase(t);
   await addUsers(db, 12);
   const recent = await recentEntries(db.pool, {}, 5);
-  t.same(recent.map((e) => e.id), ['8', '9', '10', '11', '12'], 'tail-log -n 5: the last five, oldest first');
+  t.same(
+    recent.map((e) => e.id),
+    ['8', '9', '10', '11', '12'],
+    'tail-log -n 5: the last five, oldest first',
+  );
   const states = await eventStates(db.pool, ['10', '2', '9']);
-  t.same(states.map((s) => s.id), ['2', '9', '10'], 'settle reads events in capture order');
+  t.same(
+    states.map((s) => s.id),
+    ['2', '9', '10'],
+    'settle reads events in capture order',
+  );
 
   await db.pool.query(
     `insert into suekk_sync.resync_runs (filter) select '{"userIds": []}'::jsonb from generate_series(1, 10)`,

@@ -34,7 +34,14 @@ t.test('the boolean field and the primary key are protected too; updates and del
   const { rows: types } = await db.pool.query<{ attname: string; type: string }>(
     "select attname, format_type(atttypid, atttypmod) as type from pg_attribute where attrelid = 'users'::regclass and attname in ('id', 'is_active') order by attname",
   );
-  t.same(types, [{ attname: 'id', type: 'uuid' }, { attname: 'is_active', type: 'boolean' }], 'both columns as they were');
+  t.same(
+    types,
+    [
+      { attname: 'id', type: 'uuid' },
+      { attname: 'is_active', type: 'boolean' },
+    ],
+    'both columns as they were',
+  );
   const id = added[0]!.id;
   await db.pool.query('update users set is_active = false where id = $1', [id]);
   await db.pool.query('update users set deleted_at = now() where id = $1', [id]);
@@ -103,7 +110,10 @@ t.test('a writer role with rights on users only can still write users', async (t
     await db.pool.query(`drop role ${role}`);
   }
   const { rows } = await db.pool.query('select action from suekk_sync.event_log order by id');
-  t.same(rows.map((r) => r.action), ['created', 'updated', 'deleted']);
+  t.same(
+    rows.map((r) => r.action),
+    ['created', 'updated', 'deleted'],
+  );
 });
 
 t.test('a table in another schema, mixed case, with its own mapping', async (t) => {
@@ -138,12 +148,30 @@ t.test('a table in another schema, mixed case, with its own mapping', async (t) 
     {
       user_id: '1',
       action: 'created',
-      payload: { id: '1', email: 'q@x.io', username: 'quinn', displayName: 'quinn', avatar: '', role: 'member', isActive: true, action: 'created' },
+      payload: {
+        id: '1',
+        email: 'q@x.io',
+        username: 'quinn',
+        displayName: 'quinn',
+        avatar: '',
+        role: 'member',
+        isActive: true,
+        action: 'created',
+      },
     },
     {
       user_id: '1',
       action: 'deleted',
-      payload: { id: '1', email: 'q@x.io', username: 'quinn', displayName: 'quinn', avatar: '', role: 'member', isActive: true, action: 'deleted' },
+      payload: {
+        id: '1',
+        email: 'q@x.io',
+        username: 'quinn',
+        displayName: 'quinn',
+        avatar: '',
+        role: 'member',
+        isActive: true,
+        action: 'deleted',
+      },
     },
   ]);
   // An unmapped column of that table can go; a mapped one cannot.
@@ -157,7 +185,10 @@ t.test('a table in another schema, mixed case, with its own mapping', async (t) 
   const trig = await db.pool.query(
     `select tgrelid::regclass::text as rel from pg_trigger where tgname like 'suekk_sync%' order by 1`,
   );
-  t.same(trig.rows.map((r) => r.rel), ['users', 'users', 'users']);
+  t.same(
+    trig.rows.map((r) => r.rel),
+    ['users', 'users', 'users'],
+  );
   await db.pool.query('alter table "Auth"."Accounts" drop column "FullName"');
 });
 
@@ -178,8 +209,13 @@ t.test('install --no-notify captures without notifying', async (t) => {
   listener.release();
   t.same(received, []);
   const { rows } = await db.pool.query('select action from suekk_sync.event_log order by id');
-  t.same(rows.map((r) => r.action), ['created', 'updated', 'deleted']);
-  const { rows: src } = await db.pool.query<{ src: string }>("select string_agg(prosrc, ' ') as src from pg_proc where proname in ('capture_row', 'capture_truncate')");
+  t.same(
+    rows.map((r) => r.action),
+    ['created', 'updated', 'deleted'],
+  );
+  const { rows: src } = await db.pool.query<{ src: string }>(
+    "select string_agg(prosrc, ' ') as src from pg_proc where proname in ('capture_row', 'capture_truncate')",
+  );
   t.notMatch(src[0]!.src, /pg_notify/, 'the trigger functions have no NOTIFY at all');
 });
 
@@ -229,13 +265,18 @@ t.test('install on a schema-1 database upgrades it: migration 2, the new trigger
   t.equal(res.code, 0, res.stderr);
   t.match(res.stdout, new RegExp(`schema version 1 → ${LATEST_SCHEMA_VERSION}`));
   const { rows: versions } = await db.pool.query('select version from suekk_sync.migrations order by version');
-  t.same(versions, loadMigrations().map((m) => ({ version: m.version })));
+  t.same(
+    versions,
+    loadMigrations().map((m) => ({ version: m.version })),
+  );
   const { rows: gone } = await db.pool.query<{ fn: string | null; checks: number }>(
     `select to_regprocedure('suekk_sync.record_event(text, text, jsonb, text, bigint, smallint)')::text as fn,
             (select count(*)::int from pg_constraint where conrelid = 'suekk_sync.events'::regclass and contype = 'c') as checks`,
   );
   t.same(gone, [{ fn: null, checks: 0 }], 'record_event and the CHECK constraints are gone');
-  const { rows: fillfactor } = await db.pool.query("select reloptions from pg_class where oid = 'suekk_sync.streams'::regclass");
+  const { rows: fillfactor } = await db.pool.query(
+    "select reloptions from pg_class where oid = 'suekk_sync.streams'::regclass",
+  );
   t.same(fillfactor, [{ reloptions: ['fillfactor=70'] }]);
 
   // The new trigger: an update of the old user records the full payload.
@@ -243,7 +284,11 @@ t.test('install on a schema-1 database upgrades it: migration 2, the new trigger
   const { rows } = await db.pool.query<{ action: string; payload: Record<string, unknown> }>(
     'select action, payload from suekk_sync.event_log order by id',
   );
-  t.same(rows.map((r) => r.action), ['created', 'updated'], 'the event captured before the upgrade is kept');
+  t.same(
+    rows.map((r) => r.action),
+    ['created', 'updated'],
+    'the event captured before the upgrade is kept',
+  );
   t.match(rows[1]!.payload, { username: 'old', displayName: 'Olde', isActive: true });
 });
 
@@ -260,7 +305,11 @@ t.test('install applies a migration recorded as missing even below the newest on
   );
   t.same(rows[0], { migrations: loadMigrations().map((m) => m.version), bell: 'suekk_sync.wake_pending' });
   await db.pool.query("insert into users (email, username, password) values ('g@x.io', 'gap', 'h')");
-  t.same((await db.pool.query('select action from suekk_sync.events')).rows, [{ action: 'created' }], 'and capture works');
+  t.same(
+    (await db.pool.query('select action from suekk_sync.events')).rows,
+    [{ action: 'created' }],
+    'and capture works',
+  );
 });
 
 t.test('a changed mapping replaces the payload helper, also one with the same types under other names', async (t) => {
@@ -276,7 +325,9 @@ t.test('a changed mapping replaces the payload helper, also one with the same ty
     'id uuid, email text, username text, first_name text, last_name text, avatar text, role text, is_active boolean',
   ]);
   // avatar from the password column instead: the same parameter types, one of them renamed.
-  const same = configFile({ source: { ...DEFAULT_SOURCE, columns: { ...DEFAULT_SOURCE.columns, avatar: 'password' } } });
+  const same = configFile({
+    source: { ...DEFAULT_SOURCE, columns: { ...DEFAULT_SOURCE.columns, avatar: 'password' } },
+  });
   const res = await runCli(['install', '--config', same], { env: { DATABASE_URL: db.url } });
   t.equal(res.code, 0, res.stderr);
   t.same(await helpers(), [
@@ -288,27 +339,40 @@ t.test('a changed mapping replaces the payload helper, also one with the same ty
   });
   const again = await runCli(['install', '--config', fewer], { env: { DATABASE_URL: db.url } });
   t.equal(again.code, 0, again.stderr);
-  t.same(await helpers(), ['id uuid, email text, username text, last_name text, avatar text, role text, is_active boolean']);
+  t.same(await helpers(), [
+    'id uuid, email text, username text, last_name text, avatar text, role text, is_active boolean',
+  ]);
   await db.pool.query('alter table users drop column first_name');
   await refused(t, db.pool.query('alter table users drop column last_name'), PINNED);
-  await db.pool.query("insert into users (email, username, password, last_name) values ('m@x.io', 'mapped', 'h', 'Lastly')");
-  const { rows } = await db.pool.query<{ payload: Record<string, unknown> }>('select payload from suekk_sync.event_log');
+  await db.pool.query(
+    "insert into users (email, username, password, last_name) values ('m@x.io', 'mapped', 'h', 'Lastly')",
+  );
+  const { rows } = await db.pool.query<{ payload: Record<string, unknown> }>(
+    'select payload from suekk_sync.event_log',
+  );
   t.match(rows, [{ payload: { username: 'mapped', displayName: 'Lastly' } }]);
 });
 
-t.test('a mapped column with its own collation keeps it: the payload function reads the fields in a FROM', async (t) => {
-  const db = await createTestDatabase(t, 'users');
-  await db.pool.query('alter table users alter column first_name type text collate "C"');
-  const res = await runCli(['install'], { env: { DATABASE_URL: db.url } });
-  t.equal(res.code, 0, res.stderr);
-  const { rows: fns } = await db.pool.query<{ n: number; body: string }>(
-    `select (select count(*)::int from pg_proc where pronamespace = 'suekk_sync'::regnamespace and proname = 'user_payload_from') as n,
+t.test(
+  'a mapped column with its own collation keeps it: the payload function reads the fields in a FROM',
+  async (t) => {
+    const db = await createTestDatabase(t, 'users');
+    await db.pool.query('alter table users alter column first_name type text collate "C"');
+    const res = await runCli(['install'], { env: { DATABASE_URL: db.url } });
+    t.equal(res.code, 0, res.stderr);
+    const { rows: fns } = await db.pool.query<{ n: number; body: string }>(
+      `select (select count(*)::int from pg_proc where pronamespace = 'suekk_sync'::regnamespace and proname = 'user_payload_from') as n,
             pg_get_functiondef('suekk_sync.user_payload'::regproc) as body`,
-  );
-  t.equal(fns[0]!.n, 0, 'no helper');
-  t.match(fns[0]!.body, /from \(select/i);
-  await db.pool.query("insert into users (email, username, password, first_name) values ('c@x.io', 'coll', 'h', 'Cee')");
-  const { rows } = await db.pool.query<{ payload: Record<string, unknown> }>('select payload from suekk_sync.event_log');
-  t.match(rows, [{ payload: { username: 'coll', displayName: 'Cee' } }]);
-  await refused(t, db.pool.query('alter table users drop column first_name'), PINNED);
-});
+    );
+    t.equal(fns[0]!.n, 0, 'no helper');
+    t.match(fns[0]!.body, /from \(select/i);
+    await db.pool.query(
+      "insert into users (email, username, password, first_name) values ('c@x.io', 'coll', 'h', 'Cee')",
+    );
+    const { rows } = await db.pool.query<{ payload: Record<string, unknown> }>(
+      'select payload from suekk_sync.event_log',
+    );
+    t.match(rows, [{ payload: { username: 'coll', displayName: 'Cee' } }]);
+    await refused(t, db.pool.query('alter table users drop column first_name'), PINNED);
+  },
+);

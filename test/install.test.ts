@@ -37,10 +37,16 @@ t.test('install, then install again: the second is a no-op that says so', async 
 t.test('two installs racing apply each migration once', async (t) => {
   const db = await createTestDatabase(t, 'users');
   const results = await Promise.all([1, 2, 3].map(() => install(db.pool, { source: DEFAULT_SOURCE })));
-  t.same(results.map((r) => r.toVersion), [1, 2, 3].map(() => LATEST_SCHEMA_VERSION));
+  t.same(
+    results.map((r) => r.toVersion),
+    [1, 2, 3].map(() => LATEST_SCHEMA_VERSION),
+  );
   t.equal(results.filter((r) => r.fromVersion === 0).length, 1, 'exactly one applied the migrations');
   const { rows } = await db.pool.query('select version from suekk_sync.migrations order by version');
-  t.same(rows, loadMigrations().map((m) => ({ version: m.version })));
+  t.same(
+    rows,
+    loadMigrations().map((m) => ({ version: m.version })),
+  );
 });
 
 t.test('a wrong expression exits 2 naming field, expression and Postgres, and changes nothing', async (t) => {
@@ -109,7 +115,6 @@ t.test('bad config files exit 2 naming the key', async (t) => {
   t.notMatch(unreachable.stderr, /hunter2/, 'the password is never printed');
 });
 
-
 t.test('install on a table with users says they were not sent, and how to send them', async (t) => {
   const db = await createTestDatabase(t, 'users');
   const env = { DATABASE_URL: db.url };
@@ -148,45 +153,54 @@ t.test('install after an uninstall warns that changes made meanwhile were not ca
   );
 });
 
-t.test('uninstall: a dry run needs no --force, the refusal suggests what works, --drop-events counts what it discards', async (t) => {
-  const db = await createTestDatabase(t);
-  const env = { DATABASE_URL: db.url };
-  const ids = await addUsers(db, 3);
-  await markHeadFailed(db, (e) => e.userId === ids[0]);
+t.test(
+  'uninstall: a dry run needs no --force, the refusal suggests what works, --drop-events counts what it discards',
+  async (t) => {
+    const db = await createTestDatabase(t);
+    const env = { DATABASE_URL: db.url };
+    const ids = await addUsers(db, 3);
+    await markHeadFailed(db, (e) => e.userId === ids[0]);
 
-  const dry = await runCli(['uninstall', '--dry-run'], { env });
-  t.equal(dry.code, 0, dry.stderr);
-  t.match(dry.stdout, /^-- suekk-sync uninstall --dry-run: nothing was changed\.\n/);
-  t.match(dry.stdout, /\n-- Without --force this uninstall is refused: 3 events are not delivered yet; 2 pending, 1 failed: let a relay deliver the pending ones, and retry or skip the failed ones/);
-  t.match(dry.stdout, /\ndrop trigger if exists suekk_sync_capture on public\.users;\n/);
-  t.match(dry.stdout, /\nupdate suekk_sync\.state set source_table = null, installed_at = null;\n$/);
-  t.same(await isInstalled(db), { schema: true, triggers: 3 }, 'the dry run changed nothing');
+    const dry = await runCli(['uninstall', '--dry-run'], { env });
+    t.equal(dry.code, 0, dry.stderr);
+    t.match(dry.stdout, /^-- suekk-sync uninstall --dry-run: nothing was changed\.\n/);
+    t.match(
+      dry.stdout,
+      /\n-- Without --force this uninstall is refused: 3 events are not delivered yet; 2 pending, 1 failed: let a relay deliver the pending ones, and retry or skip the failed ones/,
+    );
+    t.match(dry.stdout, /\ndrop trigger if exists suekk_sync_capture on public\.users;\n/);
+    t.match(dry.stdout, /\nupdate suekk_sync\.state set source_table = null, installed_at = null;\n$/);
+    t.same(await isInstalled(db), { schema: true, triggers: 3 }, 'the dry run changed nothing');
 
-  const refusedRun = await runCli(['uninstall'], { env });
-  t.equal(refusedRun.code, 2);
-  t.equal(
-    refusedRun.stderr,
-    'suekk-sync: 3 events are not delivered yet; 2 pending, 1 failed: let a relay deliver the pending ones, and retry or skip the failed ones (`suekk-sync tail-log --status failed` lists them), or pass --force to uninstall anyway (the events are kept for a relay to deliver, or discarded with --drop-events).\n',
-  );
-  // What the sentence suggests works: skip takes the failed event (a pending one it refuses).
-  const skipped = await runCli(['skip', '--user', ids[0]!], { env });
-  t.equal(skipped.code, 0, skipped.stderr);
-  const pendingOnly = await runCli(['uninstall'], { env });
-  t.match(pendingOnly.stderr, /^suekk-sync: 2 events are not delivered yet; let a relay deliver them \(`suekk-sync status` shows the backlog\), or pass --force/);
-  t.notMatch(pendingOnly.stderr, /skip/, 'no suggestion to skip what skip refuses');
+    const refusedRun = await runCli(['uninstall'], { env });
+    t.equal(refusedRun.code, 2);
+    t.equal(
+      refusedRun.stderr,
+      'suekk-sync: 3 events are not delivered yet; 2 pending, 1 failed: let a relay deliver the pending ones, and retry or skip the failed ones (`suekk-sync tail-log --status failed` lists them), or pass --force to uninstall anyway (the events are kept for a relay to deliver, or discarded with --drop-events).\n',
+    );
+    // What the sentence suggests works: skip takes the failed event (a pending one it refuses).
+    const skipped = await runCli(['skip', '--user', ids[0]!], { env });
+    t.equal(skipped.code, 0, skipped.stderr);
+    const pendingOnly = await runCli(['uninstall'], { env });
+    t.match(
+      pendingOnly.stderr,
+      /^suekk-sync: 2 events are not delivered yet; let a relay deliver them \(`suekk-sync status` shows the backlog\), or pass --force/,
+    );
+    t.notMatch(pendingOnly.stderr, /skip/, 'no suggestion to skip what skip refuses');
 
-  const dropDry = await runCli(['uninstall', '--drop-events', '--force', '--dry-run'], { env });
-  t.match(dropDry.stdout, /\n-- Would discard 2 undelivered events\.\n/);
-  t.match(dropDry.stdout, /\ndrop schema suekk_sync cascade;\n$/);
+    const dropDry = await runCli(['uninstall', '--drop-events', '--force', '--dry-run'], { env });
+    t.match(dropDry.stdout, /\n-- Would discard 2 undelivered events\.\n/);
+    t.match(dropDry.stdout, /\ndrop schema suekk_sync cascade;\n$/);
 
-  const dropped = await runCli(['uninstall', '--drop-events', '--force'], { env });
-  t.equal(dropped.code, 0, dropped.stderr);
-  t.equal(
-    dropped.stdout,
-    'Uninstalled suekk-sync and dropped the suekk_sync schema with its events.\nDiscarded 2 undelivered events: the backend never got them; after a new install, `suekk-sync resync --all` sends every user\'s current state.\n',
-  );
-  t.same(await isInstalled(db), { schema: false, triggers: 0 });
-});
+    const dropped = await runCli(['uninstall', '--drop-events', '--force'], { env });
+    t.equal(dropped.code, 0, dropped.stderr);
+    t.equal(
+      dropped.stdout,
+      "Uninstalled suekk-sync and dropped the suekk_sync schema with its events.\nDiscarded 2 undelivered events: the backend never got them; after a new install, `suekk-sync resync --all` sends every user's current state.\n",
+    );
+    t.same(await isInstalled(db), { schema: false, triggers: 0 });
+  },
+);
 
 t.test('uninstall --force keeping the events says a running relay still delivers them', async (t) => {
   const db = await createTestDatabase(t);

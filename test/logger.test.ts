@@ -7,7 +7,8 @@ function capture() {
   const lines: Record<string, unknown>[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString('utf8').split('\n')) if (line) lines.push(JSON.parse(line) as Record<string, unknown>);
+      for (const line of chunk.toString('utf8').split('\n'))
+        if (line) lines.push(JSON.parse(line) as Record<string, unknown>);
       done();
     },
   });
@@ -30,7 +31,16 @@ t.test('secrets, tokens, passwords and signatures are censored at the top and ne
   );
   const line = lines[0]!;
   const text = JSON.stringify(line);
-  for (const value of ['whsec_top', 'tok_top', 'hunter2', 'Bearer abc', 'v1,sig', 'Bearer deep', 'whsec_a', 'whsec_b']) {
+  for (const value of [
+    'whsec_top',
+    'tok_top',
+    'hunter2',
+    'Bearer abc',
+    'v1,sig',
+    'Bearer deep',
+    'whsec_a',
+    'whsec_b',
+  ]) {
     t.notOk(text.includes(value), `${value} never reaches the line`);
   }
   t.match(line, {

@@ -32,7 +32,11 @@ t.test('counters, histograms and queue gauges follow real deliveries', async (t)
   // bob1's first round fails with 503 three times; the second round delivers.
   let bobRequests = 0;
   const receiver = await startReceiver(t, (req) =>
-    req.body.username === 'carl1' ? { status: 400 } : req.body.username === 'bob1' && ++bobRequests <= 3 ? { status: 503 } : { status: 200 },
+    req.body.username === 'carl1'
+      ? { status: 400 }
+      : req.body.username === 'bob1' && ++bobRequests <= 3
+        ? { status: 503 }
+        : { status: 200 },
   );
   const { relay } = await startTestRelay(t, db, receiver.url, { settings: { retryScheduleMs: [100] } });
   const metrics = await startMetricsServer({ port: 0, host: '127.0.0.1', relay, pool: db.pool });
@@ -121,11 +125,21 @@ t.test('relay --metrics-port serves them from the daemon, and a taken port is a 
     20_000,
   );
   await addUsers(db, 2);
-  await waitFor(async () => sample((await get(port, '/metrics')).body, 'suekk_sync_deliveries_total{outcome="delivered",action="created"}') === 2, 'two deliveries counted');
+  await waitFor(
+    async () =>
+      sample(
+        (await get(port, '/metrics')).body,
+        'suekk_sync_deliveries_total{outcome="delivered",action="created"}',
+      ) === 2,
+    'two deliveries counted',
+  );
 
-  const taken = await collect(startCli(["relay", "--metrics-port", String(port)], { env }), 120_000);
+  const taken = await collect(startCli(['relay', '--metrics-port', String(port)], { env }), 120_000);
   t.equal(taken.code, 2);
-  t.match(taken.stderr, new RegExp(`Cannot serve metrics on port ${port} \\(EADDRINUSE\\); choose another --metrics-port`));
+  t.match(
+    taken.stderr,
+    new RegExp(`Cannot serve metrics on port ${port} \\(EADDRINUSE\\); choose another --metrics-port`),
+  );
 
   child.kill('SIGTERM');
   t.equal((await done).code, 0);

@@ -37,7 +37,9 @@ t.test('every command that needs the schema: one sentence, exit 2, no stack and 
   };
   await Promise.all([run(), run()]);
 
-  const { rows } = await db.pool.query<{ schema: boolean }>("select to_regnamespace('suekk_sync') is not null as schema");
+  const { rows } = await db.pool.query<{ schema: boolean }>(
+    "select to_regnamespace('suekk_sync') is not null as schema",
+  );
   t.same(rows, [{ schema: false }], 'nothing was created');
 });
 

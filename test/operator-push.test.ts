@@ -57,12 +57,23 @@ t.test('push --no-wait only enqueues; --wait takes durations; bad values are usa
   t.equal(queued.code, 0, queued.stderr);
   t.equal(queued.stderr, '', 'nothing waits, so no notice');
   t.match(queued.stdout, /^queued\s+created nia1 evt_\S+ — delivery is paused; run `suekk-sync resume`$/m);
-  t.match(queued.stdout, /Queued nia1's current state; not waiting for the outcome \(`suekk-sync tail-log --user [0-9a-f-]{36}` shows it\)\./);
+  t.match(
+    queued.stdout,
+    /Queued nia1's current state; not waiting for the outcome \(`suekk-sync tail-log --user [0-9a-f-]{36}` shows it\)\./,
+  );
   const json = await runCli(['push', 'nia1', '--no-wait', '--json'], { env });
   t.equal(json.code, 0, json.stderr);
-  t.match(JSON.parse(json.stdout), { outcome: 'blocked', reason: 'waits behind an earlier event of this user', nextAttemptAt: null, ahead: [{ outcome: 'queued', reason: 'delivery is paused; run `suekk-sync resume`' }] });
+  t.match(JSON.parse(json.stdout), {
+    outcome: 'blocked',
+    reason: 'waits behind an earlier event of this user',
+    nextAttemptAt: null,
+    ahead: [{ outcome: 'queued', reason: 'delivery is paused; run `suekk-sync resume`' }],
+  });
   await runCli(['resume'], { env });
-  await waitFor(async () => (await eventStatuses(db)).pending === undefined, 'the queued pushes delivered after resume');
+  await waitFor(
+    async () => (await eventStatuses(db)).pending === undefined,
+    'the queued pushes delivered after resume',
+  );
   const ok = await runCli(['push', 'nia1', '--wait', '30s'], { env });
   t.equal(ok.code, 0, ok.stderr);
   t.match(ok.stdout, /^delivered created nia1 /);
@@ -98,7 +109,7 @@ t.test('a push that nothing would deliver is refused before it writes anything',
   t.equal(unknown.stderr, 'suekk-sync: No user matches "nobody" by id, email or username; check the reference.\n');
 });
 
-t.test('a push delivering by itself sends only that user\'s events', async (t) => {
+t.test("a push delivering by itself sends only that user's events", async (t) => {
   const db = await createTestDatabase(t);
   const receiver = await startReceiver(t);
   // Captured while no relay runs: both users' creations wait in the outbox.
@@ -106,21 +117,29 @@ t.test('a push delivering by itself sends only that user\'s events', async (t) =
   await addUsers(db, 1, 'erin');
   const res = await runCli(['push', 'erin1'], { env: { DATABASE_URL: db.url, BACKEND_SYNC_URL: receiver.url } });
   t.equal(res.code, 0, res.stderr);
-  t.same(receiver.delivered.map((r) => r.body.username), ['erin1', 'erin1'], 'erin\'s creation, then the push');
+  t.same(
+    receiver.delivered.map((r) => r.body.username),
+    ['erin1', 'erin1'],
+    "erin's creation, then the push",
+  );
   const { rows } = await db.pool.query<{ username: string; status: string }>(
     "select payload->>'username' as username, status from suekk_sync.event_log order by id",
   );
-  t.same(rows, [
-    { username: 'bob1', status: 'pending' },
-    { username: 'erin1', status: 'delivered' },
-    { username: 'erin1', status: 'delivered' },
-  ], 'bob\'s event stays for the relays');
+  t.same(
+    rows,
+    [
+      { username: 'bob1', status: 'pending' },
+      { username: 'erin1', status: 'delivered' },
+      { username: 'erin1', status: 'delivered' },
+    ],
+    "bob's event stays for the relays",
+  );
 
   // A relay that starts afterwards delivers bob's event, and nothing of erin's again.
   await startTestRelay(t, db, receiver.url);
   await waitFor(() => receiver.delivered.length === 3, 'bob delivered by the relay');
   t.equal(receiver.delivered[2]!.body.username, 'bob1');
   await new Promise((r) => setTimeout(r, 300));
-  t.equal(receiver.requests.length, 3, 'erin\'s events are not sent twice');
+  t.equal(receiver.requests.length, 3, "erin's events are not sent twice");
   t.same(await eventStatuses(db), { delivered: 3 });
 });

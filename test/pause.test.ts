@@ -17,7 +17,10 @@ t.test('pause holds new events back from a running relay; resume delivers them',
 
   const paused = await runCli(['pause'], { env: { DATABASE_URL: db.url } });
   t.equal(paused.code, 0, paused.stderr);
-  t.equal(paused.stdout, 'Paused: relays finish the users in flight and claim no more until `suekk-sync resume`; changes are still captured (0 events waiting).\n');
+  t.equal(
+    paused.stdout,
+    'Paused: relays finish the users in flight and claim no more until `suekk-sync resume`; changes are still captured (0 events waiting).\n',
+  );
   await waitFor(() => relay.paused, 'the relay heard the pause');
 
   await addUsers(db, 3, 'during');
@@ -32,7 +35,13 @@ t.test('pause holds new events back from a running relay; resume delivers them',
   t.equal(resumed.code, 0, resumed.stderr);
   t.equal(resumed.stdout, 'Resumed: relays deliver the 3 events waiting now.\n');
   await waitFor(() => receiver.delivered.length === 5, 'the waiting users delivered');
-  t.same(receiver.delivered.slice(2).map((r) => r.body.username).sort(), ['during1', 'during2', 'during3']);
+  t.same(
+    receiver.delivered
+      .slice(2)
+      .map((r) => r.body.username)
+      .sort(),
+    ['during1', 'during2', 'during3'],
+  );
   await waitFor(async () => (await eventStatuses(db)).delivered === 5, 'all marked delivered');
 });
 

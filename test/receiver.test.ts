@@ -29,7 +29,10 @@ interface Delivery {
 }
 
 /** POSTs like the relay does: signed with SECRET unless told otherwise. */
-async function deliver(url: string, { webhookId = `evt_${randomUUID()}`, body, signature, headers = {} }: Delivery = {}) {
+async function deliver(
+  url: string,
+  { webhookId = `evt_${randomUUID()}`, body, signature, headers = {} }: Delivery = {},
+) {
   const raw = body ?? buildWebhookBody(payload, 'created');
   const timestamp = Math.floor(Date.now() / 1000);
   const sent: Record<string, string> = {
@@ -38,7 +41,8 @@ async function deliver(url: string, { webhookId = `evt_${randomUUID()}`, body, s
     'webhook-timestamp': String(timestamp),
     ...headers,
   };
-  if (signature !== false) sent['webhook-signature'] = signature ?? signWebhook({ webhookId, timestamp, body: raw, secrets });
+  if (signature !== false)
+    sent['webhook-signature'] = signature ?? signWebhook({ webhookId, timestamp, body: raw, secrets });
   const res = await fetch(url, { method: 'POST', headers: sent, body: raw });
   return { status: res.status, json: (await res.json()) as unknown, webhookId };
 }
@@ -58,7 +62,13 @@ t.test('a signed request is verified, answered like the reference backend and ke
   t.equal(res.status, 200);
   t.same(res.json, { success: true });
   t.equal(receiver.events.length, 1);
-  t.match(receiver.events[0], { outcome: 'accepted', status: 200, webhookId: res.webhookId, verified: true, payload: { ...payload, action: 'created' } });
+  t.match(receiver.events[0], {
+    outcome: 'accepted',
+    status: 200,
+    webhookId: res.webhookId,
+    verified: true,
+    payload: { ...payload, action: 'created' },
+  });
   t.same(seen, receiver.events);
 
   const listed = (await (await fetch(new URL('/events', url))).json()) as { counts: unknown; events: unknown[] };
@@ -72,13 +82,26 @@ t.test('bad or missing signatures are refused with 401', async (t) => {
   const attempts = [
     await deliver(url, { signature: false }),
     await deliver(url, { signature: 'v1,' + Buffer.alloc(32).toString('base64') }),
-    await deliver(url, { signature: signWebhook({ webhookId: 'evt_x', timestamp: Math.floor(Date.now() / 1000), body: '{}', secrets: other }) }),
+    await deliver(url, {
+      signature: signWebhook({
+        webhookId: 'evt_x',
+        timestamp: Math.floor(Date.now() / 1000),
+        body: '{}',
+        secrets: other,
+      }),
+    }),
     await deliver(url, { headers: { 'webhook-timestamp': String(Math.floor(Date.now() / 1000) - 3600) } }),
   ];
-  t.same(attempts.map((a) => a.status), [401, 401, 401, 401]);
+  t.same(
+    attempts.map((a) => a.status),
+    [401, 401, 401, 401],
+  );
   t.match(attempts[0]!.json, { error: String });
   t.same(receiver.events, [], 'nothing rejected is kept as an event');
-  t.same(seen.map((r) => r.outcome), ['rejected', 'rejected', 'rejected', 'rejected']);
+  t.same(
+    seen.map((r) => r.outcome),
+    ['rejected', 'rejected', 'rejected', 'rejected'],
+  );
   t.match(seen[0]!.error, /missing webhook-signature/);
   t.match(seen[3]!.error, /timestamp too old/);
 });
@@ -90,7 +113,10 @@ t.test('a repeated webhook-id is answered 200 but reported as a duplicate', asyn
   t.equal(again.status, 200);
   t.same(again.json, { success: true });
   t.equal(receiver.events.length, 1);
-  t.same(seen.map((r) => r.outcome), ['accepted', 'duplicate']);
+  t.same(
+    seen.map((r) => r.outcome),
+    ['accepted', 'duplicate'],
+  );
   t.same(receiver.counts, { accepted: 1, duplicate: 1, rejected: 0, failed: 0 });
 });
 
@@ -103,19 +129,22 @@ t.test('failRate 1 answers every request 503 and remembers none of them', async 
   t.throws(() => createReceiver({ failRate: 1.5 }), RangeError);
 });
 
-t.test('without secrets anything well-formed is accepted, unverified; the token and body are still checked', async (t) => {
-  const open = await start(t);
-  const unsigned = await deliver(open.url, { signature: false });
-  t.equal(unsigned.status, 200);
-  t.equal(open.receiver.events[0]!.verified, false);
-  t.same((await deliver(open.url, { body: 'not json' })).json, { error: 'Invalid payload' });
-  t.equal((await fetch(open.url)).status, 405);
-  t.equal((await fetch(new URL('/elsewhere', open.url), { method: 'POST', body: '{}' })).status, 404);
+t.test(
+  'without secrets anything well-formed is accepted, unverified; the token and body are still checked',
+  async (t) => {
+    const open = await start(t);
+    const unsigned = await deliver(open.url, { signature: false });
+    t.equal(unsigned.status, 200);
+    t.equal(open.receiver.events[0]!.verified, false);
+    t.same((await deliver(open.url, { body: 'not json' })).json, { error: 'Invalid payload' });
+    t.equal((await fetch(open.url)).status, 405);
+    t.equal((await fetch(new URL('/elsewhere', open.url), { method: 'POST', body: '{}' })).status, 404);
 
-  const guarded = await start(t, { token: 'sync-token' });
-  t.equal((await deliver(guarded.url)).status, 401);
-  t.equal((await deliver(guarded.url, { headers: { authorization: 'Bearer sync-token' } })).status, 200);
-});
+    const guarded = await start(t, { token: 'sync-token' });
+    t.equal((await deliver(guarded.url)).status, 401);
+    t.equal((await deliver(guarded.url, { headers: { authorization: 'Bearer sync-token' } })).status, 200);
+  },
+);
 
 t.test('delayMs holds each answer back', async (t) => {
   const { url } = await start(t, { delayMs: 150 });
@@ -183,7 +212,13 @@ t.test('suekk-sync receive --json prints one JSON object per request', async (t)
   const line = waitForOutput(child, /^.*\n/);
   const sent = await deliver(url);
   const event = JSON.parse((await line)[0]) as Record<string, unknown>;
-  t.match(event, { outcome: 'accepted', status: 200, webhookId: sent.webhookId, verified: true, payload: { username: 'alice', action: 'created' } });
+  t.match(event, {
+    outcome: 'accepted',
+    status: 200,
+    webhookId: sent.webhookId,
+    verified: true,
+    payload: { username: 'alice', action: 'created' },
+  });
   child.kill('SIGTERM');
   const result = await finished;
   t.equal(result.code, 0);
@@ -195,8 +230,14 @@ t.test('suekk-sync receive refuses bad flags with exit 2', async (t) => {
     runCli(['receive', '--fail-rate', '1.5']),
     runCli(['receive', '--secret', 'not-a-secret']),
   ]);
-  t.same(results.map((r) => r.code), [2, 2]);
-  t.match(results[0].stderr, /option '--fail-rate <rate>' argument '1\.5' is invalid\. It must be a number from 0 to 1;/);
+  t.same(
+    results.map((r) => r.code),
+    [2, 2],
+  );
+  t.match(
+    results[0].stderr,
+    /option '--fail-rate <rate>' argument '1\.5' is invalid\. It must be a number from 0 to 1;/,
+  );
   t.match(results[1].stderr, /--secret does not start with whsec_/);
   t.notMatch(results[1].stderr, /not-a-secret/, 'the secret is not echoed');
 });

@@ -40,14 +40,19 @@ async function concurrentWriters(db: TestDatabase, ids: string[], writers: numbe
   );
 }
 
-t.test('concurrent writers: every user\'s events arrive in capture order, each exactly once', async (t) => {
+t.test("concurrent writers: every user's events arrive in capture order, each exactly once", async (t) => {
   const db = await createTestDatabase(t);
   const receiver = await startReceiver(t, () => ({ status: 200, delayMs: 2 }));
   await startTestRelay(t, db, receiver.url, { settings: { concurrency: 6 } });
   const ids = await addUsers(db, 12);
   await concurrentWriters(db, ids, 4, 40);
   const total = 12 + 160;
-  await waitFor(async () => (await eventStatuses(db)).delivered === total, `${total} delivered`, 30_000, () => receiver.delivered.length);
+  await waitFor(
+    async () => (await eventStatuses(db)).delivered === total,
+    `${total} delivered`,
+    30_000,
+    () => receiver.delivered.length,
+  );
   t.equal(receiver.requests.length, total, 'no duplicates');
   t.same(arrivalOrder(receiver.requests), await captureOrder(db));
   // The last state each user's backend copy received is the current one.
@@ -71,10 +76,17 @@ t.test('a rescheduled head event holds back the rest of its user, never overtake
   for (let i = 0; i < 5; i++) await db.pool.query('update users set first_name = $2 where id = $1', [carol, `v${i}`]);
   await addUsers(db, 3, 'other');
   await waitFor(() => receiver.delivered.filter((r) => r.body.username !== 'carol1').length === 3, 'others');
-  t.equal(receiver.delivered.filter((r) => r.body.username === 'carol1').length, 0, 'carol waits behind her failed head');
+  t.equal(
+    receiver.delivered.filter((r) => r.body.username === 'carol1').length,
+    0,
+    'carol waits behind her failed head',
+  );
   await waitFor(async () => (await eventStatuses(db)).delivered === 9, 'all delivered');
   const carols = receiver.requests.filter((r) => r.body.username === 'carol1');
-  t.same(carols.map((r) => r.body.action), ['created', 'created', 'updated', 'updated', 'updated', 'updated', 'updated']);
+  t.same(
+    carols.map((r) => r.body.action),
+    ['created', 'created', 'updated', 'updated', 'updated', 'updated', 'updated'],
+  );
   t.equal(carols[0]!.webhookId, carols[1]!.webhookId, 'the retried event keeps its webhook-id');
   t.same(arrivalOrder(receiver.delivered).get(carol!), (await captureOrder(db)).get(carol!));
 });
@@ -111,14 +123,17 @@ t.test('a hot user with thousands of pending events does not hold up other users
     30_000,
   );
   const hotDelivered = receiver.delivered.filter((r) => r.body.id === hot).length;
-  t.ok(hotDelivered < 3001, `the others did not wait for the hot user's ${3001} events (${hotDelivered} of them sent so far)`);
+  t.ok(
+    hotDelivered < 3001,
+    `the others did not wait for the hot user's ${3001} events (${hotDelivered} of them sent so far)`,
+  );
   await waitFor(async () => (await eventStatuses(db)).delivered === 3041, 'the hot user drained too', 60_000);
   const hotNames = receiver.delivered.filter((r) => r.body.id === hot).map((r) => r.body.displayName);
   t.same(hotNames.slice(-2), ['v2999 Last', 'v3000 Last'], 'in order to the end');
   await waitFor(() => relay.inFlight === 0, 'the relay idle again');
 });
 
-t.test('reading a hot user\'s next events reads a bounded amount, however long the stream', async (t) => {
+t.test("reading a hot user's next events reads a bounded amount, however long the stream", async (t) => {
   const db = await createTestDatabase(t);
   await addUsers(db, 1, 'hot');
   await db.pool.query(
@@ -126,15 +141,26 @@ t.test('reading a hot user\'s next events reads a bounded amount, however long t
   );
   await addUsers(db, 500, 'cold');
   await db.pool.query('analyze suekk_sync.events');
-  await claimStreams(db.pool, 'relay-x', { limit: 1000, leaseMs: 60_000, perStream: 1, readLimit: 10_000, answerBell: false });
-  const ids = await db.pool.query<{ username: string; id: string }>("select username, id::text from users where username in ('hot1', 'cold1')");
+  await claimStreams(db.pool, 'relay-x', {
+    limit: 1000,
+    leaseMs: 60_000,
+    perStream: 1,
+    readLimit: 10_000,
+    answerBell: false,
+  });
+  const ids = await db.pool.query<{ username: string; id: string }>(
+    "select username, id::text from users where username in ('hot1', 'cold1')",
+  );
   const idOf = (name: string) => ids.rows.find((r) => r.username === name)!.id;
   /** Buffers the read of the user's events touches, under the statement's generic plan. */
   const buffersFor = async (userId: string): Promise<number> => {
     const client = await db.pool.connect();
     try {
       await client.query('set plan_cache_mode = force_generic_plan');
-      const explain = { text: `explain (analyze, buffers, format text) ${READ_HELD_STREAM_SQL}`, values: ['relay-x', userId, 20] };
+      const explain = {
+        text: `explain (analyze, buffers, format text) ${READ_HELD_STREAM_SQL}`,
+        values: ['relay-x', userId, 20],
+      };
       await client.query(explain);
       const { rows } = await client.query<{ 'QUERY PLAN': string }>(explain);
       // Only the node that reads events (the function scan): the stream row's lookup depends on
@@ -150,13 +176,19 @@ t.test('reading a hot user\'s next events reads a bounded amount, however long t
   const hot = await buffersFor(idOf('hot1'));
   const cold = await buffersFor(idOf('cold1'));
   t.ok(hot > 0 && cold > 0, `measured (hot ${hot}, cold ${cold} buffers)`);
-  t.ok(hot <= cold + 20, `a user with 3001 pending events costs about what a user with one does (${hot} vs ${cold} buffers)`);
+  t.ok(
+    hot <= cold + 20,
+    `a user with 3001 pending events costs about what a user with one does (${hot} vs ${cold} buffers)`,
+  );
   // 20 rows: a few index pages per partition and a page or two of heap. Reading the user's whole
   // backlog (a bitmap scan and a sort) or the table (a sequential scan) would touch 80 pages or more.
   t.ok(hot <= 30, `the hot user's read touched ${hot} buffers`);
   const { rows } = await db.pool.query({ text: READ_HELD_STREAM_SQL, values: ['relay-x', idOf('hot1'), 20] });
   t.equal(rows.length, 20, 'and it returns the first 20, in order');
-  t.same(rows.map((r: { id: string }) => Number(r.id)), [...rows.map((r: { id: string }) => Number(r.id))].sort((a, b) => a - b));
+  t.same(
+    rows.map((r: { id: string }) => Number(r.id)),
+    [...rows.map((r: { id: string }) => Number(r.id))].sort((a, b) => a - b),
+  );
 });
 
 t.test('a user with a backlog takes turns with the users waiting for a place', async (t) => {
@@ -174,8 +206,14 @@ t.test('a user with a backlog takes turns with the users waiting for a place', a
   const lastOther = Math.max(...others.map((id) => order.indexOf(id)));
   // Without turns they come at 42-44; with them, about one per turn (6, 12, 18).
   t.ok(lastOther < 30, `the three waiting users were served by delivery ${lastOther + 1} of 44, not after the backlog`);
-  const hotNames = receiver.delivered.filter((r) => r.body.id === hot).map((r) => String(r.body.displayName).split(' ')[0]);
-  t.same(hotNames.slice(1), Array.from({ length: 40 }, (_, i) => `v${i}`), 'the backlog still in capture order');
+  const hotNames = receiver.delivered
+    .filter((r) => r.body.id === hot)
+    .map((r) => String(r.body.displayName).split(' ')[0]);
+  t.same(
+    hotNames.slice(1),
+    Array.from({ length: 40 }, (_, i) => `v${i}`),
+    'the backlog still in capture order',
+  );
 });
 
 t.test('a user with new events in both lanes is claimed once, each event read once', async (t) => {
@@ -184,11 +222,21 @@ t.test('a user with new events in both lanes is claimed once, each event read on
   // A resync event (lane 1) behind each user's live one (lane 0): both tickers lease the user in the same claim.
   const result = await resync(db.pool, testSettings(db.url), { scope: { all: true }, wait: false });
   t.ok(result.enqueued >= 5);
-  const claim = await claimStreams(db.pool, 'relay-a', { limit: 50, leaseMs: 30_000, perStream: 20, readLimit: 1000, answerBell: false });
+  const claim = await claimStreams(db.pool, 'relay-a', {
+    limit: 50,
+    leaseMs: 30_000,
+    perStream: 20,
+    readLimit: 1000,
+    answerBell: false,
+  });
   const users = claim.streams.map((s) => s.userId);
   t.equal(new Set(users).size, users.length, 'each user once');
   for (const id of ids) {
     const stream = claim.streams.find((s) => s.userId === id);
-    t.same(stream?.events.map((e) => e.source), ['trigger', 'resync'], `user ${id}: its live event, then its resync event, once each`);
+    t.same(
+      stream?.events.map((e) => e.source),
+      ['trigger', 'resync'],
+      `user ${id}: its live event, then its resync event, once each`,
+    );
   }
 });

@@ -49,7 +49,9 @@ t.test('start-up refuses bad configuration with exit 2 and one sentence', async 
   t.equal(noDb.code, 2);
   t.match(noDb.stderr, /Cannot reach the database/);
   const notInstalled = await createTestDatabase(t, 'users');
-  const noSchema = await runCli(['relay'], { env: { DATABASE_URL: notInstalled.url, BACKEND_SYNC_URL: 'http://127.0.0.1:9/x' } });
+  const noSchema = await runCli(['relay'], {
+    env: { DATABASE_URL: notInstalled.url, BACKEND_SYNC_URL: 'http://127.0.0.1:9/x' },
+  });
   t.equal(noSchema.code, 2);
   t.match(noSchema.stderr, /not installed.*suekk-sync install/);
   const badFlag = await runCli(['relay', '--concurrency', 'many'], { env: { DATABASE_URL: db.url } });
@@ -57,48 +59,64 @@ t.test('start-up refuses bad configuration with exit 2 and one sentence', async 
   t.match(badFlag.stderr, /--concurrency/);
 });
 
-t.test('SIGKILL mid-stream, started again: everything delivered, only what the killed turns had not recorded repeated', async (t) => {
-  const db = await createTestDatabase(t);
-  const receiver = await startReceiver(t, () => ({ status: 200, delayMs: 15 }));
-  const env = { DATABASE_URL: db.url, BACKEND_SYNC_URL: receiver.url };
-  const ids = await addUsers(db, 30);
-  for (let round = 0; round < 4; round++) {
-    await db.pool.query("update users set first_name = 'r' || $1::text", [round]);
-  }
-  const total = 30 * 5;
-  const first = relayProcess(t, env, ['--concurrency', '4', '--lease-ms', '1500']);
-  await waitFor(() => receiver.requests.length >= 40, '40 deliveries before the kill', 30_000);
-  first.child.kill('SIGKILL');
-  const killed = await first.done;
-  t.equal(killed.signal, 'SIGKILL');
-  const beforeRestart = receiver.requests.length;
-  // A relay records a user's progress once per turn (a turn ends after at most 5 events when
-  // others wait): what the killed relay sent in turns it had not recorded yet may go again.
-  const { rows: unrecorded } = await db.pool.query<{ w: string }>(
-    `select 'evt_' || e.webhook_id as w from suekk_sync.events e join suekk_sync.streams s using (user_id)
+t.test(
+  'SIGKILL mid-stream, started again: everything delivered, only what the killed turns had not recorded repeated',
+  async (t) => {
+    const db = await createTestDatabase(t);
+    const receiver = await startReceiver(t, () => ({ status: 200, delayMs: 15 }));
+    const env = { DATABASE_URL: db.url, BACKEND_SYNC_URL: receiver.url };
+    const ids = await addUsers(db, 30);
+    for (let round = 0; round < 4; round++) {
+      await db.pool.query("update users set first_name = 'r' || $1::text", [round]);
+    }
+    const total = 30 * 5;
+    const first = relayProcess(t, env, ['--concurrency', '4', '--lease-ms', '1500']);
+    await waitFor(() => receiver.requests.length >= 40, '40 deliveries before the kill', 30_000);
+    first.child.kill('SIGKILL');
+    const killed = await first.done;
+    t.equal(killed.signal, 'SIGKILL');
+    const beforeRestart = receiver.requests.length;
+    // A relay records a user's progress once per turn (a turn ends after at most 5 events when
+    // others wait): what the killed relay sent in turns it had not recorded yet may go again.
+    const { rows: unrecorded } = await db.pool.query<{ w: string }>(
+      `select 'evt_' || e.webhook_id as w from suekk_sync.events e join suekk_sync.streams s using (user_id)
       where e.id > s.delivered_through`,
-  );
-  const mayRepeat = new Set(receiver.requests.map((r) => r.webhookId).filter((w) => unrecorded.some((u) => u.w === w)));
+    );
+    const mayRepeat = new Set(
+      receiver.requests.map((r) => r.webhookId).filter((w) => unrecorded.some((u) => u.w === w)),
+    );
 
-  const second = relayProcess(t, env, ['--concurrency', '4', '--lease-ms', '1500']);
-  await waitFor(async () => (await eventStatuses(db)).delivered === total, 'every event delivered', 60_000, () => receiver.requests.length);
-  second.child.kill('SIGTERM');
-  t.equal((await second.done).code, 0);
+    const second = relayProcess(t, env, ['--concurrency', '4', '--lease-ms', '1500']);
+    await waitFor(
+      async () => (await eventStatuses(db)).delivered === total,
+      'every event delivered',
+      60_000,
+      () => receiver.requests.length,
+    );
+    second.child.kill('SIGTERM');
+    t.equal((await second.done).code, 0);
 
-  const unique = new Set(receiver.requests.map((r) => r.webhookId));
-  t.equal(unique.size, total, 'every event arrived');
-  const counts = new Map<string, number>();
-  for (const r of receiver.requests) counts.set(r.webhookId, (counts.get(r.webhookId) ?? 0) + 1);
-  const repeated = [...counts].filter(([, n]) => n > 1).map(([w]) => w);
-  t.same(repeated.filter((w) => !mayRepeat.has(w)), [], `repeats only of events sent in unrecorded turns (${repeated.length} repeated, ${beforeRestart} sent before the kill)`);
-  // Four places, a turn of at most five events each, and the request each had in flight.
-  t.ok(mayRepeat.size <= 4 * 6, `at most a turn per place unrecorded at the kill (${mayRepeat.size})`);
-  const { rows } = await db.pool.query<{ user_id: string; webhook_id: string }>('select user_id, webhook_id::text from suekk_sync.event_log order by id');
-  const capture = new Map<string, string[]>();
-  for (const r of rows) capture.set(r.user_id, [...(capture.get(r.user_id) ?? []), `evt_${r.webhook_id}`]);
-  t.same(firstArrivalsInOrder(receiver.requests), capture, 'each user in capture order');
-  t.equal(ids.length, 30);
-});
+    const unique = new Set(receiver.requests.map((r) => r.webhookId));
+    t.equal(unique.size, total, 'every event arrived');
+    const counts = new Map<string, number>();
+    for (const r of receiver.requests) counts.set(r.webhookId, (counts.get(r.webhookId) ?? 0) + 1);
+    const repeated = [...counts].filter(([, n]) => n > 1).map(([w]) => w);
+    t.same(
+      repeated.filter((w) => !mayRepeat.has(w)),
+      [],
+      `repeats only of events sent in unrecorded turns (${repeated.length} repeated, ${beforeRestart} sent before the kill)`,
+    );
+    // Four places, a turn of at most five events each, and the request each had in flight.
+    t.ok(mayRepeat.size <= 4 * 6, `at most a turn per place unrecorded at the kill (${mayRepeat.size})`);
+    const { rows } = await db.pool.query<{ user_id: string; webhook_id: string }>(
+      'select user_id, webhook_id::text from suekk_sync.event_log order by id',
+    );
+    const capture = new Map<string, string[]>();
+    for (const r of rows) capture.set(r.user_id, [...(capture.get(r.user_id) ?? []), `evt_${r.webhook_id}`]);
+    t.same(firstArrivalsInOrder(receiver.requests), capture, 'each user in capture order');
+    t.equal(ids.length, 30);
+  },
+);
 
 t.test('SIGTERM: exit 0, and another relay takes the released users at once, not after the lease', async (t) => {
   const db = await createTestDatabase(t);
@@ -108,16 +126,21 @@ t.test('SIGTERM: exit 0, and another relay takes the released users at once, not
   const receiver = await startReceiver(t, () => ({ status: 200, delayMs }));
   const env = { DATABASE_URL: db.url, BACKEND_SYNC_URL: receiver.url };
   await addUsers(db, 12);
-  for (let round = 0; round < 15; round++) await db.pool.query("update users set first_name = 'r' || $1::text", [round]);
+  for (let round = 0; round < 15; round++)
+    await db.pool.query("update users set first_name = 'r' || $1::text", [round]);
   const total = 12 * 16;
   // A lease far longer than the test: only a released stream can move to the other relay in time.
   const stopping = relayProcess(t, env, ['--concurrency', '12', '--lease-ms', '60000']);
   await waitFor(() => receiver.requests.length >= 12, 'the first relay busy with every user', 30_000);
   const other = relayProcess(t, env, ['--concurrency', '12', '--lease-ms', '60000']);
-  await waitFor(async () => {
-    const { rows } = await db.pool.query('select count(*)::int as n from suekk_sync.relays');
-    return rows[0].n === 2;
-  }, 'the second relay up (and idle: the first holds every user)', 60_000);
+  await waitFor(
+    async () => {
+      const { rows } = await db.pool.query('select count(*)::int as n from suekk_sync.relays');
+      return rows[0].n === 2;
+    },
+    'the second relay up (and idle: the first holds every user)',
+    60_000,
+  );
   delayMs = 400;
   t.ok((await eventStatuses(db)).pending! > 24, 'the first relay still has work when it is stopped');
   stopping.child.kill('SIGTERM');
@@ -126,7 +149,11 @@ t.test('SIGTERM: exit 0, and another relay takes the released users at once, not
   t.match(stopped.stdout, /SIGTERM: stopping/);
   t.match(stopped.stdout, /Relay stopped/);
   // Well inside the 60 s lease: the users were handed back, not left to expire.
-  await waitFor(async () => (await eventStatuses(db)).delivered === total, 'the other relay finished the users', 20_000);
+  await waitFor(
+    async () => (await eventStatuses(db)).delivered === total,
+    'the other relay finished the users',
+    20_000,
+  );
   t.equal(new Set(receiver.requests.map((r) => r.webhookId)).size, total);
   t.equal(receiver.requests.length, total, 'a graceful stop repeats nothing');
   const relays = await db.pool.query('select count(*)::int as n from suekk_sync.relays');
@@ -149,13 +176,17 @@ t.test('a relay notices a killed LISTEN connection and still delivers promptly',
   );
   // pg_terminate_backend returns once the signal is sent: the killed backend can stay listed for a
   // moment, and must not pass for the new connection.
-  await waitFor(async () => {
-    const { rows } = await db.pool.query(
-      "select count(*)::int as n from pg_stat_activity where application_name = 'suekk-sync relay listen' and datname = current_database() and pid <> all($1::int[])",
-      [killed.map((r) => r.pid)],
-    );
-    return rows[0].n === 1;
-  }, 'LISTEN reconnected', 20_000);
+  await waitFor(
+    async () => {
+      const { rows } = await db.pool.query(
+        "select count(*)::int as n from pg_stat_activity where application_name = 'suekk-sync relay listen' and datname = current_database() and pid <> all($1::int[])",
+        [killed.map((r) => r.pid)],
+      );
+      return rows[0].n === 1;
+    },
+    'LISTEN reconnected',
+    20_000,
+  );
   await addUsers(db, 1, 'after');
   await waitFor(() => receiver.delivered.length === 2, 'delivered after the reconnect', 10_000);
   relay.child.kill('SIGTERM');

@@ -78,13 +78,22 @@ t.test('a change committed while the relay holds the stream is delivered right a
   const [id] = await addUsers(db, 1, 'held');
   await started;
   await db.pool.query("update users set first_name = 'During' where id = $1", [id]);
-  await waitFor(async () => {
-    const { rows } = await db.pool.query('select last_event_id > delivered_through + 1 as seen from suekk_sync.streams');
-    return rows[0]?.seen === true;
-  }, 'a claim to see the change to the held stream', PROMPTLY_MS);
+  await waitFor(
+    async () => {
+      const { rows } = await db.pool.query(
+        'select last_event_id > delivered_through + 1 as seen from suekk_sync.streams',
+      );
+      return rows[0]?.seen === true;
+    },
+    'a claim to see the change to the held stream',
+    PROMPTLY_MS,
+  );
   release();
   await waitFor(() => receiver.delivered.length === 2, 'both events', PROMPTLY_MS);
-  t.same(receiver.delivered.map((r) => r.body.displayName), ['First Last', 'During Last']);
+  t.same(
+    receiver.delivered.map((r) => r.body.displayName),
+    ['First Last', 'During Last'],
+  );
   const claimedAgain = logs.filter((l) => l.msg === 'Claimed' && JSON.stringify(l.streams).includes(id!)).length;
   t.equal(claimedAgain, 1, 'the user was claimed once: its turn went on with the new event');
 });
@@ -104,7 +113,10 @@ t.test('a writer still open when the relay looks: its event follows once it comm
   t.equal(receiver.delivered.length, 1, 'nothing more while the writer is open');
   await writer.query('commit');
   await waitFor(() => receiver.delivered.length === 2, 'the late event after the commit', PROMPTLY_MS);
-  t.same(receiver.delivered.map((r) => r.body.displayName), ['First Last', 'Late Last']);
+  t.same(
+    receiver.delivered.map((r) => r.body.displayName),
+    ['First Last', 'Late Last'],
+  );
 });
 
 t.test('writers racing the relay over a few users: everything arrives, in order, without the poll', async (t) => {
@@ -119,7 +131,10 @@ t.test('writers racing the relay over a few users: everything arrives, in order,
       const client = await db.pool.connect();
       try {
         for (let i = 0; i < updatesEach; i++) {
-          await client.query('update users set first_name = $2 where id = $1', [ids[(w + i) % ids.length], `w${w}-${i}`]);
+          await client.query('update users set first_name = $2 where id = $1', [
+            ids[(w + i) % ids.length],
+            `w${w}-${i}`,
+          ]);
           // Gaps of a few milliseconds let streams go idle between changes, and catch releases mid-way.
           if (i % 3 === 0) await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 8)));
         }
@@ -129,45 +144,57 @@ t.test('writers racing the relay over a few users: everything arrives, in order,
     }),
   );
   const total = ids.length + writers * updatesEach;
-  await waitFor(async () => (await eventStatuses(db)).delivered === total, `${total} delivered`, PROMPTLY_MS, () => receiver.delivered.length);
+  await waitFor(
+    async () => (await eventStatuses(db)).delivered === total,
+    `${total} delivered`,
+    PROMPTLY_MS,
+    () => receiver.delivered.length,
+  );
   const { rows } = await db.pool.query<{ user_id: string; webhook_id: string }>(
     'select user_id, webhook_id::text from suekk_sync.event_log order by id',
   );
   const captured = new Map<string, string[]>();
   for (const r of rows) captured.set(r.user_id, [...(captured.get(r.user_id) ?? []), `evt_${r.webhook_id}`]);
   const arrived = new Map<string, string[]>();
-  for (const r of receiver.delivered) arrived.set(String(r.body.id), [...(arrived.get(String(r.body.id)) ?? []), r.webhookId]);
+  for (const r of receiver.delivered)
+    arrived.set(String(r.body.id), [...(arrived.get(String(r.body.id)) ?? []), r.webhookId]);
   t.same(arrived, captured, 'each user in capture order, each event once');
 });
 
-t.test('a writer that stayed silent because the bell was rung is delivered once it commits, without the poll', async (t) => {
-  const db = await createTestDatabase(t);
-  const receiver = await startReceiver(t);
-  await startTestRelay(t, db, receiver.url, { settings: { pollIntervalMs: POLL_MS } });
-  const [first] = await addUsers(db, 1, 'before');
-  await waitFor(() => receiver.delivered.length === 1, 'the first user', PROMPTLY_MS);
-  await waitFor(() => streamIdle(db, first!), 'its stream idle', PROMPTLY_MS);
-  const wakes = await countWakes(t, db);
+t.test(
+  'a writer that stayed silent because the bell was rung is delivered once it commits, without the poll',
+  async (t) => {
+    const db = await createTestDatabase(t);
+    const receiver = await startReceiver(t);
+    await startTestRelay(t, db, receiver.url, { settings: { pollIntervalMs: POLL_MS } });
+    const [first] = await addUsers(db, 1, 'before');
+    await waitFor(() => receiver.delivered.length === 1, 'the first user', PROMPTLY_MS);
+    await waitFor(() => streamIdle(db, first!), 'its stream idle', PROMPTLY_MS);
+    const wakes = await countWakes(t, db);
 
-  // The ringer wakes a stream and rings, still open; the second writer finds the bell rung and
-  // stays silent, also still open.
-  const ringer = await db.pool.connect();
-  const silent = await db.pool.connect();
-  t.teardown(() => {
-    ringer.release();
-    silent.release();
-  });
-  await ringer.query('begin');
-  await ringer.query("insert into users (email, username, password) values ('ring@x.io', 'ringer', 'h')");
-  await silent.query('begin');
-  await silent.query("insert into users (email, username, password) values ('quiet@x.io', 'quiet', 'h')");
-  // The ringer's notification makes the relay look; the silent writer is still open, so the
-  // relay's answer cannot wait it out and it must come back later on its own.
-  await ringer.query('commit');
-  await waitFor(() => receiver.delivered.length === 2, "the ringer's user", PROMPTLY_MS);
-  await new Promise((r) => setTimeout(r, 300));
-  await silent.query('commit');
-  await waitFor(() => receiver.delivered.length === 3, "the silent writer's user", PROMPTLY_MS);
-  t.same(receiver.delivered.map((r) => r.body.username), ['before1', 'ringer', 'quiet']);
-  t.equal(wakes(), 1, 'one notification for both writers');
-});
+    // The ringer wakes a stream and rings, still open; the second writer finds the bell rung and
+    // stays silent, also still open.
+    const ringer = await db.pool.connect();
+    const silent = await db.pool.connect();
+    t.teardown(() => {
+      ringer.release();
+      silent.release();
+    });
+    await ringer.query('begin');
+    await ringer.query("insert into users (email, username, password) values ('ring@x.io', 'ringer', 'h')");
+    await silent.query('begin');
+    await silent.query("insert into users (email, username, password) values ('quiet@x.io', 'quiet', 'h')");
+    // The ringer's notification makes the relay look; the silent writer is still open, so the
+    // relay's answer cannot wait it out and it must come back later on its own.
+    await ringer.query('commit');
+    await waitFor(() => receiver.delivered.length === 2, "the ringer's user", PROMPTLY_MS);
+    await new Promise((r) => setTimeout(r, 300));
+    await silent.query('commit');
+    await waitFor(() => receiver.delivered.length === 3, "the silent writer's user", PROMPTLY_MS);
+    t.same(
+      receiver.delivered.map((r) => r.body.username),
+      ['before1', 'ringer', 'quiet'],
+    );
+    t.equal(wakes(), 1, 'one notification for both writers');
+  },
+);

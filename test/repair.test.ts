@@ -5,11 +5,12 @@ import { runCli } from './helpers/cli.ts';
 import { startReceiver, waitFor } from './helpers/receiver.ts';
 import { addUsers, eventStatuses, startTestRelay } from './helpers/relay.ts';
 
-
 t.test('push sends the current state and prints the outcome; delivers itself with no relay', async (t) => {
   const db = await createTestDatabase(t);
   const receiver = await startReceiver(t, () => ({ status: 200, body: '{"success":true,"note":"upserted"}' }));
-  await db.pool.query('alter table users disable trigger suekk_sync_capture, disable trigger suekk_sync_capture_update');
+  await db.pool.query(
+    'alter table users disable trigger suekk_sync_capture, disable trigger suekk_sync_capture_update',
+  );
   await addUsers(db, 1, 'pia');
   await db.pool.query('alter table users enable trigger suekk_sync_capture, enable trigger suekk_sync_capture_update');
   const env = { DATABASE_URL: db.url, BACKEND_SYNC_URL: receiver.url };
@@ -21,7 +22,13 @@ t.test('push sends the current state and prints the outcome; delivers itself wit
   t.equal(receiver.delivered[0]!.body.action, 'created');
   const json = await runCli(['push', 'pia1', '--action', 'updated', '--json'], { env });
   t.equal(json.code, 0, json.stderr);
-  t.match(JSON.parse(json.stdout), { username: 'pia1', action: 'updated', outcome: 'delivered', httpStatus: 200, ahead: [] });
+  t.match(JSON.parse(json.stdout), {
+    username: 'pia1',
+    action: 'updated',
+    outcome: 'delivered',
+    httpStatus: 200,
+    ahead: [],
+  });
   const unknown = await runCli(['push', 'nobody'], { env });
   t.equal(unknown.code, 2);
   t.match(unknown.stderr, /No user matches "nobody"/);
@@ -29,12 +36,14 @@ t.test('push sends the current state and prints the outcome; delivers itself wit
   t.equal(badAction.code, 2);
 });
 
-t.test('push sends the user\'s waiting events first, now, keeping their webhook-id', async (t) => {
+t.test("push sends the user's waiting events first, now, keeping their webhook-id", async (t) => {
   const db = await createTestDatabase(t);
   let healthy = false;
   const receiver = await startReceiver(t, () => (healthy ? { status: 200 } : { status: 503 }));
   // A long schedule: without push the waiting event would sit for an hour.
-  const relay = await startTestRelay(t, db, receiver.url, { settings: { maxAttempts: 1, retryScheduleMs: [3_600_000], giveUpAfterMs: 86_400_000 } });
+  const relay = await startTestRelay(t, db, receiver.url, {
+    settings: { maxAttempts: 1, retryScheduleMs: [3_600_000], giveUpAfterMs: 86_400_000 },
+  });
   await addUsers(db, 1, 'quin');
   await waitFor(() => receiver.requests.length === 1, 'a first failed round');
   await waitFor(async () => {
@@ -45,7 +54,10 @@ t.test('push sends the user\'s waiting events first, now, keeping their webhook-
   const res = await runCli(['push', 'quin1'], { env: { DATABASE_URL: db.url } });
   t.equal(res.code, 0, res.stderr);
   t.equal(receiver.delivered.length, 2);
-  t.same(receiver.delivered.map((r) => r.body.action), ['created', 'created']);
+  t.same(
+    receiver.delivered.map((r) => r.body.action),
+    ['created', 'created'],
+  );
   t.equal(receiver.delivered[0]!.webhookId, receiver.requests[0]!.webhookId, 'the waiting event kept its webhook-id');
   t.match(res.stdout, /delivered created quin1 .*\ndelivered created quin1/);
   await relay.stop();
@@ -80,10 +92,23 @@ t.test('a parked user: push refuses, retry --user delivers, skip un-parks', asyn
   reject = false;
   const ok = await runCli(['retry', '--user', 'rex1', '--json'], { env });
   t.equal(ok.code, 0, ok.stderr);
-  const lines = ok.stdout.trim().split('\n').map((l) => JSON.parse(l) as { action: string; outcome: string });
-  t.same(lines.map((l) => [l.action, l.outcome]), [['created', 'delivered'], ['updated', 'delivered']]);
+  const lines = ok.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { action: string; outcome: string });
+  t.same(
+    lines.map((l) => [l.action, l.outcome]),
+    [
+      ['created', 'delivered'],
+      ['updated', 'delivered'],
+    ],
+  );
   const rexRequests = receiver.requests.filter((r) => r.body.username === 'rex1');
-  t.equal(new Set(rexRequests.filter((r) => r.body.action === 'created').map((r) => r.webhookId)).size, 1, 'same webhook-id on retry');
+  t.equal(
+    new Set(rexRequests.filter((r) => r.body.action === 'created').map((r) => r.webhookId)).size,
+    1,
+    'same webhook-id on retry',
+  );
 
   const nothing = await runCli(['retry', '--all-failed'], { env });
   t.equal(nothing.code, 0);
@@ -100,8 +125,11 @@ t.test('a parked user: push refuses, retry --user delivers, skip un-parks', asyn
   t.match(skipped.stdout, /skipped\s+updated rex1 evt_/);
   t.match(skipped.stdout, /Un-parked rex1/);
   await waitFor(() => receiver.delivered.some((r) => r.body.displayName === 'After Last'), 'the later event flows');
-  const { rows } = await db.pool.query("select status from suekk_sync.event_log where user_id = $1 order by id", [rex]);
-  t.same(rows.map((r) => r.status), ['delivered', 'delivered', 'skipped', 'delivered']);
+  const { rows } = await db.pool.query('select status from suekk_sync.event_log where user_id = $1 order by id', [rex]);
+  t.same(
+    rows.map((r) => r.status),
+    ['delivered', 'delivered', 'skipped', 'delivered'],
+  );
   const skipDelivered = await runCli(['skip', '1'], { env });
   t.equal(skipDelivered.code, 2);
   t.match(skipDelivered.stderr, /Only failed events can be skipped/);

@@ -25,7 +25,20 @@ t.test('a bar, the counts, the rate and the ETA', async (t) => {
   t.match(frame, /█{5}░{15} 25% \(250\/1000\)/);
   t.match(frame, /enqueued 1000 · delivered 250 · failed 0 · waiting 0/);
   t.match(frame, /125 users\/s · ETA 6s · run 7/);
-  rerender(<ResyncView progress={progress({ enqueued: 400, enqueueDone: false, delivered: 1000, failed: 3, waiting: 2, blocked: 1, rate: 0 })} width={20} />);
+  rerender(
+    <ResyncView
+      progress={progress({
+        enqueued: 400,
+        enqueueDone: false,
+        delivered: 1000,
+        failed: 3,
+        waiting: 2,
+        blocked: 1,
+        rate: 0,
+      })}
+      width={20}
+    />,
+  );
   const later = lastFrame() ?? '';
   t.match(later, /enqueued 400… · delivered 1000 · failed 3 · waiting 3/);
   t.match(later, /ETA —/, 'no rate yet: no ETA');

@@ -9,7 +9,9 @@ import { testSettings } from './helpers/settings.ts';
 
 /** Users that exist before suekk-sync could see them: the drift resync repairs. */
 async function preexistingUsers(db: TestDatabase, count: number, prefix = 'old'): Promise<void> {
-  await db.pool.query('alter table users disable trigger suekk_sync_capture, disable trigger suekk_sync_capture_update');
+  await db.pool.query(
+    'alter table users disable trigger suekk_sync_capture, disable trigger suekk_sync_capture_update',
+  );
   await addUsers(db, count, prefix);
   await db.pool.query('alter table users enable trigger suekk_sync_capture, enable trigger suekk_sync_capture_update');
 }
@@ -18,16 +20,26 @@ t.test('resync --all with no relay running delivers every user itself, piped out
   const db = await createTestDatabase(t);
   const receiver = await startReceiver(t);
   await preexistingUsers(db, 120);
-  await db.pool.query("alter table users disable trigger suekk_sync_capture, disable trigger suekk_sync_capture_update; update users set deleted_at = now() where username = 'old7'; alter table users enable trigger suekk_sync_capture, enable trigger suekk_sync_capture_update");
-  const res = await runCli(['resync', '--all', '--batch-size', '50'], { env: { DATABASE_URL: db.url, BACKEND_SYNC_URL: receiver.url } });
+  await db.pool.query(
+    "alter table users disable trigger suekk_sync_capture, disable trigger suekk_sync_capture_update; update users set deleted_at = now() where username = 'old7'; alter table users enable trigger suekk_sync_capture, enable trigger suekk_sync_capture_update",
+  );
+  const res = await runCli(['resync', '--all', '--batch-size', '50'], {
+    env: { DATABASE_URL: db.url, BACKEND_SYNC_URL: receiver.url },
+  });
   t.equal(res.code, 0, res.stderr);
   t.match(res.stdout, /Resync run \d+: 120 of 120 delivered, 0 failed, 0 waiting/);
   t.notMatch(res.stdout, /\u001b\[/, 'no terminal escapes when piped');
   t.equal(receiver.delivered.length, 120);
   t.equal(new Set(receiver.delivered.map((r) => r.body.id)).size, 120);
   const deleted = receiver.delivered.filter((r) => r.body.action === 'deleted');
-  t.same(deleted.map((r) => r.body.username), ['old7'], 'a soft-deleted user goes as deleted, the rest as created');
-  const { rows } = await db.pool.query("select distinct source, run_id is not null as has_run from suekk_sync.event_log");
+  t.same(
+    deleted.map((r) => r.body.username),
+    ['old7'],
+    'a soft-deleted user goes as deleted, the rest as created',
+  );
+  const { rows } = await db.pool.query(
+    'select distinct source, run_id is not null as has_run from suekk_sync.event_log',
+  );
   t.same(rows, [{ source: 'resync', has_run: true }]);
 });
 
@@ -84,11 +96,14 @@ t.test('resync racing a writer never delivers a state older than one already cap
   const last = new Map<string, string>();
   for (const r of receiver.delivered) last.set(String(r.body.id), String(r.body.displayName));
   for (const row of rows) t.equal(last.get(row.id), `${row.first_name} Last`, `user ${row.id}`);
-  const order = await db.pool.query<{ user_id: string; webhook_id: string }>('select user_id, webhook_id::text from suekk_sync.event_log order by id');
+  const order = await db.pool.query<{ user_id: string; webhook_id: string }>(
+    'select user_id, webhook_id::text from suekk_sync.event_log order by id',
+  );
   const capture = new Map<string, string[]>();
   for (const r of order.rows) capture.set(r.user_id, [...(capture.get(r.user_id) ?? []), `evt_${r.webhook_id}`]);
   const arrival = new Map<string, string[]>();
-  for (const r of receiver.delivered) arrival.set(String(r.body.id), [...(arrival.get(String(r.body.id)) ?? []), r.webhookId]);
+  for (const r of receiver.delivered)
+    arrival.set(String(r.body.id), [...(arrival.get(String(r.body.id)) ?? []), r.webhookId]);
   t.same(arrival, capture);
 });
 
@@ -110,10 +125,14 @@ t.test('an interrupted resync resumes from its cursor, enqueueing each user once
   });
   t.equal(first.interrupted, true);
   t.ok(first.enqueued >= 30 && first.enqueued < 100, `stopped after a batch (${first.enqueued})`);
-  const res = await runCli(['resync', '--resume', '--json'], { env: { DATABASE_URL: db.url, BACKEND_SYNC_URL: receiver.url } });
+  const res = await runCli(['resync', '--resume', '--json'], {
+    env: { DATABASE_URL: db.url, BACKEND_SYNC_URL: receiver.url },
+  });
   t.equal(res.code, 0, res.stderr);
   t.match(JSON.parse(res.stdout), { runId: first.runId, enqueued: 100, delivered: 100 });
-  const { rows } = await db.pool.query('select count(*)::int as n, count(distinct user_id)::int as users from suekk_sync.event_log');
+  const { rows } = await db.pool.query(
+    'select count(*)::int as n, count(distinct user_id)::int as users from suekk_sync.event_log',
+  );
   t.same(rows, [{ n: 100, users: 100 }]);
   const again = await runCli(['resync', '--resume'], { env: { DATABASE_URL: db.url, BACKEND_SYNC_URL: receiver.url } });
   t.equal(again.code, 2);
@@ -181,7 +200,9 @@ t.test('resync counts are exact: delivered, failed, waiting, and blocked behind 
   await preexistingUsers(db, 20, 'ok');
   await preexistingUsers(db, 3, 'g');
   await preexistingUsers(db, 2, 'h');
-  await startTestRelay(t, db, receiver.url, { settings: { maxAttempts: 1, retryScheduleMs: [3_600_000], giveUpAfterMs: 7_200_000 } });
+  await startTestRelay(t, db, receiver.url, {
+    settings: { maxAttempts: 1, retryScheduleMs: [3_600_000], giveUpAfterMs: 7_200_000 },
+  });
   // f* and w* already have a live change held back when the resync starts: theirs wait behind it.
   await addUsers(db, 4, 'f');
   await addUsers(db, 2, 'w');
@@ -192,7 +213,10 @@ t.test('resync counts are exact: delivered, failed, waiting, and blocked behind 
         "select status, rounds, payload->>'username' as username from suekk_sync.event_log order by id",
       );
       held = rows;
-      return rows.filter((r) => r.status === 'failed').length === 4 && rows.filter((r) => r.status === 'pending' && r.rounds > 0).length === 2;
+      return (
+        rows.filter((r) => r.status === 'failed').length === 4 &&
+        rows.filter((r) => r.status === 'pending' && r.rounds > 0).length === 2
+      );
     },
     'the live changes of f* failed and of w* waiting',
     15_000,
@@ -205,8 +229,25 @@ t.test('resync counts are exact: delivered, failed, waiting, and blocked behind 
     progressIntervalMs: 0,
     onProgress: (p) => reports.push(p),
   });
-  t.match(result, { total: 31, enqueued: 31, delivered: 20, failed: 3, waiting: 2, blocked: 6, queued: 0, interrupted: false, delivery: 'relay' });
-  t.same(await groundTruth(db, result.runId), { enqueued: 31, delivered: 20, failed: 3, waiting: 2, blocked: 6, queued: 0 });
+  t.match(result, {
+    total: 31,
+    enqueued: 31,
+    delivered: 20,
+    failed: 3,
+    waiting: 2,
+    blocked: 6,
+    queued: 0,
+    interrupted: false,
+    delivery: 'relay',
+  });
+  t.same(await groundTruth(db, result.runId), {
+    enqueued: 31,
+    delivered: 20,
+    failed: 3,
+    waiting: 2,
+    blocked: 6,
+    queued: 0,
+  });
   t.ok(reports.length > 3, `${reports.length} reports`);
   for (const p of reports) {
     if (p.delivered + p.failed + p.waiting + p.blocked + p.queued !== p.enqueued || p.delivered < 0) {
@@ -229,7 +270,9 @@ t.test('while waiting, enqueueing keeps at most maxQueued events of the run ahea
   let sampling = true;
   const sampler = (async () => {
     while (sampling) {
-      const { rows } = await db.pool.query<{ n: number }>("select count(*)::int as n from suekk_sync.event_log where status = 'pending'");
+      const { rows } = await db.pool.query<{ n: number }>(
+        "select count(*)::int as n from suekk_sync.event_log where status = 'pending'",
+      );
       maxOpen = Math.max(maxOpen, rows[0]!.n);
       await new Promise((r) => setTimeout(r, 5));
     }
@@ -253,10 +296,24 @@ t.test('while waiting, enqueueing keeps at most maxQueued events of the run ahea
 t.test('resync --no-wait --json enqueues and reports exact counts without waiting', async (t) => {
   const db = await createTestDatabase(t);
   await preexistingUsers(db, 45);
-  const res = await runCli(['resync', '--all', '--no-wait', '--json', '--batch-size', '10'], { env: { DATABASE_URL: db.url } });
+  const res = await runCli(['resync', '--all', '--no-wait', '--json', '--batch-size', '10'], {
+    env: { DATABASE_URL: db.url },
+  });
   t.equal(res.code, 0, res.stderr);
   const summary = JSON.parse(res.stdout) as Record<string, unknown>;
-  t.match(summary, { total: 45, enqueued: 45, delivered: 0, failed: 0, waiting: 0, blocked: 0, queued: 45, interrupted: false, delivery: 'none' });
-  const { rows } = await db.pool.query('select enqueued::int, cursor is not null as has_cursor, finished_at is not null as finished from suekk_sync.resync_runs');
+  t.match(summary, {
+    total: 45,
+    enqueued: 45,
+    delivered: 0,
+    failed: 0,
+    waiting: 0,
+    blocked: 0,
+    queued: 45,
+    interrupted: false,
+    delivery: 'none',
+  });
+  const { rows } = await db.pool.query(
+    'select enqueued::int, cursor is not null as has_cursor, finished_at is not null as finished from suekk_sync.resync_runs',
+  );
   t.same(rows, [{ enqueued: 45, has_cursor: true, finished: true }]);
 });

@@ -18,7 +18,10 @@ t.test('writes go to the partition rotation makes current, at once', async (t) =
   const report = await rotatePartitions(db.pool, 1_000);
   t.equal(report.rotatedTo, 1, 'partition 0 served its period (install time was long ago)');
   await addUsers(db, 3, 'after');
-  t.same(await partitions(db), [{ part: 0, n: 2 }, { part: 1, n: 3 }]);
+  t.same(await partitions(db), [
+    { part: 0, n: 2 },
+    { part: 1, n: 3 },
+  ]);
   const again = await rotatePartitions(db.pool, 60_000);
   t.same([again.rotatedTo, again.truncated], [null, []], 'nothing more before a quarter of the retention');
 });
@@ -46,7 +49,10 @@ t.test('a partition a long query is reading is emptied later, and writers are ne
   await reader.query('commit');
   const later = await rotatePartitions(db.pool, 200);
   t.ok(later.truncated.includes(0), 'emptied once the reader is gone');
-  t.notOk((await partitions(db)).some((p) => p.part === 0), 'partition 0 is empty');
+  t.notOk(
+    (await partitions(db)).some((p) => p.part === 0),
+    'partition 0 is empty',
+  );
   // Settled events the tickers' horizon has not passed (a transaction open elsewhere in the cluster
   // holds it back) move rather than go: only the new write is undelivered, and it is kept.
   const { rows } = await db.pool.query<{ username: string; status: string }>(

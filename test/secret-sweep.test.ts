@@ -41,7 +41,9 @@ function echoingBackend(req: ReceivedRequest): Answer {
     const signature = String(req.headers['webhook-signature']).split(' ')[0]!;
     return {
       status: 302,
-      headers: { location: `https://login.example/cb?token=${S.syncToken}&sig=${encodeURIComponent(signature)}&s=${signature}` },
+      headers: {
+        location: `https://login.example/cb?token=${S.syncToken}&sig=${encodeURIComponent(signature)}&s=${signature}`,
+      },
       body: echo,
     };
   }
@@ -98,10 +100,21 @@ t.test('the sweep itself fails a test on every form of a secret, and names the l
     t.ok(leaks.length > 0, `caught: ${what}`);
     t.match(leaks.map((l) => l.what).join(' | '), what);
     const error = new SecretLeakError(leaks, 'this test');
-    t.notOk(Object.values(S).some((secret) => error.message.includes(secret)), 'the failure does not print the secret');
+    t.notOk(
+      Object.values(S).some((secret) => error.message.includes(secret)),
+      'the failure does not print the secret',
+    );
   }
-  t.same(findLeaks('suekk-sync: WEBHOOK_SECRET does not start with whsec_; Bearer $TOKEN', 'ordinary output'), [], 'ordinary output passes');
-  t.same(findLeaks(`token: ${BACKEND_JWT}`, 'a login answer', { allow: ['jwt'] }), [], 'a JWT where it is the point can be allowed');
+  t.same(
+    findLeaks('suekk-sync: WEBHOOK_SECRET does not start with whsec_; Bearer $TOKEN', 'ordinary output'),
+    [],
+    'ordinary output passes',
+  );
+  t.same(
+    findLeaks(`token: ${BACKEND_JWT}`, 'a login answer', { allow: ['jwt'] }),
+    [],
+    'a JWT where it is the point can be allowed',
+  );
 
   // A real run whose output carries a secret is refused by runCli (the dry run prints the mapping).
   const db = await createTestDatabase(t, 'users');
@@ -111,16 +124,18 @@ t.test('the sweep itself fails a test on every form of a secret, and names the l
     (err: unknown) => err,
   );
   t.type(leaked, SecretLeakError, 'runCli fails on a leak');
-  t.match((leaked as Error).message, /^suekk-sync install printed a secret: the syncToken in stdout, starting swee… \(29 characters\)$/);
+  t.match(
+    (leaked as Error).message,
+    /^suekk-sync install printed a secret: the syncToken in stdout, starting swee… \(29 characters\)$/,
+  );
 
   // And an in-process relay whose log line carries one is caught too.
   const receiver = await startReceiver(t);
   const logged = await createTestDatabase(t);
   const second = await startTestRelay(t, logged, receiver.url, { expectLeaks: true });
-  await logged.pool.query(
-    "insert into users (email, username, password) values ('leak@example.com', $1, 'x')",
-    [S.syncToken],
-  );
+  await logged.pool.query("insert into users (email, username, password) values ('leak@example.com', $1, 'x')", [
+    S.syncToken,
+  ]);
   await waitFor(() => second.leaks.length > 0, 'the relay logging the user name, which is a secret here', 10_000);
   t.match(second.leaks[0], { kind: 'known', what: 'the syncToken' });
 });
@@ -145,10 +160,22 @@ t.test('relay logs and stored responses on 500, 503, 401, redirects and timeouts
     60_000,
   );
   await stop();
-  t.ok(receiver.requests.every((r) => String(r.headers.authorization) === `Bearer ${S.syncToken}`), 'the backend got the token');
-  t.ok(receiver.requests.every((r) => /^v1,\S+ v1,\S+$/.test(String(r.headers['webhook-signature']))), 'and two signatures to echo');
+  t.ok(
+    receiver.requests.every((r) => String(r.headers.authorization) === `Bearer ${S.syncToken}`),
+    'the backend got the token',
+  );
+  t.ok(
+    receiver.requests.every((r) => /^v1,\S+ v1,\S+$/.test(String(r.headers['webhook-signature']))),
+    'and two signatures to echo',
+  );
 
-  const { rows } = await db.pool.query<{ username: string; status: string; last_status: number | null; last_error: string | null; last_response: string | null }>(
+  const { rows } = await db.pool.query<{
+    username: string;
+    status: string;
+    last_status: number | null;
+    last_error: string | null;
+    last_response: string | null;
+  }>(
     `select payload->>'username' as username, status, last_status, last_error, last_response
        from suekk_sync.event_log order by id`,
   );
@@ -156,13 +183,24 @@ t.test('relay logs and stored responses on 500, 503, 401, redirects and timeouts
   t.match(stored, /\[redacted\]/);
   t.same(findLeaks(stored, 'suekk_sync.events'), [], 'no secret, signature, hash or JWT stored');
   const byUser = Object.fromEntries(rows.map((r) => [r.username.replace(/\d+$/, ''), r]));
-  t.match(byUser.boom, { last_status: 500, last_error: /^HTTP 500: .*\[redacted\]/ }, 'the 500 is recorded, its credentials redacted');
+  t.match(
+    byUser.boom,
+    { last_status: 500, last_error: /^HTTP 500: .*\[redacted\]/ },
+    'the 500 is recorded, its credentials redacted',
+  );
   t.match(byUser.php, { last_status: 503, last_response: /\[redacted\]/ });
   t.match(byUser.denied, { status: 'failed', last_status: 401, last_response: /"error":"nope"/ });
-  t.match(byUser.moved, { status: 'failed', last_status: 302, last_error: /redirects are not followed \(Location: https:\/\/login\.example\/cb\?/ });
+  t.match(byUser.moved, {
+    status: 'failed',
+    last_status: 302,
+    last_error: /redirects are not followed \(Location: https:\/\/login\.example\/cb\?/,
+  });
   t.match(byUser.stuck, { last_error: /timed out/ });
   t.match(byUser.fine, { status: 'delivered' });
-  t.ok(logs.some((l) => /^Failed to sync user boom1 to backend: HTTP 500/.test(String(l.msg))), 'the failures were logged (and swept)');
+  t.ok(
+    logs.some((l) => /^Failed to sync user boom1 to backend: HTTP 500/.test(String(l.msg))),
+    'the failures were logged (and swept)',
+  );
 });
 
 t.test('operator commands over those events print no secret: status, tail-log, push, retry, resync', async (t) => {
@@ -188,7 +226,9 @@ t.test('operator commands over those events print no secret: status, tail-log, p
     resyncDry: ['resync', '--all', '--dry-run'],
   };
   const read = await fewAtATime(Object.values(reading), (args) => cli(args));
-  const results: Record<string, CliResult> = Object.fromEntries(Object.keys(reading).map((name, i) => [name, read[i]!]));
+  const results: Record<string, CliResult> = Object.fromEntries(
+    Object.keys(reading).map((name, i) => [name, read[i]!]),
+  );
   for (const [name, args] of Object.entries({
     pushFine: ['push', 'fine1'],
     pushBoom: ['push', 'boom1', '--json'],
@@ -220,13 +260,24 @@ t.test('the relay process at LOG_LEVEL=debug prints no secret', async (t) => {
   const receiver = await startReceiver(t, echoingBackend);
   const { env } = await cliEnv(db, receiver.url);
   const relay = relayProcess(t, env, [
-    '--timeout-ms', '2000', '--max-attempts', '2', '--backoff-ms', '10', '--retry-schedule', '1h', '--poll-interval-ms', '100',
+    '--timeout-ms',
+    '2000',
+    '--max-attempts',
+    '2',
+    '--backoff-ms',
+    '10',
+    '--retry-schedule',
+    '1h',
+    '--poll-interval-ms',
+    '100',
   ]);
   await failingUsers(db);
   await waitFor(() => new Set(receiver.requests.map((r) => r.body.username)).size === 6, 'every user tried', 60_000);
   await waitFor(
     async () => {
-      const { rows } = await db.pool.query<{ n: number }>("select count(*)::int as n from suekk_sync.event_log where status <> 'pending' or rounds > 0");
+      const { rows } = await db.pool.query<{ n: number }>(
+        "select count(*)::int as n from suekk_sync.event_log where status <> 'pending' or rounds > 0",
+      );
       return rows[0]!.n === 6;
     },
     'one round each',
@@ -242,6 +293,7 @@ t.test('the relay process at LOG_LEVEL=debug prints no secret', async (t) => {
 /** Runs `work` over `items` a few at a time: a dozen CLI processes at once starve a loaded machine. */
 async function fewAtATime<T, R>(items: readonly T[], work: (item: T) => Promise<R>, width = 3): Promise<R[]> {
   const results: R[] = [];
-  for (let i = 0; i < items.length; i += width) results.push(...(await Promise.all(items.slice(i, i + width).map(work))));
+  for (let i = 0; i < items.length; i += width)
+    results.push(...(await Promise.all(items.slice(i, i + width).map(work))));
   return results;
 }

@@ -12,13 +12,22 @@ import { isInstalled } from './helpers/install.ts';
 
 t.test('server_version_num: 14 and newer pass, older servers get the one-sentence refusal', async (t) => {
   t.same([90624, 130016, 140000, 140023, 150020, 180004].map(serverMajor), [9, 13, 14, 14, 15, 18]);
-  for (const [num, version] of [[140000, '14.0'], [140023, '14.23'], [180004, '18.4']] as const) {
+  for (const [num, version] of [
+    [140000, '14.0'],
+    [140023, '14.23'],
+    [180004, '18.4'],
+  ] as const) {
     t.doesNotThrow(() => checkServerVersion(num, version), `${version} is supported`);
   }
-  for (const [num, version] of [[130016, '13.16'], [90624, '9.6.24']] as const) {
+  for (const [num, version] of [
+    [130016, '13.16'],
+    [90624, '9.6.24'],
+  ] as const) {
     t.throws(
       () => checkServerVersion(num, version),
-      new UsageError(`The database runs PostgreSQL ${version}, and suekk-sync needs PostgreSQL 14 or newer; upgrade the server or install on another one.`),
+      new UsageError(
+        `The database runs PostgreSQL ${version}, and suekk-sync needs PostgreSQL 14 or newer; upgrade the server or install on another one.`,
+      ),
       `${version} is refused`,
     );
   }

@@ -33,7 +33,8 @@ const CONTRACT_KEYS = [
 
 async function status(db: TestDatabase): Promise<StatusReport> {
   const report = await getStatus(db.pool);
-  if (report.database !== 'reachable' || report.schemaVersion === null) throw new Error(`no status: ${report.problems.join(' ')}`);
+  if (report.database !== 'reachable' || report.schemaVersion === null)
+    throw new Error(`no status: ${report.problems.join(' ')}`);
   return report;
 }
 
@@ -86,7 +87,9 @@ t.test('a fresh install: healthy, exit 0, every contract key in --json', async (
 
 t.test('a disabled trigger: unhealthy, exit 1, and the problem says how to enable it', async (t) => {
   const db = await createTestDatabase(t);
-  await db.pool.query('alter table users disable trigger suekk_sync_capture, disable trigger suekk_sync_capture_update');
+  await db.pool.query(
+    'alter table users disable trigger suekk_sync_capture, disable trigger suekk_sync_capture_update',
+  );
   // A config file whose mapping differs from the installed one adds a warning, not a problem.
   const dir = mkdtempSync(join(tmpdir(), 'suekk-status-'));
   const config = join(dir, 'suekk-sync.json');
@@ -99,12 +102,17 @@ t.test('a disabled trigger: unhealthy, exit 1, and the problem says how to enabl
   const report = JSON.parse(json.stdout) as StatusReport;
   t.equal(report.healthy, false);
   t.same(report.trigger, { installed: true, enabled: false });
-  t.match(report.problems, [/suekk_sync_capture on public\.users is disabled.*alter table public\.users enable trigger suekk_sync_capture/]);
+  t.match(report.problems, [
+    /suekk_sync_capture on public\.users is disabled.*alter table public\.users enable trigger suekk_sync_capture/,
+  ]);
   t.equal(human.code, 1);
   t.match(human.stdout, /^healthy +NO$/m);
   t.match(human.stdout, /^trigger +installed, DISABLED$/m);
   t.match(human.stdout, /Problems:\n {2}- The capture trigger suekk_sync_capture/);
-  t.match(human.stdout, /Warnings:\n( {2}- .*\n)* {2}- The source mapping in the config file differs from the one installed; run `suekk-sync install`/);
+  t.match(
+    human.stdout,
+    /Warnings:\n( {2}- .*\n)* {2}- The source mapping in the config file differs from the one installed; run `suekk-sync install`/,
+  );
   t.equal(human.stderr, '', 'the table says it all; no error line');
 
   await db.pool.query('alter table users enable trigger suekk_sync_capture, enable trigger suekk_sync_capture_update');
@@ -121,7 +129,9 @@ t.test('failed events, old pending events without a relay, missing functions: un
   await db.pool.query("update suekk_sync.events set created_at = now() - interval '2 minutes'");
   let report = await status(db);
   t.equal(report.healthy, false);
-  t.match(report.problems, [/2 events wait \(the oldest for 2m \d+s\) and no relay is alive; start `suekk-sync relay`/]);
+  t.match(report.problems, [
+    /2 events wait \(the oldest for 2m \d+s\) and no relay is alive; start `suekk-sync relay`/,
+  ]);
 
   await beat(db, 30);
   report = await status(db);
@@ -132,7 +142,11 @@ t.test('failed events, old pending events without a relay, missing functions: un
   await beat(db, 0);
   report = await status(db);
   t.equal(report.healthy, true, 'old pending events with a live relay are its business');
-  t.same(report.relays.map((r) => r.alive), [true, false], 'the freshest first');
+  t.same(
+    report.relays.map((r) => r.alive),
+    [true, false],
+    'the freshest first',
+  );
 
   await markHeadFailed(db, (e) => e.userId === first);
   report = await status(db);
@@ -140,75 +154,95 @@ t.test('failed events, old pending events without a relay, missing functions: un
   t.equal(report.failed, 1);
   t.equal(report.parkedUsers, 1);
   t.equal(report.backlog, 1);
-  t.match(report.problems, [/1 event failed and 1 user is parked.*tail-log --status failed.*retry --all-failed.*skip --user/]);
+  t.match(report.problems, [
+    /1 event failed and 1 user is parked.*tail-log --status failed.*retry --all-failed.*skip --user/,
+  ]);
 
   await skip(db.pool, { userRef: first! });
   await db.pool.query('drop function suekk_sync.user_payload(public.users)');
   report = await status(db);
   t.equal(report.healthy, false);
   t.same(report.missingFunctions, ['suekk_sync.user_payload']);
-  t.match(report.problems, [/suekk_sync\.user_payload is missing, so every write to public\.users fails; run `suekk-sync install`/]);
+  t.match(report.problems, [
+    /suekk_sync\.user_payload is missing, so every write to public\.users fails; run `suekk-sync install`/,
+  ]);
 });
 
-t.test('a hand-edited accessor, trigger function or trigger is drift: unhealthy, named, fixed by install', async (t) => {
-  const db = await createTestDatabase(t);
-  const env = { DATABASE_URL: db.url };
-  // Still valid and still capturing, so nothing but the comparison can notice: avatar left out.
-  await db.pool.query(
-    `create or replace function suekk_sync.user_payload(u public.users) returns text language sql stable
+t.test(
+  'a hand-edited accessor, trigger function or trigger is drift: unhealthy, named, fixed by install',
+  async (t) => {
+    const db = await createTestDatabase(t);
+    const env = { DATABASE_URL: db.url };
+    // Still valid and still capturing, so nothing but the comparison can notice: avatar left out.
+    await db.pool.query(
+      `create or replace function suekk_sync.user_payload(u public.users) returns text language sql stable
      as $f$select '{"id":' || to_json((u).id::text)::text || ',"email":' || to_json((u).email)::text
        || ',"username":' || to_json((u).username)::text || ',"displayName":' || to_json((u).username)::text
        || ',"avatar":"","role":' || to_json((u).role)::text || ',"isActive":' || case when (u).is_active then 'true' else 'false' end$f$`,
-  );
-  // The trigger function without its NOTIFY, as a DBA might "optimise" it.
-  const { rows } = await db.pool.query<{ src: string }>("select prosrc as src from pg_proc where proname = 'capture_row'");
-  t.match(rows[0]!.src, /pg_notify/, 'the installed trigger function notifies');
-  await db.pool.query(
-    `create or replace function suekk_sync.capture_row() returns trigger language plpgsql security definer
+    );
+    // The trigger function without its NOTIFY, as a DBA might "optimise" it.
+    const { rows } = await db.pool.query<{ src: string }>(
+      "select prosrc as src from pg_proc where proname = 'capture_row'",
+    );
+    t.match(rows[0]!.src, /pg_notify/, 'the installed trigger function notifies');
+    await db.pool.query(
+      `create or replace function suekk_sync.capture_row() returns trigger language plpgsql security definer
      set search_path = pg_catalog, pg_temp as $f$${rows[0]!.src.replace(/perform pg_notify\([^)]*\);/, 'null;')}$f$`,
-  );
-  const [json, human] = await Promise.all([runCli(['status', '--json'], { env }), runCli(['status'], { env })]);
-  t.equal(json.code, 1, 'drift is unhealthy');
-  const report = JSON.parse(json.stdout) as StatusReport;
-  t.same(report.drift, ['suekk_sync.user_payload', 'suekk_sync.capture_row']);
-  t.same(report.trigger, { installed: true, enabled: true }, 'the trigger itself is fine');
-  t.match(report.problems, [
-    /^The capture function suekk_sync\.user_payload differs from what `suekk-sync install` generates from the recorded mapping .*; run `suekk-sync install` to rebuild it/,
-    /^The capture function suekk_sync\.capture_row differs .*; run `suekk-sync install`/,
-  ]);
-  t.equal(report.problems.length, 2, 'one sentence per drifted function');
-  t.equal(human.code, 1);
-  t.match(human.stdout, /^capture +DRIFTED: suekk_sync\.user_payload, suekk_sync\.capture_row$/m);
-  t.match(human.stdout, /Problems:\n {2}- The capture function suekk_sync\.user_payload differs/);
+    );
+    const [json, human] = await Promise.all([runCli(['status', '--json'], { env }), runCli(['status'], { env })]);
+    t.equal(json.code, 1, 'drift is unhealthy');
+    const report = JSON.parse(json.stdout) as StatusReport;
+    t.same(report.drift, ['suekk_sync.user_payload', 'suekk_sync.capture_row']);
+    t.same(report.trigger, { installed: true, enabled: true }, 'the trigger itself is fine');
+    t.match(report.problems, [
+      /^The capture function suekk_sync\.user_payload differs from what `suekk-sync install` generates from the recorded mapping .*; run `suekk-sync install` to rebuild it/,
+      /^The capture function suekk_sync\.capture_row differs .*; run `suekk-sync install`/,
+    ]);
+    t.equal(report.problems.length, 2, 'one sentence per drifted function');
+    t.equal(human.code, 1);
+    t.match(human.stdout, /^capture +DRIFTED: suekk_sync\.user_payload, suekk_sync\.capture_row$/m);
+    t.match(human.stdout, /Problems:\n {2}- The capture function suekk_sync\.user_payload differs/);
 
-  // A trigger recreated by hand for inserts only.
-  await db.pool.query('create or replace trigger suekk_sync_capture after insert on users for each row execute function suekk_sync.capture_row()');
-  const trigger = await status(db);
-  t.ok(trigger.drift?.includes('trigger suekk_sync_capture'), 'the narrowed trigger is drift');
-  t.match(trigger.problems, [/./, /./, /^The capture trigger suekk_sync_capture on public\.users differs from what `suekk-sync install` creates.*run `suekk-sync install`/]);
+    // A trigger recreated by hand for inserts only.
+    await db.pool.query(
+      'create or replace trigger suekk_sync_capture after insert on users for each row execute function suekk_sync.capture_row()',
+    );
+    const trigger = await status(db);
+    t.ok(trigger.drift?.includes('trigger suekk_sync_capture'), 'the narrowed trigger is drift');
+    t.match(trigger.problems, [
+      /./,
+      /./,
+      /^The capture trigger suekk_sync_capture on public\.users differs from what `suekk-sync install` creates.*run `suekk-sync install`/,
+    ]);
 
-  // The update trigger without its condition: every login would call the capture function again.
-  await db.pool.query('create or replace trigger suekk_sync_capture_update after update on users for each row execute function suekk_sync.capture_row()');
-  const unconditional = await status(db);
-  t.ok(unconditional.drift?.includes('trigger suekk_sync_capture_update'), 'an update trigger without its WHEN condition is drift');
+    // The update trigger without its condition: every login would call the capture function again.
+    await db.pool.query(
+      'create or replace trigger suekk_sync_capture_update after update on users for each row execute function suekk_sync.capture_row()',
+    );
+    const unconditional = await status(db);
+    t.ok(
+      unconditional.drift?.includes('trigger suekk_sync_capture_update'),
+      'an update trigger without its WHEN condition is drift',
+    );
 
-  // The view that pins what capture reads, dropped so that a mapped column could go.
-  await db.pool.query('drop view suekk_sync.columns_read_by_capture');
-  const unpinned = await status(db);
-  t.ok(unpinned.drift?.includes('suekk_sync.columns_read_by_capture'), 'the missing view is drift');
-  t.match(unpinned.problems, [
-    /./,
-    /./,
-    /^The view suekk_sync\.columns_read_by_capture is missing, so PostgreSQL no longer refuses to drop or retype a column capture reads .*; run `suekk-sync install`/,
-    /^The capture trigger suekk_sync_capture on/,
-    /^The capture trigger suekk_sync_capture_update on/,
-  ]);
+    // The view that pins what capture reads, dropped so that a mapped column could go.
+    await db.pool.query('drop view suekk_sync.columns_read_by_capture');
+    const unpinned = await status(db);
+    t.ok(unpinned.drift?.includes('suekk_sync.columns_read_by_capture'), 'the missing view is drift');
+    t.match(unpinned.problems, [
+      /./,
+      /./,
+      /^The view suekk_sync\.columns_read_by_capture is missing, so PostgreSQL no longer refuses to drop or retype a column capture reads .*; run `suekk-sync install`/,
+      /^The capture trigger suekk_sync_capture on/,
+      /^The capture trigger suekk_sync_capture_update on/,
+    ]);
 
-  const installed = await runCli(['install'], { env });
-  t.equal(installed.code, 0, installed.stderr);
-  const repaired = await status(db);
-  t.match(repaired, { healthy: true, drift: [], problems: [] }, 'install, as the sentence says, ends the drift');
-});
+    const installed = await runCli(['install'], { env });
+    t.equal(installed.code, 0, installed.stderr);
+    const repaired = await status(db);
+    t.match(repaired, { healthy: true, drift: [], problems: [] }, 'install, as the sentence says, ends the drift');
+  },
+);
 
 t.test('a retyped mapped column, a changed primary key and a renamed table are drift too', async (t) => {
   const db = await createTestDatabase(t);
@@ -227,16 +261,22 @@ t.test('a retyped mapped column, a changed primary key and a renamed table are d
   ]);
 
   const keyed = await createTestDatabase(t);
-  await keyed.pool.query('alter table users drop constraint users_pkey, add constraint users_email_pkey primary key (email)');
+  await keyed.pool.query(
+    'alter table users drop constraint users_pkey, add constraint users_email_pkey primary key (email)',
+  );
   const rekeyed = await status(keyed);
   t.ok(rekeyed.drift?.includes('public.users primary key'));
-  t.match(rekeyed.problems, [/^The primary key of public\.users is now email, but capture was installed keyed on id.*run `suekk-sync install`.*resync --all/]);
+  t.match(rekeyed.problems, [
+    /^The primary key of public\.users is now email, but capture was installed keyed on id.*run `suekk-sync install`.*resync --all/,
+  ]);
 
   const renamed = await createTestDatabase(t);
   await renamed.pool.query('alter table users rename to accounts');
   const moved = await status(renamed);
   t.match(moved, { healthy: false, table: 'public.users', trigger: { installed: true, enabled: true }, drift: null });
-  t.match(moved.problems, [/^The captured table public\.users was renamed or moved to public\.accounts, .*set source\.table to public\.accounts and run `suekk-sync install`, or rename it back\.$/]);
+  t.match(moved.problems, [
+    /^The captured table public\.users was renamed or moved to public\.accounts, .*set source\.table to public\.accounts and run `suekk-sync install`, or rename it back\.$/,
+  ]);
   await renamed.pool.query('alter table accounts rename to users');
   t.match(await status(renamed), { healthy: true, drift: [] }, 'renamed back: nothing drifted');
 });
@@ -247,12 +287,23 @@ t.test('paused and a changed mapping are warnings, not problems', async (t) => {
   await db.pool.query('update suekk_sync.state set paused = true');
   await addUsers(db, 1);
   const same = await getStatus(db.pool, { source: DEFAULT_SOURCE });
-  t.match(same, { healthy: true, paused: true, mappingChanged: false, warnings: [/paused with 1 event waiting; run `suekk-sync resume`/] });
+  t.match(same, {
+    healthy: true,
+    paused: true,
+    mappingChanged: false,
+    warnings: [/paused with 1 event waiting; run `suekk-sync resume`/],
+  });
   const spelledOtherwise = await getStatus(db.pool, { source: { ...DEFAULT_SOURCE, table: 'users' } });
   t.match(spelledOtherwise, { mappingChanged: false }, 'the same table by another name');
 
-  const changed = await getStatus(db.pool, { source: { ...DEFAULT_SOURCE, columns: { ...DEFAULT_SOURCE.columns, avatar: "''" } } });
-  t.match(changed, { healthy: true, mappingChanged: true, warnings: [/differs from the one installed; run `suekk-sync install`/] });
+  const changed = await getStatus(db.pool, {
+    source: { ...DEFAULT_SOURCE, columns: { ...DEFAULT_SOURCE.columns, avatar: "''" } },
+  });
+  t.match(changed, {
+    healthy: true,
+    mappingChanged: true,
+    warnings: [/differs from the one installed; run `suekk-sync install`/],
+  });
   const otherTable = await getStatus(db.pool, { source: { ...DEFAULT_SOURCE, table: 'suekk_sync.events' } });
   t.match(otherTable, { mappingChanged: true });
 });
@@ -271,20 +322,46 @@ t.test('not installed, or an unreachable database: unhealthy, exit 1, still one 
     schemaVersion: null,
     trigger: { installed: false, enabled: false },
   });
-  for (const key of ['paused', 'backlog', 'oldestPendingSeconds', 'failed', 'parkedUsers', 'deliveredLast5m', 'relays', 'backend', 'lastError', 'notify']) {
+  for (const key of [
+    'paused',
+    'backlog',
+    'oldestPendingSeconds',
+    'failed',
+    'parkedUsers',
+    'deliveredLast5m',
+    'relays',
+    'backend',
+    'lastError',
+    'notify',
+  ]) {
     t.equal(notInstalled[key as keyof NotInstalledReport], null, `${key} is null: nothing to tell it from`);
   }
   t.equal(human.code, 1);
   t.match(human.stdout, /^schema version +not installed$/m);
-  for (const label of ['paused', 'backlog', 'failed', 'parked users', 'delivered \\(5m\\)', 'backend', 'relays', 'last error']) {
+  for (const label of [
+    'paused',
+    'backlog',
+    'failed',
+    'parked users',
+    'delivered \\(5m\\)',
+    'backend',
+    'relays',
+    'last error',
+  ]) {
     t.match(human.stdout, new RegExp(`^${label} +—$`, 'm'), `${label} shows a dash, not an invented value`);
   }
 
-  const unreachable = await runCli(['status', '--json'], { env: { DATABASE_URL: 'postgres://postgres:secret@127.0.0.1:1/nowhere' } });
+  const unreachable = await runCli(['status', '--json'], {
+    env: { DATABASE_URL: 'postgres://postgres:secret@127.0.0.1:1/nowhere' },
+  });
   t.equal(unreachable.code, 1);
   const report = JSON.parse(unreachable.stdout) as UnreachableReport;
   t.same(Object.keys(report), ['healthy', 'problems', 'database']);
-  t.match(report, { healthy: false, database: 'unreachable', problems: [/Cannot reach the database at postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:1/] });
+  t.match(report, {
+    healthy: false,
+    database: 'unreachable',
+    problems: [/Cannot reach the database at postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:1/],
+  });
   t.notMatch(unreachable.stdout, /secret/, 'the password is not shown');
   t.match(formatStatus(report), /^database +unreachable$/m);
 });
@@ -294,7 +371,13 @@ t.test('a backend outage is unhealthy: the relays see it down, and the problem n
   const env = { DATABASE_URL: db.url };
   // Nothing listens on port 1: every attempt is refused, as with a stopped backend.
   const { relay } = await startTestRelay(t, db, 'http://127.0.0.1:1/sync', {
-    settings: { maxAttempts: 1, retryScheduleMs: [600_000], giveUpAfterMs: 3_600_000, breakerThreshold: 3, probeIntervalMs: 60_000 },
+    settings: {
+      maxAttempts: 1,
+      retryScheduleMs: [600_000],
+      giveUpAfterMs: 3_600_000,
+      breakerThreshold: 3,
+      probeIntervalMs: 60_000,
+    },
   });
   await addUsers(db, 9);
   await waitFor(() => relay.breakerOpen, 'the relay sees the backend down');
@@ -302,47 +385,61 @@ t.test('a backend outage is unhealthy: the relays see it down, and the problem n
   t.equal(json.code, 1, 'exit 1 during an outage');
   const report = JSON.parse(json.stdout) as StatusReport;
   t.match(report, { healthy: false, backend: { state: 'down' }, lastError: /ECONNREFUSED/ });
-  t.match(report.problems, [/^The backend looks down to the relays since .* \(last error: connect ECONNREFUSED 127\.0\.0\.1:1\)/]);
+  t.match(report.problems, [
+    /^The backend looks down to the relays since .* \(last error: connect ECONNREFUSED 127\.0\.0\.1:1\)/,
+  ]);
   t.equal(human.code, 1);
   t.match(human.stdout, /^healthy +NO$/m);
   t.match(human.stdout, /^last error +connect ECONNREFUSED 127\.0\.0\.1:1$/m);
   t.match(human.stdout, /Problems:\n {2}- The backend looks down/);
 });
 
-t.test('changes held back longer than --max-lag are an outage, whether or not the relays call the backend down', async (t) => {
-  const db = await createTestDatabase(t);
-  const env = { DATABASE_URL: db.url };
-  // A breaker that never opens: each user's round fails once and waits ten minutes for the next.
-  await startTestRelay(t, db, 'http://127.0.0.1:1/sync', { settings: { maxAttempts: 1, retryScheduleMs: [600_000], giveUpAfterMs: 3_600_000 } });
-  await addUsers(db, 9);
-  await waitFor(async () => {
-    const { rows } = await db.pool.query<{ n: number }>('select count(*)::int as n from suekk_sync.streams where head_error is not null');
-    return rows[0]!.n === 9;
-  }, 'every user failed a round');
-  await new Promise((r) => setTimeout(r, 1_100));
+t.test(
+  'changes held back longer than --max-lag are an outage, whether or not the relays call the backend down',
+  async (t) => {
+    const db = await createTestDatabase(t);
+    const env = { DATABASE_URL: db.url };
+    // A breaker that never opens: each user's round fails once and waits ten minutes for the next.
+    await startTestRelay(t, db, 'http://127.0.0.1:1/sync', {
+      settings: { maxAttempts: 1, retryScheduleMs: [600_000], giveUpAfterMs: 3_600_000 },
+    });
+    await addUsers(db, 9);
+    await waitFor(async () => {
+      const { rows } = await db.pool.query<{ n: number }>(
+        'select count(*)::int as n from suekk_sync.streams where head_error is not null',
+      );
+      return rows[0]!.n === 9;
+    }, 'every user failed a round');
+    await new Promise((r) => setTimeout(r, 1_100));
 
-  const calm = await runCli(['status', '--json'], { env });
-  t.equal(calm.code, 0, 'within the default --max-lag of 5m: a moment\'s wait');
-  t.match(JSON.parse(calm.stdout), { healthy: true, backend: { state: 'up' }, lastError: /ECONNREFUSED/, maxLagSeconds: 300 });
+    const calm = await runCli(['status', '--json'], { env });
+    t.equal(calm.code, 0, "within the default --max-lag of 5m: a moment's wait");
+    t.match(JSON.parse(calm.stdout), {
+      healthy: true,
+      backend: { state: 'up' },
+      lastError: /ECONNREFUSED/,
+      maxLagSeconds: 300,
+    });
 
-  const [json, human] = await Promise.all([
-    runCli(['status', '--json', '--max-lag', '1s'], { env }),
-    runCli(['status', '--max-lag', '1s'], { env }),
-  ]);
-  t.equal(json.code, 1, json.stderr);
-  const report = JSON.parse(json.stdout) as StatusReport;
-  t.match(report, { healthy: false, backlog: 9, maxLagSeconds: 1 });
-  t.match(report.problems, [
-    /^Delivery lags: a change captured \d+s ago is still not delivered, more than --max-lag 1s \(last error: connect ECONNREFUSED 127\.0\.0\.1:1\); check that the backend at BACKEND_SYNC_URL answers/,
-  ]);
-  t.equal(human.code, 1);
-  t.match(human.stdout, /^healthy +NO$/m);
-  t.match(human.stdout, /Problems:\n {2}- Delivery lags: .*ECONNREFUSED/);
+    const [json, human] = await Promise.all([
+      runCli(['status', '--json', '--max-lag', '1s'], { env }),
+      runCli(['status', '--max-lag', '1s'], { env }),
+    ]);
+    t.equal(json.code, 1, json.stderr);
+    const report = JSON.parse(json.stdout) as StatusReport;
+    t.match(report, { healthy: false, backlog: 9, maxLagSeconds: 1 });
+    t.match(report.problems, [
+      /^Delivery lags: a change captured \d+s ago is still not delivered, more than --max-lag 1s \(last error: connect ECONNREFUSED 127\.0\.0\.1:1\); check that the backend at BACKEND_SYNC_URL answers/,
+    ]);
+    t.equal(human.code, 1);
+    t.match(human.stdout, /^healthy +NO$/m);
+    t.match(human.stdout, /Problems:\n {2}- Delivery lags: .*ECONNREFUSED/);
 
-  const bad = await runCli(['status', '--max-lag', 'soon'], { env });
-  t.equal(bad.code, 2);
-  t.match(bad.stderr, /--max-lag must be a duration such as/);
-});
+    const bad = await runCli(['status', '--max-lag', 'soon'], { env });
+    t.equal(bad.code, 2);
+    t.match(bad.stderr, /--max-lag must be a duration such as/);
+  },
+);
 
 t.test('after uninstall: no invented mapping change, notify unknown, the problem says to install', async (t) => {
   const db = await createTestDatabase(t);
@@ -355,7 +452,10 @@ t.test('after uninstall: no invented mapping change, notify unknown, the problem
   t.match(JSON.parse(before.stdout), { mappingChanged: false });
   const uninstalled = await runCli(['uninstall'], { env });
   t.equal(uninstalled.code, 0, uninstalled.stderr);
-  const [json, human] = await Promise.all([runCli(['--config', config, 'status', '--json'], { env }), runCli(['--config', config, 'status'], { env })]);
+  const [json, human] = await Promise.all([
+    runCli(['--config', config, 'status', '--json'], { env }),
+    runCli(['--config', config, 'status'], { env }),
+  ]);
   const report = JSON.parse(json.stdout) as StatusReport;
   t.match(report, { healthy: false, table: null, mappingChanged: null, notify: null });
   t.match(report.problems, [/Capture is not installed on any table \(it was uninstalled\).*suekk-sync install/]);
@@ -384,7 +484,9 @@ t.test('a renamed mapped column: status says every write fails, not that capture
   await db.pool.query('alter table users rename column avatar_url to avatar');
   await db.pool.query('alter table users rename column deleted_at to removed_at');
   const softDelete = await status(db);
-  t.match(softDelete.problems, [/^Every write to public\.users fails while its capture trigger reads a column the table no longer has \(source\.softDeleteColumn/]);
+  t.match(softDelete.problems, [
+    /^Every write to public\.users fails while its capture trigger reads a column the table no longer has \(source\.softDeleteColumn/,
+  ]);
 });
 
 t.test("the README's status example is what status prints today, at the current schema version", async (t) => {
@@ -394,6 +496,10 @@ t.test("the README's status example is what status prints today, at the current 
   t.match(example, new RegExp(`^schema version  ${LATEST_SCHEMA_VERSION} \\(current\\)$`, 'm'));
   const db = await createTestDatabase(t);
   await beat(db);
-  const labels = (text: string) => text.split('\n').map((line) => /^(\S+(?: \S+)*?) {2,}/.exec(line)?.[1]).filter((l) => l !== undefined);
+  const labels = (text: string) =>
+    text
+      .split('\n')
+      .map((line) => /^(\S+(?: \S+)*?) {2,}/.exec(line)?.[1])
+      .filter((l) => l !== undefined);
   t.same(labels(example!), labels(formatStatus(await status(db))), 'the same rows in the same order');
 });

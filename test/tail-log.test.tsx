@@ -58,7 +58,13 @@ t.test('tail-log --json and plain lines, piped: the last n events, filtered, nev
   await addUsers(db, 3, 'ann');
   await db.pool.query("update users set first_name = 'Annie' where username = 'ann2'");
   await markDelivered(db, byUsername('ann1'));
-  await markHeadFailed(db, byUsername('ann3'), { attempts: 1, rounds: 1, httpStatus: 400, error: 'HTTP 400', durationMs: 7 });
+  await markHeadFailed(db, byUsername('ann3'), {
+    attempts: 1,
+    rounds: 1,
+    httpStatus: 400,
+    error: 'HTTP 400',
+    durationMs: 7,
+  });
   const env = { DATABASE_URL: db.url };
   const [json, plain, filtered, badStatus] = await Promise.all([
     runCli(['tail-log', '--json', '-n', '3'], { env }),
@@ -70,12 +76,25 @@ t.test('tail-log --json and plain lines, piped: the last n events, filtered, nev
   const lines = jsonLines(json.stdout);
   t.equal(lines.length, 3, '-n 3');
   t.same(Object.keys(lines[0]!), JSON_KEYS);
-  t.same(lines.map((l) => [l.username, l.action, l.status]), [
-    ['ann2', 'created', 'pending'],
-    ['ann3', 'created', 'failed'],
-    ['ann2', 'updated', 'pending'],
-  ], 'oldest first, ending with the latest');
-  t.match(lines[1], { source: 'trigger', attempts: 1, rounds: 1, httpStatus: 400, error: 'HTTP 400', durationMs: 7, deliveredAt: null, nextAttemptAt: null });
+  t.same(
+    lines.map((l) => [l.username, l.action, l.status]),
+    [
+      ['ann2', 'created', 'pending'],
+      ['ann3', 'created', 'failed'],
+      ['ann2', 'updated', 'pending'],
+    ],
+    'oldest first, ending with the latest',
+  );
+  t.match(lines[1], {
+    source: 'trigger',
+    attempts: 1,
+    rounds: 1,
+    httpStatus: 400,
+    error: 'HTTP 400',
+    durationMs: 7,
+    deliveredAt: null,
+    nextAttemptAt: null,
+  });
   t.match(lines[0]!.webhookId, /^evt_[0-9a-f-]{36}$/);
   t.match(lines[0]!.createdAt, /^\d{4}-\d\d-\d\dT.*Z$/);
   t.match(lines[0]!.nextAttemptAt, /Z$/, 'a pending event says when it is due');
@@ -83,16 +102,29 @@ t.test('tail-log --json and plain lines, piped: the last n events, filtered, nev
   t.equal(plain.code, 0, plain.stderr);
   const plainLines = plain.stdout.trim().split('\n');
   t.equal(plainLines.length, 4, 'all four events (fewer than the default 20)');
-  t.match(plainLines[0], /^\S+Z {2}evt_[0-9a-f-]{36} {2}ann1 +created {2}trigger {2}delivered {2}attempts=1 rounds=1 {2}http=200 {2}12ms$/);
-  t.match(plainLines[2], /ann3 +created {2}trigger {2}failed +attempts=1 rounds=1 {2}http=400 {2}7ms {2}error: HTTP 400$/);
+  t.match(
+    plainLines[0],
+    /^\S+Z {2}evt_[0-9a-f-]{36} {2}ann1 +created {2}trigger {2}delivered {2}attempts=1 rounds=1 {2}http=200 {2}12ms$/,
+  );
+  t.match(
+    plainLines[2],
+    /ann3 +created {2}trigger {2}failed +attempts=1 rounds=1 {2}http=400 {2}7ms {2}error: HTTP 400$/,
+  );
   t.notMatch(plain.stdout, /\u001b/, 'no ANSI escapes when piped');
 
   t.equal(filtered.code, 0, filtered.stderr);
-  t.same(jsonLines(filtered.stdout).map((l) => [l.username, l.action, l.status]), [
-    ['ann2', 'created', 'pending'],
-    ['ann2', 'updated', 'pending'],
-  ], '--user takes an email too, and combines with --status');
-  t.same((await recentEntries(db.pool, { status: 'failed' }, 20)).map((e) => e.username), ['ann3']);
+  t.same(
+    jsonLines(filtered.stdout).map((l) => [l.username, l.action, l.status]),
+    [
+      ['ann2', 'created', 'pending'],
+      ['ann2', 'updated', 'pending'],
+    ],
+    '--user takes an email too, and combines with --status',
+  );
+  t.same(
+    (await recentEntries(db.pool, { status: 'failed' }, 20)).map((e) => e.username),
+    ['ann3'],
+  );
   t.equal(badStatus.code, 2);
   t.match(badStatus.stderr, /--status.*pending, delivered, failed, skipped/);
 
@@ -106,7 +138,10 @@ t.test('the follower sees commits out of id order, and every status change once'
   const db = await createTestDatabase(t);
   await addUsers(db, 1, 'old');
   const follower = new LogFollower(db.pool);
-  t.same((await follower.start(5)).map((e) => e.username), ['old1']);
+  t.same(
+    (await follower.start(5)).map((e) => e.username),
+    ['old1'],
+  );
 
   const slow = await openWriter(t, db);
   const fast = await openWriter(t, db);
@@ -120,7 +155,12 @@ t.test('the follower sees commits out of id order, and every status change once'
   await slow.commit();
   const late = await follower.poll();
   t.same(seen(late), ['slow:pending'], 'the lower id, committed last, still shows');
-  t.ok(BigInt(late[0]!.id) < BigInt((await db.pool.query("select id from suekk_sync.event_log where payload->>'username' = 'fast'")).rows[0].id));
+  t.ok(
+    BigInt(late[0]!.id) <
+      BigInt(
+        (await db.pool.query("select id from suekk_sync.event_log where payload->>'username' = 'fast'")).rows[0].id,
+      ),
+  );
 
   await markDelivered(db, byUsername('old1'));
   await markDelivered(db, byUsername('fast'));
@@ -130,47 +170,66 @@ t.test('the follower sees commits out of id order, and every status change once'
   t.same(seen(await follower.poll()), ['slow:pending'], 'a round that failed shows again (attempts changed)');
 });
 
-t.test('tail-log --follow, piped: initial lines, an out-of-order commit, a delivery, exit 0 on SIGTERM and SIGINT', async (t) => {
-  const db = await createTestDatabase(t);
-  await addUsers(db, 2, 'early');
-  const children: ChildProcess[] = [];
-  t.teardown(() => children.forEach((c) => c.exitCode === null && c.kill('SIGKILL')));
-  const follow = (args: string[]) => {
-    const child = startCli(['tail-log', '--follow', '--interval-ms', '50ms', ...args], { env: { DATABASE_URL: db.url } });
-    children.push(child);
-    const out = { stdout: '', stderr: '' };
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => (out.stdout += d));
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => (out.stderr += d));
-    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-    return { child, out, exited };
-  };
-  const json = follow(['--json', '-n', '1']);
-  const plain = follow([]);
-  const events = () => jsonLines(json.out.stdout).map((l) => `${l.username}:${l.status}`);
-  await waitFor(() => events().length === 1 && plain.out.stdout.split('\n').length === 3, 'the initial lines', 20_000, () => json.out);
-  t.same(events(), ['early2:pending'], '-n 1');
+t.test(
+  'tail-log --follow, piped: initial lines, an out-of-order commit, a delivery, exit 0 on SIGTERM and SIGINT',
+  async (t) => {
+    const db = await createTestDatabase(t);
+    await addUsers(db, 2, 'early');
+    const children: ChildProcess[] = [];
+    t.teardown(() => children.forEach((c) => c.exitCode === null && c.kill('SIGKILL')));
+    const follow = (args: string[]) => {
+      const child = startCli(['tail-log', '--follow', '--interval-ms', '50ms', ...args], {
+        env: { DATABASE_URL: db.url },
+      });
+      children.push(child);
+      const out = { stdout: '', stderr: '' };
+      child.stdout!.setEncoding('utf8').on('data', (d: string) => (out.stdout += d));
+      child.stderr!.setEncoding('utf8').on('data', (d: string) => (out.stderr += d));
+      const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+      return { child, out, exited };
+    };
+    const json = follow(['--json', '-n', '1']);
+    const plain = follow([]);
+    const events = () => jsonLines(json.out.stdout).map((l) => `${l.username}:${l.status}`);
+    await waitFor(
+      () => events().length === 1 && plain.out.stdout.split('\n').length === 3,
+      'the initial lines',
+      20_000,
+      () => json.out,
+    );
+    t.same(events(), ['early2:pending'], '-n 1');
 
-  const slow = await openWriter(t, db);
-  const fast = await openWriter(t, db);
-  await slow.insert('slow');
-  await fast.insert('fast');
-  await fast.commit();
-  await waitFor(() => events().includes('fast:pending'), 'the second insert, committed first');
-  await new Promise((r) => setTimeout(r, 200));
-  await slow.commit();
-  await waitFor(() => events().includes('slow:pending'), 'the first insert, committed last');
-  await markDelivered(db, byUsername('early1'));
-  await waitFor(() => events().includes('early1:delivered'), 'the delivery of an event shown before --follow began');
-  t.same(events(), ['early2:pending', 'fast:pending', 'slow:pending', 'early1:delivered'], 'each once, in the order they happened');
-  await waitFor(() => /slow +created {2}trigger {2}pending/.test(plain.out.stdout) && /early1 +created {2}trigger {2}delivered/.test(plain.out.stdout), 'the plain follower too');
-  t.notMatch(plain.out.stdout, /\u001b/, 'no cursor movement into a pipe');
+    const slow = await openWriter(t, db);
+    const fast = await openWriter(t, db);
+    await slow.insert('slow');
+    await fast.insert('fast');
+    await fast.commit();
+    await waitFor(() => events().includes('fast:pending'), 'the second insert, committed first');
+    await new Promise((r) => setTimeout(r, 200));
+    await slow.commit();
+    await waitFor(() => events().includes('slow:pending'), 'the first insert, committed last');
+    await markDelivered(db, byUsername('early1'));
+    await waitFor(() => events().includes('early1:delivered'), 'the delivery of an event shown before --follow began');
+    t.same(
+      events(),
+      ['early2:pending', 'fast:pending', 'slow:pending', 'early1:delivered'],
+      'each once, in the order they happened',
+    );
+    await waitFor(
+      () =>
+        /slow +created {2}trigger {2}pending/.test(plain.out.stdout) &&
+        /early1 +created {2}trigger {2}delivered/.test(plain.out.stdout),
+      'the plain follower too',
+    );
+    t.notMatch(plain.out.stdout, /\u001b/, 'no cursor movement into a pipe');
 
-  json.child.kill('SIGTERM');
-  plain.child.kill('SIGINT');
-  t.equal(await json.exited, 0, 'SIGTERM ends --follow with exit 0');
-  t.equal(await plain.exited, 0, 'SIGINT (Ctrl-C) too');
-  t.equal(json.out.stderr, '');
-});
+    json.child.kill('SIGTERM');
+    plain.child.kill('SIGINT');
+    t.equal(await json.exited, 0, 'SIGTERM ends --follow with exit 0');
+    t.equal(await plain.exited, 0, 'SIGINT (Ctrl-C) too');
+    t.equal(json.out.stderr, '');
+  },
+);
 
 t.test('the follower shows changes in the order they happened, not by capture', async (t) => {
   const db = await createTestDatabase(t);
@@ -181,40 +240,49 @@ t.test('the follower shows changes in the order they happened, not by capture', 
   await addUsers(db, 1, 'new');
   await markDelivered(db, byUsername('old1'));
   const seen = (entries: LogEntry[]) => entries.map((e) => `${e.username}:${e.status}`);
-  t.same(seen(await follower.poll()), ['new1:pending', 'old1:delivered'], 'the later delivery of the older event comes after');
+  t.same(
+    seen(await follower.poll()),
+    ['new1:pending', 'old1:delivered'],
+    'the later delivery of the older event comes after',
+  );
   // A round that failed records no time: it is the latest thing the poll learnt.
   await markHeadFailed(db, byUsername('new1'), { attempts: 3, rounds: 1, dueAt: new Date(Date.now() + 60_000) });
   await addUsers(db, 1, 'newer');
   t.same(seen(await follower.poll()), ['newer1:pending', 'new1:pending']);
 });
 
-t.test('tail-log --follow, piped: a delivery after a capture shows after it; the schema dropped ends it with one sentence', async (t) => {
-  const db = await createTestDatabase(t);
-  await addUsers(db, 1, 'old');
-  // A poll every 1.5 s: both changes below land between two polls.
-  const child = startCli(['tail-log', '--follow', '--json', '--interval-ms', '1.5s'], { env: { DATABASE_URL: db.url } });
-  t.teardown(() => {
-    if (child.exitCode === null) child.kill('SIGKILL');
-  });
-  const done = collect(child, 60_000);
-  let stdout = '';
-  child.stdout!.on('data', (d: string) => (stdout += d));
-  const events = () => jsonLines(stdout).map((l) => `${l.username}:${l.status}`);
-  await waitFor(() => events().length === 1, 'the initial line');
-  await addUsers(db, 1, 'new');
-  await markDelivered(db, byUsername('old1'));
-  await waitFor(() => events().length === 3, 'both changes', 15_000, events);
-  t.same(events(), ['old1:pending', 'new1:pending', 'old1:delivered']);
+t.test(
+  'tail-log --follow, piped: a delivery after a capture shows after it; the schema dropped ends it with one sentence',
+  async (t) => {
+    const db = await createTestDatabase(t);
+    await addUsers(db, 1, 'old');
+    // A poll every 1.5 s: both changes below land between two polls.
+    const child = startCli(['tail-log', '--follow', '--json', '--interval-ms', '1.5s'], {
+      env: { DATABASE_URL: db.url },
+    });
+    t.teardown(() => {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    });
+    const done = collect(child, 60_000);
+    let stdout = '';
+    child.stdout!.on('data', (d: string) => (stdout += d));
+    const events = () => jsonLines(stdout).map((l) => `${l.username}:${l.status}`);
+    await waitFor(() => events().length === 1, 'the initial line');
+    await addUsers(db, 1, 'new');
+    await markDelivered(db, byUsername('old1'));
+    await waitFor(() => events().length === 3, 'both changes', 15_000, events);
+    t.same(events(), ['old1:pending', 'new1:pending', 'old1:delivered']);
 
-  const uninstalled = await runCli(['uninstall', '--drop-events', '--force'], { env: { DATABASE_URL: db.url } });
-  t.equal(uninstalled.code, 0, uninstalled.stderr);
-  const result = await done;
-  t.equal(result.code, 2);
-  t.equal(
-    result.stderr,
-    'suekk-sync: suekk-sync was uninstalled from this database while tail-log followed it; run `suekk-sync install` to capture changes again.\n',
-  );
-});
+    const uninstalled = await runCli(['uninstall', '--drop-events', '--force'], { env: { DATABASE_URL: db.url } });
+    t.equal(uninstalled.code, 0, uninstalled.stderr);
+    const result = await done;
+    t.equal(result.code, 2);
+    t.equal(
+      result.stderr,
+      'suekk-sync: suekk-sync was uninstalled from this database while tail-log followed it; run `suekk-sync install` to capture changes again.\n',
+    );
+  },
+);
 
 t.test('the live view shows counters and the latest lines', async (t) => {
   const at = (s: string) => new Date(`2025-06-01T12:00:${s}Z`);
@@ -239,8 +307,26 @@ t.test('the live view shows counters and the latest lines', async (t) => {
   });
   const entries = [
     entry({}),
-    entry({ id: '2', username: 'bob', status: 'failed', httpStatus: 400, durationMs: 9, error: 'HTTP 400', deliveredAt: null }),
-    entry({ id: '3', username: 'carol', action: 'updated', status: 'pending', attempts: 0, rounds: 0, httpStatus: null, durationMs: null, deliveredAt: null }),
+    entry({
+      id: '2',
+      username: 'bob',
+      status: 'failed',
+      httpStatus: 400,
+      durationMs: 9,
+      error: 'HTTP 400',
+      deliveredAt: null,
+    }),
+    entry({
+      id: '3',
+      username: 'carol',
+      action: 'updated',
+      status: 'pending',
+      attempts: 0,
+      rounds: 0,
+      httpStatus: null,
+      durationMs: null,
+      deliveredAt: null,
+    }),
   ];
   const { lastFrame, rerender, unmount } = render(
     <TailView
@@ -258,7 +344,10 @@ t.test('the live view shows counters and the latest lines', async (t) => {
   const lines = frame.split('\n');
   t.match(lines.at(-4), /^time +user +action +source +status +try\/rnd http took +webhook$/);
   t.equal(lines.at(-3), '12:00:00Z alice          created trigger delivered 1/1     200  14ms    evt_5f0e8c5e');
-  t.equal(lines.at(-2), '12:00:00Z bob            created trigger failed    1/1     400  9ms     evt_5f0e8c5e HTTP 400');
+  t.equal(
+    lines.at(-2),
+    '12:00:00Z bob            created trigger failed    1/1     400  9ms     evt_5f0e8c5e HTTP 400',
+  );
   t.equal(lines.at(-1), '12:00:00Z carol          updated trigger pending   0/0                  evt_5f0e8c5e');
 
   rerender(
@@ -284,6 +373,10 @@ t.test('delivery rates: per minute, with nearest-rank lag percentiles', async (t
   rates.record([...Array.from({ length: 99 }, (_, i) => delivered(i + 1)), delivered(5_000)], 1_000);
   rates.record([{ status: 'failed' } as LogEntry, { status: 'pending' } as LogEntry], 30_000);
   t.same(rates.snapshot(40_000), { deliveredPerMinute: 100, failedPerMinute: 1, lagP50Ms: 50, lagP99Ms: 99 });
-  t.same(rates.snapshot(61_000), { deliveredPerMinute: 0, failedPerMinute: 1, lagP50Ms: null, lagP99Ms: null }, 'a minute later');
+  t.same(
+    rates.snapshot(61_000),
+    { deliveredPerMinute: 0, failedPerMinute: 1, lagP50Ms: null, lagP99Ms: null },
+    'a minute later',
+  );
   t.same(rates.snapshot(91_000), { deliveredPerMinute: 0, failedPerMinute: 0, lagP50Ms: null, lagP99Ms: null });
 });

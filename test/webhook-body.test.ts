@@ -89,19 +89,20 @@ t.test('every action is written as given; anything else is refused', async (t) =
 t.test('capture renders the same bytes this builder does, and usernameOf reads them back, for any text', async (t) => {
   const db = await createTestDatabase(t);
   // Any Unicode but NUL (Postgres text cannot hold it) and lone surrogates (not valid UTF-8).
-  const text = fc.string({ unit: 'binary', maxLength: 24 }).filter((s) => !/\0|[\uD800-\uDFFF]/u.test(s.replace(/[\uD800-\uDBFF][\uDC00-\uDFFF]/g, '')));
+  const text = fc
+    .string({ unit: 'binary', maxLength: 24 })
+    .filter((s) => !/\0|[\uD800-\uDFFF]/u.test(s.replace(/[\uD800-\uDBFF][\uDC00-\uDFFF]/g, '')));
   let n = 0;
   await fc.assert(
     fc.asyncProperty(text, text, text, fc.option(text, { nil: null }), async (email, username, first, avatar) => {
       n++;
-      await db.pool.query('insert into users (email, username, password, first_name, last_name, avatar) values ($1, $2, $3, $4, null, $5)', [
-        `${n}:${email}`,
-        `${n}:${username}`,
-        'x',
-        first,
-        avatar,
-      ]);
-      const { rows } = await db.pool.query<{ body: string }>('select body from suekk_sync.events order by id desc limit 1');
+      await db.pool.query(
+        'insert into users (email, username, password, first_name, last_name, avatar) values ($1, $2, $3, $4, null, $5)',
+        [`${n}:${email}`, `${n}:${username}`, 'x', first, avatar],
+      );
+      const { rows } = await db.pool.query<{ body: string }>(
+        'select body from suekk_sync.events order by id desc limit 1',
+      );
       const body = rows[0]!.body;
       const parsed = JSON.parse(body) as Record<string, unknown>;
       t.equal(body, buildWebhookBody(parsed, 'created'), 'the same escaping and key order as JSON.stringify');

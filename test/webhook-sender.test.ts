@@ -1,5 +1,11 @@
 import { once } from 'node:events';
-import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import {
+  createServer,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
 import type { AddressInfo } from 'node:net';
 import t, { type Test } from 'tap';
 import { Webhook } from 'standardwebhooks';
@@ -28,7 +34,12 @@ async function startReceiver(t: Test, handler: Handler) {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
-      const received = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks) };
+      const received = {
+        method: req.method ?? '',
+        url: req.url ?? '',
+        headers: req.headers,
+        body: Buffer.concat(chunks),
+      };
       requests.push(received);
       handler(req, res, received);
     });
@@ -61,13 +72,24 @@ const secretOld = generateSecret();
 const secretNew = generateSecret();
 const webhookId = 'evt_0b6f5a52-6a43-4f0e-9a57-2a4f1f3ddc3e';
 const body = buildWebhookBody(
-  { id: 'u1', email: 'zoë@example.com', username: 'zoe', displayName: 'Zoë "Z" 日本', avatar: null, role: 'user', isActive: true },
+  {
+    id: 'u1',
+    email: 'zoë@example.com',
+    username: 'zoe',
+    displayName: 'Zoë "Z" 日本',
+    avatar: null,
+    role: 'user',
+    isActive: true,
+  },
   'created',
 );
 
 t.test('2xx is delivered, with the contract headers and the exact body bytes', async (t) => {
   const receiver = await startReceiver(t, reply(200, '{"ok":true}'));
-  const s = sender(t, { url: `${receiver.url}/internal/users/sync?tenant=a`, secrets: parseSecrets([secretOld, secretNew]) });
+  const s = sender(t, {
+    url: `${receiver.url}/internal/users/sync?tenant=a`,
+    secrets: parseSecrets([secretOld, secretNew]),
+  });
 
   const before = Math.floor(Date.now() / 1000);
   const outcome = await s.send({ webhookId, body });
@@ -88,7 +110,11 @@ t.test('2xx is delivered, with the contract headers and the exact body bytes', a
   t.notOk('authorization' in h, 'no authorization without a token');
 
   // A receiver on either secret accepts it, with the Standard Webhooks library and with ours.
-  const signed = { 'webhook-id': h['webhook-id']!, 'webhook-timestamp': h['webhook-timestamp']!, 'webhook-signature': h['webhook-signature']! } as Record<string, string>;
+  const signed = {
+    'webhook-id': h['webhook-id']!,
+    'webhook-timestamp': h['webhook-timestamp']!,
+    'webhook-signature': h['webhook-signature']!,
+  } as Record<string, string>;
   t.same(new Webhook(secretOld).verify(request!.body, signed), JSON.parse(body));
   t.same(new Webhook(secretNew).verify(request!.body, signed), JSON.parse(body));
   t.equal(verifyWebhook({ headers: h, body: request!.body, secrets: secretNew }).webhookId, webhookId);
@@ -134,13 +160,26 @@ t.test('every attempt carries a fresh timestamp and a signature over it, on one 
 
 t.test('5xx, 408, 425 and 429 are retryable; other 4xx are rejected with the response', async (t) => {
   const cases: [number, 'retryable' | 'rejected'][] = [
-    [500, 'retryable'], [502, 'retryable'], [503, 'retryable'], [408, 'retryable'], [425, 'retryable'], [429, 'retryable'],
-    [400, 'rejected'], [401, 'rejected'], [404, 'rejected'], [409, 'rejected'], [422, 'rejected'],
+    [500, 'retryable'],
+    [502, 'retryable'],
+    [503, 'retryable'],
+    [408, 'retryable'],
+    [425, 'retryable'],
+    [429, 'retryable'],
+    [400, 'rejected'],
+    [401, 'rejected'],
+    [404, 'rejected'],
+    [409, 'rejected'],
+    [422, 'rejected'],
   ];
   for (const [status, kind] of cases) {
     const receiver = await startReceiver(t, reply(status, `{"error":"status ${status}\\nhere"}`));
     const outcome = await sender(t, { url: receiver.url }).send({ webhookId, body });
-    t.match(outcome, { kind, status, error: `HTTP ${status}: {"error":"status ${status}\\nhere"}` }, `${status} is ${kind}`);
+    t.match(
+      outcome,
+      { kind, status, error: `HTTP ${status}: {"error":"status ${status}\\nhere"}` },
+      `${status} is ${kind}`,
+    );
     t.equal(outcome.responseSnippet, `{"error":"status ${status}\\nhere"}`);
   }
 });
@@ -166,14 +205,20 @@ t.test('Retry-After on 429 and 503 is honoured, capped', async (t) => {
     [500, '2', 30_000, undefined],
   ];
   for (const [status, retryAfter, cap, expected] of cases) {
-    const receiver = await startReceiver(t, reply(status, '', retryAfter === undefined ? {} : { 'retry-after': retryAfter }));
+    const receiver = await startReceiver(
+      t,
+      reply(status, '', retryAfter === undefined ? {} : { 'retry-after': retryAfter }),
+    );
     const outcome = await sender(t, { url: receiver.url, retryAfterCapMs: cap }).send({ webhookId, body });
     t.equal(outcome.kind, 'retryable');
     t.equal(outcome.retryAfterMs, expected, `${status} Retry-After: ${retryAfter} (cap ${cap})`);
   }
   const receiver = await startReceiver(t, reply(429, '', { 'retry-after': inTenSeconds }));
   const { retryAfterMs } = await sender(t, { url: receiver.url }).send({ webhookId, body });
-  t.ok(retryAfterMs !== undefined && retryAfterMs > 8000 && retryAfterMs <= 10_000, `HTTP date read (${retryAfterMs} ms)`);
+  t.ok(
+    retryAfterMs !== undefined && retryAfterMs > 8000 && retryAfterMs <= 10_000,
+    `HTTP date read (${retryAfterMs} ms)`,
+  );
 });
 
 t.test('a redirect is rejected and not followed', async (t) => {
@@ -260,7 +305,11 @@ t.test('credentials echoed back by the backend are not recorded', async (t) => {
     res.writeHead(400, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ error: 'bad', headers: received.headers }));
   });
-  const outcome = await sender(t, { url: receiver.url, token: 'sekrit-token-value', secrets: parseSecrets(secretNew) }).send({ webhookId, body });
+  const outcome = await sender(t, {
+    url: receiver.url,
+    token: 'sekrit-token-value',
+    secrets: parseSecrets(secretNew),
+  }).send({ webhookId, body });
   const signature = receiver.requests[0]!.headers['webhook-signature'] as string;
   t.equal(outcome.kind, 'rejected');
   for (const text of [outcome.error!, outcome.responseSnippet!]) {
@@ -271,29 +320,48 @@ t.test('credentials echoed back by the backend are not recorded', async (t) => {
   t.match(outcome.responseSnippet, '"webhook-signature":"v1,[redacted]"');
 });
 
-t.test('an answer is cleaned of known values in any echo, of credential shapes, and of a cut-off secret at its end', async (t) => {
-  const known = ['tok/en+value', 'sekrit-token-value'];
-  t.equal(redactCredentials('a tok/en+value b tok%2Fen%2Bvalue c tok\\/en+value', known), 'a [redacted] b [redacted] c [redacted]');
-  t.equal(
-    redactCredentials('sig v1,abc\\/defghijklmnopqrstuvwxyz0123= key whsec_QUJD\\/REVG= auth Bearer abc.def-ghi', []),
-    'sig v1,[redacted] key [redacted] auth Bearer [redacted]',
-  );
-  t.equal(redactCredentials('go to https://sync:hunter22@login.example/x', []), 'go to https://sync:[redacted]@login.example/x');
-  t.equal(redactCredentials('jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl end', []), 'jwt [redacted] end');
-  t.equal(redactCredentials('Bearer token required', []), 'Bearer token required', 'a sentence about tokens stays');
-  t.equal(dropPartialTail('… the token is sekrit-tok', known), '… the token is [redacted]');
-  t.equal(dropPartialTail('… ends with sek', known), '… ends with sek', 'three characters say nothing');
-});
+t.test(
+  'an answer is cleaned of known values in any echo, of credential shapes, and of a cut-off secret at its end',
+  async (t) => {
+    const known = ['tok/en+value', 'sekrit-token-value'];
+    t.equal(
+      redactCredentials('a tok/en+value b tok%2Fen%2Bvalue c tok\\/en+value', known),
+      'a [redacted] b [redacted] c [redacted]',
+    );
+    t.equal(
+      redactCredentials('sig v1,abc\\/defghijklmnopqrstuvwxyz0123= key whsec_QUJD\\/REVG= auth Bearer abc.def-ghi', []),
+      'sig v1,[redacted] key [redacted] auth Bearer [redacted]',
+    );
+    t.equal(
+      redactCredentials('go to https://sync:hunter22@login.example/x', []),
+      'go to https://sync:[redacted]@login.example/x',
+    );
+    t.equal(redactCredentials('jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl end', []), 'jwt [redacted] end');
+    t.equal(redactCredentials('Bearer token required', []), 'Bearer token required', 'a sentence about tokens stays');
+    t.equal(dropPartialTail('… the token is sekrit-tok', known), '… the token is [redacted]');
+    t.equal(dropPartialTail('… ends with sek', known), '… ends with sek', 'three characters say nothing');
+  },
+);
 
 t.test('a redirect to an address carrying the token or a signature records the address without them', async (t) => {
   const receiver = await startReceiver(t, (req, res) => {
     const signature = String(req.headers['webhook-signature']);
-    res.writeHead(302, { location: `https://login.example/cb?token=sekrit-token-value&sig=${encodeURIComponent(signature)}` });
+    res.writeHead(302, {
+      location: `https://login.example/cb?token=sekrit-token-value&sig=${encodeURIComponent(signature)}`,
+    });
     res.end();
   });
-  const outcome = await sender(t, { url: receiver.url, token: 'sekrit-token-value', secrets: parseSecrets(secretNew) }).send({ webhookId, body });
+  const outcome = await sender(t, {
+    url: receiver.url,
+    token: 'sekrit-token-value',
+    secrets: parseSecrets(secretNew),
+  }).send({ webhookId, body });
   const signature = receiver.requests[0]!.headers['webhook-signature'] as string;
-  t.match(outcome, { kind: 'rejected', status: 302, error: /^HTTP 302: redirects are not followed \(Location: https:\/\/login\.example\/cb\?token=\[redacted\]&sig=/ });
+  t.match(outcome, {
+    kind: 'rejected',
+    status: 302,
+    error: /^HTTP 302: redirects are not followed \(Location: https:\/\/login\.example\/cb\?token=\[redacted\]&sig=/,
+  });
   t.notOk(outcome.error!.includes(encodeURIComponent(signature.slice(3))), 'no signature');
 });
 
@@ -315,7 +383,10 @@ t.test('connections to the backend are bounded', async (t) => {
 });
 
 t.test('parseBackendUrl', async (t) => {
-  t.equal(parseBackendUrl(' https://backend:8443/internal/users/sync?x=1 ').href, 'https://backend:8443/internal/users/sync?x=1');
+  t.equal(
+    parseBackendUrl(' https://backend:8443/internal/users/sync?x=1 ').href,
+    'https://backend:8443/internal/users/sync?x=1',
+  );
   const cases: [string | undefined, RegExp][] = [
     [undefined, /^BACKEND_SYNC_URL is not set; /],
     ['  ', /^BACKEND_SYNC_URL is not set; /],

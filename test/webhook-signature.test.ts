@@ -53,10 +53,26 @@ t.test('verifyWebhook accepts signatures made by standardwebhooks', async (t) =>
   const signature = [oldSecret, newSecret].map((s) => new Webhook(s).sign(webhookId, date, body)).join(' ');
   const headers = { 'webhook-id': webhookId, 'webhook-timestamp': String(timestamp), 'webhook-signature': signature };
 
-  t.same(verifyWebhook({ headers, body, secrets: newSecret }), { webhookId, timestamp }, 'receiver knows only the new secret');
-  t.same(verifyWebhook({ headers, body, secrets: [otherSecret, oldSecret] }), { webhookId, timestamp }, 'receiver knows only the old one, among others');
-  t.same(verifyWebhook({ headers, body, secrets: `${otherSecret},${newSecret}` }), { webhookId, timestamp }, 'comma-separated env form');
-  t.same(verifyWebhook({ headers, body: Buffer.from(body), secrets: parseSecrets(newSecret) }), { webhookId, timestamp }, 'raw Buffer body, parsed secrets');
+  t.same(
+    verifyWebhook({ headers, body, secrets: newSecret }),
+    { webhookId, timestamp },
+    'receiver knows only the new secret',
+  );
+  t.same(
+    verifyWebhook({ headers, body, secrets: [otherSecret, oldSecret] }),
+    { webhookId, timestamp },
+    'receiver knows only the old one, among others',
+  );
+  t.same(
+    verifyWebhook({ headers, body, secrets: `${otherSecret},${newSecret}` }),
+    { webhookId, timestamp },
+    'comma-separated env form',
+  );
+  t.same(
+    verifyWebhook({ headers, body: Buffer.from(body), secrets: parseSecrets(newSecret) }),
+    { webhookId, timestamp },
+    'raw Buffer body, parsed secrets',
+  );
 
   // Sender still on the old secret only, receiver already knows both.
   const oldOnly = { ...headers, 'webhook-signature': new Webhook(oldSecret).sign(webhookId, date, body) };
@@ -92,7 +108,10 @@ t.test('verifyWebhook rejects what it must, saying why', async (t) => {
   reject({ body: Buffer.from(body + ' ') }, 'no matching signature');
   reject({ secrets: otherSecret }, 'no matching signature');
   reject({ headers: { ...headers, 'webhook-id': 'evt_other' } }, 'no matching signature');
-  reject({ headers: { ...headers, 'webhook-signature': 'v2,' + headers['webhook-signature'].slice(3) } }, 'no matching signature');
+  reject(
+    { headers: { ...headers, 'webhook-signature': 'v2,' + headers['webhook-signature'].slice(3) } },
+    'no matching signature',
+  );
   reject({ headers: { ...headers, 'webhook-signature': 'v1,AAAA' } }, 'no matching signature');
 
   const stale = signedHeaders([newSecret], nowSeconds() - 301);
@@ -160,7 +179,12 @@ t.test('generateSecret makes 32-byte secrets standardwebhooks accepts', async (t
 t.test('a WebhookSecret never prints its key', async (t) => {
   const [secret] = parseSecrets(newSecret);
   const encoded = newSecret.slice('whsec_'.length);
-  for (const printed of [JSON.stringify({ secret }), inspect(secret), inspect({ secret }, { showHidden: true }), `${secret}`]) {
+  for (const printed of [
+    JSON.stringify({ secret }),
+    inspect(secret),
+    inspect({ secret }, { showHidden: true }),
+    `${secret}`,
+  ]) {
     t.notOk(printed.includes(encoded), printed);
     t.notOk(printed.includes(secret!.key.toString('hex')), printed);
   }

@@ -40,7 +40,10 @@ function checkBody(root: unknown): void {
     }
     if (!isObject(value)) continue;
     if (depth >= MAX_BODY_DEPTH) {
-      throw new ApiError(400, `The request body is nested more than ${MAX_BODY_DEPTH} levels deep; send a flat JSON object.`);
+      throw new ApiError(
+        400,
+        `The request body is nested more than ${MAX_BODY_DEPTH} levels deep; send a flat JSON object.`,
+      );
     }
     const children: typeof stack = [];
     for (const [key, child] of Object.entries(value)) {

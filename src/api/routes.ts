@@ -63,7 +63,11 @@ function taken(fields: readonly IdentityField[]): ApiError {
         ? 'That email address is already registered.'
         : 'That username is already taken.'
       : 'That email address and that username are already taken.';
-  return new ApiError(409, message, fields.map((f) => TAKEN_DETAILS[f]));
+  return new ApiError(
+    409,
+    message,
+    fields.map((f) => TAKEN_DETAILS[f]),
+  );
 }
 
 /**
@@ -152,10 +156,8 @@ export function apiRoutes(app: FastifyInstance, deps: RouteDeps): void {
     },
   );
 
-  app.get(
-    '/api/v1/users/profile',
-    { onRequest: authenticate, schema: { response: { 200: userJson } } },
-    (request) => Promise.resolve(currentUser(request)),
+  app.get('/api/v1/users/profile', { onRequest: authenticate, schema: { response: { 200: userJson } } }, (request) =>
+    Promise.resolve(currentUser(request)),
   );
 
   app.put<{ Body: ProfileBody }>(

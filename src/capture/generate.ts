@@ -206,7 +206,9 @@ function updateCondition(mapping: CheckedMapping): string {
   return mapping.watchedColumns
     .map((c) => {
       const name = quoteIdent(c.name);
-      return c.compareAsText ? `old.${name}::text is distinct from new.${name}::text` : `old.${name} is distinct from new.${name}`;
+      return c.compareAsText
+        ? `old.${name}::text is distinct from new.${name}::text`
+        : `old.${name} is distinct from new.${name}`;
     })
     .join(' or ');
 }
@@ -230,7 +232,13 @@ export function captureStatements(
   ];
   if (mapping.updatedAtColumn !== null) {
     statements.push(
-      rowFunction('user_updated_at', row, 'timestamptz', 'stable', `(u).${quoteIdent(mapping.updatedAtColumn)}::timestamptz`),
+      rowFunction(
+        'user_updated_at',
+        row,
+        'timestamptz',
+        'stable',
+        `(u).${quoteIdent(mapping.updatedAtColumn)}::timestamptz`,
+      ),
     );
   }
   statements.push(...pinStatements(table, mapping));
@@ -316,7 +324,9 @@ begin
      options.notify
        ? `
   if found then
-${ringDoorbell().map((l) => '    ' + l).join('\n')}
+${ringDoorbell()
+  .map((l) => '    ' + l)
+  .join('\n')}
   end if;`
        : ''
    }

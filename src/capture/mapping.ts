@@ -61,13 +61,15 @@ export async function checkMapping(
     // expression; the savepoint keeps the transaction usable after a failed check.
     await client.query('savepoint suekk_sync_check');
     try {
-      const { fields } = await client.query(
-        extendedQuery(`select (${expression}) from ${table.qualified} limit 0`),
-      );
+      const { fields } = await client.query(extendedQuery(`select (${expression}) from ${table.qualified} limit 0`));
       if (fields.length !== 1) throw new Error('it must be a single expression');
       // Text accepts any type; a text-to-boolean cast would only fail later, on a writer's row. A
       // bare null (a table without the column) has no type of its own and is sent as false.
-      if (fieldCast(field) === 'boolean' && fields[0]!.dataTypeID !== BOOLEAN_OID && !/^\s*null\s*$/i.test(expression)) {
+      if (
+        fieldCast(field) === 'boolean' &&
+        fields[0]!.dataTypeID !== BOOLEAN_OID &&
+        !/^\s*null\s*$/i.test(expression)
+      ) {
         throw new Error('it must be a boolean expression');
       }
       await client.query('release savepoint suekk_sync_check');
@@ -83,7 +85,13 @@ export async function checkMapping(
   const updatedAtColumn =
     mapping.updatedAtColumn === null ? null : findColumn(table, mapping.updatedAtColumn, 'source.updatedAtColumn');
   const referenced = await referencedColumns(client, table, mapping);
-  const watched = [...new Set([table.primaryKey, ...(softDeleteColumn === null ? [] : [softDeleteColumn]), ...referenced.map((c) => c.name)])];
+  const watched = [
+    ...new Set([
+      table.primaryKey,
+      ...(softDeleteColumn === null ? [] : [softDeleteColumn]),
+      ...referenced.map((c) => c.name),
+    ]),
+  ];
   return {
     columns: { ...mapping.columns },
     referencedColumns: referenced,
@@ -98,12 +106,18 @@ export async function checkMapping(
  * Postgres resolves the operator exactly as it would there, so a type without equality (json) is
  * found by asking, and compared as text instead.
  */
-async function watchedColumns(client: Pick<PoolClient, 'query'>, table: SourceTable, names: string[]): Promise<WatchedColumn[]> {
+async function watchedColumns(
+  client: Pick<PoolClient, 'query'>,
+  table: SourceTable,
+  names: string[],
+): Promise<WatchedColumn[]> {
   const watched: WatchedColumn[] = [];
   for (const name of names) {
     await client.query('savepoint suekk_sync_watch');
     try {
-      await client.query(`select u.${quoteIdent(name)} is distinct from u.${quoteIdent(name)} from ${table.qualified} u limit 0`);
+      await client.query(
+        `select u.${quoteIdent(name)} is distinct from u.${quoteIdent(name)} from ${table.qualified} u limit 0`,
+      );
       await client.query('release savepoint suekk_sync_watch');
       watched.push({ name, compareAsText: false });
     } catch {

@@ -17,14 +17,15 @@ export interface SourceTable {
   columns: Map<string, string>; // column name → type
 }
 
-
 export async function resolveSourceTable(client: Queryable, table: string): Promise<SourceTable> {
   let oid: number | null;
   try {
     const found = await client.query<{ oid: number | null }>('select to_regclass($1)::oid as oid', [table]);
     oid = found.rows[0]?.oid ?? null;
   } catch (err) {
-    throw new UsageError(`source.table ${JSON.stringify(table)} is not a valid table name (${(err as Error).message}); fix source.table.`);
+    throw new UsageError(
+      `source.table ${JSON.stringify(table)} is not a valid table name (${(err as Error).message}); fix source.table.`,
+    );
   }
   if (oid === null) {
     throw new UsageError(

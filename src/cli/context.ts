@@ -21,7 +21,11 @@ export interface DatabaseNeeds {
 }
 
 /** Runs `work` with a connected pool and always closes it. */
-export async function withDatabase<T>(settings: Settings, work: (pool: Pool) => Promise<T>, needs: DatabaseNeeds = {}): Promise<T> {
+export async function withDatabase<T>(
+  settings: Settings,
+  work: (pool: Pool) => Promise<T>,
+  needs: DatabaseNeeds = {},
+): Promise<T> {
   const url = requireDatabaseUrl(settings);
   const pool = createPool(url, { max: 4, applicationName: 'suekk-sync cli' });
   try {

@@ -43,7 +43,8 @@ export function stateJson(s: EventState, verdict: Verdict, reason?: string) {
     response: s.response,
     supersededBy: s.supersededBy,
     // Only a round still to come: a time already past is no "next round".
-    nextAttemptAt: verdict === 'waiting' && s.nextAttemptAt.getTime() > Date.now() ? s.nextAttemptAt.toISOString() : null,
+    nextAttemptAt:
+      verdict === 'waiting' && s.nextAttemptAt.getTime() > Date.now() ? s.nextAttemptAt.toISOString() : null,
     reason: reason ?? null,
   };
 }
@@ -55,7 +56,9 @@ export function outcomeSummary(verdicts: Verdict[]): string {
   const parts = [
     n('failed') > 0 ? `${n('failed')} failed` : '',
     n('waiting') > 0 ? `${n('waiting')} ${n('waiting') === 1 ? 'waits' : 'wait'} for a next round` : '',
-    n('blocked') > 0 ? `${n('blocked')} ${n('blocked') === 1 ? 'waits behind an earlier event of its user' : 'wait behind an earlier event of their users'}` : '',
+    n('blocked') > 0
+      ? `${n('blocked')} ${n('blocked') === 1 ? 'waits behind an earlier event of its user' : 'wait behind an earlier event of their users'}`
+      : '',
     n('queued') > 0 ? `${n('queued')} not sent yet` : '',
     n('skipped') > 0 ? `${n('skipped')} skipped meanwhile` : '',
   ].filter((p) => p !== '');
@@ -69,7 +72,9 @@ export function stillPending(
   how: { interrupted: boolean; waitedMs: number },
 ): WorkFailed {
   const pending = events.filter((e) => e.verdict === 'queued' || e.verdict === 'blocked');
-  const why = [...new Set(events.filter((e) => e.verdict === 'queued').map((e) => reasons.get(e.state.id) ?? 'not sent yet'))];
+  const why = [
+    ...new Set(events.filter((e) => e.verdict === 'queued').map((e) => reasons.get(e.state.id) ?? 'not sent yet')),
+  ];
   const start = how.interrupted ? 'Stopped waiting' : `Gave up waiting after ${formatDuration(how.waitedMs)}`;
   return new WorkFailed(
     `${start} with ${count(pending.length, 'event')} still pending (${why.join('; ')}); ${pending.length === 1 ? 'it stays' : 'they stay'} queued and ${pending.length === 1 ? 'goes' : 'go'} once that clears.`,

@@ -37,7 +37,9 @@ export function numberOption(min: number, max = Number.MAX_VALUE) {
  */
 export function durationOption(minMs: number, maxMs = Number.MAX_SAFE_INTEGER) {
   const range =
-    maxMs === Number.MAX_SAFE_INTEGER ? `${formatDuration(minMs)} or more` : `from ${formatDuration(minMs)} to ${formatDuration(maxMs)}`;
+    maxMs === Number.MAX_SAFE_INTEGER
+      ? `${formatDuration(minMs)} or more`
+      : `from ${formatDuration(minMs)} to ${formatDuration(maxMs)}`;
   return (raw: string): number => {
     let ms: number;
     try {
@@ -46,7 +48,9 @@ export function durationOption(minMs: number, maxMs = Number.MAX_SAFE_INTEGER) {
       ms = NaN;
     }
     if (!Number.isSafeInteger(ms) || ms < minMs || ms > maxMs) {
-      throw new InvalidArgumentError(`It must be a duration such as 500ms, 10s or 2m (or a number of milliseconds), ${range}.`);
+      throw new InvalidArgumentError(
+        `It must be a duration such as 500ms, 10s or 2m (or a number of milliseconds), ${range}.`,
+      );
     }
     return ms;
   };
@@ -77,15 +81,15 @@ export function withDefault(description: string, shown: string | number): string
 }
 
 /** Said once under the options of a command that takes times (addHelpText('after', …)). */
-export const DURATION_HELP = '\nA <duration> is a number of milliseconds (10000) or a duration: 500ms, 10s, 2m, 1h, 7d.';
+export const DURATION_HELP =
+  '\nA <duration> is a number of milliseconds (10000) or a duration: 500ms, 10s, 2m, 1h, 7d.';
 
 /** resync's and push's --action: what the event says happened to the user. */
 export function actionOption(): Option {
-  return new Option('--action <action>', withDefault('override the action', 'created, or deleted for soft-deleted users')).choices([
-    'created',
-    'updated',
-    'deleted',
-  ]);
+  return new Option(
+    '--action <action>',
+    withDefault('override the action', 'created, or deleted for soft-deleted users'),
+  ).choices(['created', 'updated', 'deleted']);
 }
 
 /** How long push and retry wait for the outcome when neither --wait nor --no-wait is given. */

@@ -54,11 +54,16 @@ const HELP: Partial<Help> = {
   showGlobalOptions: true,
   visibleGlobalOptions(this: Help, cmd: Command): Option[] {
     const own = new Set(cmd.options.map((o) => o.long));
-    return Help.prototype.visibleGlobalOptions.call(this, cmd).filter((o) => o.long !== '--version' && !own.has(o.long));
+    return Help.prototype.visibleGlobalOptions
+      .call(this, cmd)
+      .filter((o) => o.long !== '--version' && !own.has(o.long));
   },
   optionDescription(this: Help, option: Option): string {
     const value: unknown = option.defaultValue;
-    if (option.defaultValueDescription === undefined && (typeof value === 'string' || (Array.isArray(value) && value.length === 0))) {
+    if (
+      option.defaultValueDescription === undefined &&
+      (typeof value === 'string' || (Array.isArray(value) && value.length === 0))
+    ) {
       const shown = Object.assign(Object.create(Object.getPrototypeOf(option) as object) as Option, option);
       if (typeof value === 'string') shown.defaultValueDescription = value;
       else shown.defaultValue = undefined;
@@ -76,7 +81,7 @@ function sameErrorLines(cmd: Command, path: string): void {
 
 export async function buildProgram(args: string[]): Promise<Command> {
   const program = new Command('suekk-sync')
-    .description('Keeps a backend\'s copy of users in step with an auth database.')
+    .description("Keeps a backend's copy of users in step with an auth database.")
     .version(VERSION)
     .configureHelp(HELP)
     .option('--config <file>', withDefault('config file', './suekk-sync.json when it exists'))
@@ -85,7 +90,11 @@ export async function buildProgram(args: string[]): Promise<Command> {
   const name = commandName(args);
   // Help, a typo or no command at all: register everything, so commander can list or suggest.
   const wantsVersion = name === undefined && (args.includes('--version') || args.includes('-V'));
-  const loaders = wantsVersion ? [] : name !== undefined && Object.hasOwn(COMMANDS, name) ? [COMMANDS[name]!] : Object.values(COMMANDS);
+  const loaders = wantsVersion
+    ? []
+    : name !== undefined && Object.hasOwn(COMMANDS, name)
+      ? [COMMANDS[name]!]
+      : Object.values(COMMANDS);
   for (const command of await Promise.all(loaders.map((load) => load()))) command.register(program);
   sameErrorLines(program, 'suekk-sync');
   return program;

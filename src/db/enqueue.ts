@@ -13,7 +13,6 @@ import type { Action } from './schema.ts';
 import { quoteIdent } from './sql.ts';
 import type { InstalledSource } from './source.ts';
 
-
 export interface EnqueueFilter {
   /** Page after this primary key (as text), in primary key order. */
   after?: string | null;

@@ -140,7 +140,9 @@ export async function findEvents(db: Queryable, ids: string[], webhookIds: strin
     [missingIds, missingWebhooks],
   );
   const seen = new Set(heads.rows.map((e) => e.id));
-  return [...heads.rows, ...rest.rows.filter((e) => !seen.has(e.id))].sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
+  return [...heads.rows, ...rest.rows.filter((e) => !seen.has(e.id))].sort((a, b) =>
+    BigInt(a.id) < BigInt(b.id) ? -1 : 1,
+  );
 }
 
 /**

@@ -12,7 +12,6 @@
 import type { Queryable } from './pool.ts';
 import { backendDownCondition, NOTIFY_CHANNEL, type Action } from './schema.ts';
 
-
 export interface ClaimedEvent {
   id: string;
   webhookId: string;
@@ -102,7 +101,15 @@ export async function claimStreams(
     text: `select user_id, delivered_through::text, head_id::text, head_attempts, head_rounds, id::text,
                   webhook_id::text, action, body, source, run_id::text, created_at, open_gaps, more, busy
              from suekk_sync.claim($1, $2, $3, $4, $5, $6, $7)`,
-    values: [relayId, options.limit, options.leaseMs, options.perStream, options.readLimit, options.answerBell, options.readAhead ?? false],
+    values: [
+      relayId,
+      options.limit,
+      options.leaseMs,
+      options.perStream,
+      options.readLimit,
+      options.answerBell,
+      options.readAhead ?? false,
+    ],
   });
   const status = rows.find((r) => r.user_id === null);
   return {
@@ -174,7 +181,10 @@ function groupStreams(rows: EventRow[]): ClaimedStream[] {
       stream = { userId: row.user_id, cursor: row.delivered_through!, events: [] };
       byUser.set(row.user_id, stream);
     }
-    const head = row.head_id === null ? undefined : { id: row.head_id, attempts: row.head_attempts ?? 0, rounds: row.head_rounds ?? 0 };
+    const head =
+      row.head_id === null
+        ? undefined
+        : { id: row.head_id, attempts: row.head_attempts ?? 0, rounds: row.head_rounds ?? 0 };
     if (row.id !== null) stream.events.push(toEvent(row, row.user_id, head));
   }
   return [...byUser.values()];
@@ -184,7 +194,12 @@ function groupStreams(rows: EventRow[]): ClaimedStream[] {
  * A stream this relay holds, read afresh: for one a claim leased again while the relay was still
  * finishing its previous turn of it.
  */
-export async function readHeldStream(db: Queryable, relayId: string, userId: string, perStream: number): Promise<ClaimedStream | undefined> {
+export async function readHeldStream(
+  db: Queryable,
+  relayId: string,
+  userId: string,
+  perStream: number,
+): Promise<ClaimedStream | undefined> {
   const { rows } = await db.query<EventRow>({ text: READ_HELD_STREAM_SQL, values: [relayId, userId, perStream] });
   return groupStreams(rows)[0];
 }
@@ -203,7 +218,12 @@ export const READ_HELD_STREAM_SQL = `select s.user_id, s.delivered_through::text
    order by e.id`;
 
 /** Extends the leases this relay holds; rows another statement has locked this instant wait for the next beat. */
-export async function renewLeases(db: Queryable, relayId: string, userIds: string[], leaseMs: number): Promise<string[]> {
+export async function renewLeases(
+  db: Queryable,
+  relayId: string,
+  userIds: string[],
+  leaseMs: number,
+): Promise<string[]> {
   if (userIds.length === 0) return [];
   const { rows } = await db.query<{ user_id: string }>({
     text: `with mine as (
@@ -428,7 +448,9 @@ const WAITING_FOR_BACKEND = `s.due_at > now() and not s.parked and (s.locked_by 
 
 /** Whether any user waits for its next round only because the backend was down. */
 export async function anyWaitingForBackend(db: Queryable): Promise<boolean> {
-  const { rows } = await db.query<{ any: boolean }>(`select exists (select 1 from suekk_sync.streams s where ${WAITING_FOR_BACKEND}) as any`);
+  const { rows } = await db.query<{ any: boolean }>(
+    `select exists (select 1 from suekk_sync.streams s where ${WAITING_FOR_BACKEND}) as any`,
+  );
   return rows[0]?.any ?? false;
 }
 

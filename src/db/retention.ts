@@ -11,7 +11,6 @@
 import { PARTITION_COUNT } from './schema.ts';
 import { withTransaction, type Pool, type PoolClient, type Queryable } from './pool.ts';
 
-
 /** One relay at a time rotates (in the two-int advisory key space suekk-sync uses). */
 const ROTATION_LOCK = '1937075051, 20';
 /** A partition serves this share of the retention before the next one takes over. */
@@ -112,7 +111,9 @@ async function emptyPartition(pool: Pool, part: number, into: number): Promise<n
         [into, part],
       );
       await client.query(`truncate ${events}, suekk_sync.deliveries_p${part}`);
-      await client.query('update suekk_sync.partitions set retired_at = null, current_since = null where part = $1', [part]);
+      await client.query('update suekk_sync.partitions set retired_at = null, current_since = null where part = $1', [
+        part,
+      ]);
       return rowCount ?? 0;
     });
   } catch (err) {

@@ -40,7 +40,8 @@ export interface UserMatch {
 export async function resolveUserRef(db: Queryable, source: InstalledSource, ref: string): Promise<UserMatch> {
   const expr = (field: string) => `(${source.mapping.columns[field] ?? 'null'})::text`;
   const pk = `${quoteIdent(source.primaryKey)}::text`;
-  const live = source.mapping.softDeleteColumn === null ? 'true' : `${quoteIdent(source.mapping.softDeleteColumn)} is null`;
+  const live =
+    source.mapping.softDeleteColumn === null ? 'true' : `${quoteIdent(source.mapping.softDeleteColumn)} is null`;
   for (const [field, match] of [
     ['id', pk],
     ['email', expr('email')],

@@ -7,7 +7,6 @@
  */
 import type { Queryable } from './pool.ts';
 
-
 /** Rows changed since the last analyze, beyond which it is stale: autovacuum's rule, but sooner. */
 const STALE_FRACTION = 0.2;
 const STALE_MIN_ROWS = 1_000;

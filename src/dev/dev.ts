@@ -86,7 +86,9 @@ function loadOrCreateSecrets(stateDir: string): DevSecrets {
         }
       })();
     if (!usable) {
-      throw new UsageError(`${file} is damaged; delete it and dev makes new secrets (tokens issued before stop working).`);
+      throw new UsageError(
+        `${file} is damaged; delete it and dev makes new secrets (tokens issued before stop working).`,
+      );
     }
     return saved as DevSecrets;
   }
@@ -120,15 +122,30 @@ function clock(): string {
  * per write; the relay's logger names levels, the API's numbers them.
  */
 function readableLog(component: string, out: NodeJS.WritableStream): Writable {
-  const names: Record<number, string> = { 10: 'trace', 20: 'debug', 30: 'info', 40: 'warning', 50: 'error', 60: 'fatal' };
+  const names: Record<number, string> = {
+    10: 'trace',
+    20: 'debug',
+    30: 'info',
+    40: 'warning',
+    50: 'error',
+    60: 'fatal',
+  };
   return new Writable({
     write(chunk: Buffer | string, _encoding, done) {
       for (const line of chunk.toString().split('\n')) {
         if (line.trim() === '') continue;
         try {
           const record = JSON.parse(line) as { level?: string | number; msg?: string; err?: { message?: string } };
-          const level = typeof record.level === 'number' ? (names[record.level] ?? String(record.level)) : record.level === 'warn' ? 'warning' : record.level;
-          const err = record.err?.message !== undefined && !(record.msg ?? '').includes(record.err.message) ? ` (${record.err.message})` : '';
+          const level =
+            typeof record.level === 'number'
+              ? (names[record.level] ?? String(record.level))
+              : record.level === 'warn'
+                ? 'warning'
+                : record.level;
+          const err =
+            record.err?.message !== undefined && !(record.msg ?? '').includes(record.err.message)
+              ? ` (${record.err.message})`
+              : '';
           out.write(`${clock()} ${component} ${level ?? 'log'}: ${record.msg ?? ''}${err}\n`);
         } catch {
           out.write(`${clock()} ${component}: ${line}\n`);
@@ -218,7 +235,8 @@ export async function startDev(options: DevOptions): Promise<DevSession> {
   if (apiPort !== 0 && apiPort === receiverPort) {
     throw new UsageError(`--api-port and --receiver-port are both ${apiPort}; give them different ports.`);
   }
-  const databaseFlag = options.databaseUrl === undefined ? undefined : checkDatabaseUrl(options.databaseUrl, '--database-url');
+  const databaseFlag =
+    options.databaseUrl === undefined ? undefined : checkDatabaseUrl(options.databaseUrl, '--database-url');
   // Both loggers validate before anything starts, so a bad LOG_LEVEL costs nothing to clean up.
   const apiLogger = createLogger(level, readableLog('api', out));
   const relayLogger = createLogger(level, readableLog('relay', out));
@@ -320,7 +338,17 @@ export async function startDev(options: DevOptions): Promise<DevSession> {
     started.push(() => app.close());
     signal?.throwIfAborted();
 
-    out.write(banner({ apiUrl, receiverUrl, database, stateDir: shownStateDir, embedded: embedded !== undefined, staged, command: options.command ?? 'suekk-sync' }));
+    out.write(
+      banner({
+        apiUrl,
+        receiverUrl,
+        database,
+        stateDir: shownStateDir,
+        embedded: embedded !== undefined,
+        staged,
+        command: options.command ?? 'suekk-sync',
+      }),
+    );
     let stopping: Promise<void> | undefined;
     return {
       apiUrl,

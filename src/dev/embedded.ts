@@ -138,7 +138,9 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
     server.once('error', reject);
     server.listen(0, host, () => {
       const address = server.address();
-      server.close(() => (typeof address === 'object' && address !== null ? resolvePort(address.port) : reject(new Error('no port'))));
+      server.close(() =>
+        typeof address === 'object' && address !== null ? resolvePort(address.port) : reject(new Error('no port')),
+      );
     });
   });
 }
@@ -151,7 +153,10 @@ function serverEnv(): NodeJS.ProcessEnv {
 }
 
 function lastLines(text: string, pattern = /FATAL|ERROR|PANIC|error|fail/i): string {
-  const lines = text.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  const lines = text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '');
   const hit = [...lines].reverse().find((l) => pattern.test(l));
   return (hit ?? lines.at(-1) ?? 'no output').replace(/^\S+ \S+ \S+ \[\d+\] /, '');
 }
@@ -189,7 +194,9 @@ async function initialise(
       child.on('close', (code) => done({ code, text }));
     });
     if (output.code !== 0) {
-      throw new WorkFailed(`Could not create the embedded database in ${dataDir} (initdb: ${lastLines(output.text)}); fix that or delete the folder.`);
+      throw new WorkFailed(
+        `Could not create the embedded database in ${dataDir} (initdb: ${lastLines(output.text)}); fix that or delete the folder.`,
+      );
     }
   } finally {
     rmSync(pwfile, { force: true });
@@ -413,9 +420,13 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   if (attempt === undefined || !attempt.ok) {
     const why = attempt?.reason ?? 'unknown';
     if (attempt?.portTaken && options.port !== undefined) {
-      throw new UsageError(`Port ${options.port} is already in use, so the embedded PostgreSQL cannot listen on it; choose another port.`);
+      throw new UsageError(
+        `Port ${options.port} is already in use, so the embedded PostgreSQL cannot listen on it; choose another port.`,
+      );
     }
-    throw new WorkFailed(`The embedded PostgreSQL in ${dataDir} did not start (${why}); see ${join(dataDir, LOG_FILE)}.`);
+    throw new WorkFailed(
+      `The embedded PostgreSQL in ${dataDir} did not start (${why}); see ${join(dataDir, LOG_FILE)}.`,
+    );
   }
 
   const child = attempt.child;

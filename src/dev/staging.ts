@@ -43,8 +43,12 @@ export interface RunAs {
 export function serverUser(): RunAs | undefined {
   if (typeof process.getuid !== 'function' || process.getuid() !== 0) return undefined;
   try {
-    const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
-    const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
+    const uid = Number(
+      execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim(),
+    );
+    const gid = Number(
+      execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim(),
+    );
     if (Number.isInteger(uid) && Number.isInteger(gid)) return { uid, gid };
   } catch {
     // Reported below.
@@ -84,7 +88,12 @@ export function stagingDir(key: string, kind: 'data' | 'binaries' = 'data', base
  * that: anyone may create names in the temp folder, and a folder or link planted there must not
  * receive the database. One sentence when the server's user cannot reach the temp folder either.
  */
-function stagingFolder(key: string, kind: 'data' | 'binaries', user: RunAs, blocked: { dir: string; mode: string }): string {
+function stagingFolder(
+  key: string,
+  kind: 'data' | 'binaries',
+  user: RunAs,
+  blocked: { dir: string; mode: string },
+): string {
   const dir = stagingDir(key, kind);
   const tempBlocked = blockedFolder(dirname(dir), user);
   if (tempBlocked !== undefined) {
@@ -161,7 +170,10 @@ export function reachableBinaries(
     }
     writeFileSync(stampFile, wanted);
   }
-  return { binaries: { postgres: moved(bin.postgres), initdb: moved(bin.initdb) }, staged: { dir, blocked: blocked.dir } };
+  return {
+    binaries: { postgres: moved(bin.postgres), initdb: moved(bin.initdb) },
+    staged: { dir, blocked: blocked.dir },
+  };
 }
 
 /** What a staged copy was made from, so a changed install (an upgrade) is copied afresh. */

@@ -10,7 +10,14 @@ import { enqueueBatch } from '../db/enqueue.ts';
 import type { Action } from '../db/schema.ts';
 import { makeUsersDue, openEventsOf } from '../db/outbox-queries.ts';
 import { ensureDelivery, type DeliveryHandle } from './inline-delivery.ts';
-import { explainPending, settleTargets, type EventState, type Target, type Verdict, type WaitOptions } from './settle.ts';
+import {
+  explainPending,
+  settleTargets,
+  type EventState,
+  type Target,
+  type Verdict,
+  type WaitOptions,
+} from './settle.ts';
 import { installedSource, resolveUserRef } from '../db/source.ts';
 
 export interface PushResult {
@@ -46,7 +53,9 @@ export async function push(
   }
   const wait = options.wait ?? true;
   // Before anything is written: a push that cannot be delivered changes nothing.
-  const delivery: DeliveryHandle | undefined = wait ? await ensureDelivery(pool, settings, { onlyUsers: [user.userId] }) : undefined;
+  const delivery: DeliveryHandle | undefined = wait
+    ? await ensureDelivery(pool, settings, { onlyUsers: [user.userId] })
+    : undefined;
   try {
     const targets = await withTransaction(pool, async (client) => {
       const batch = await enqueueBatch(client, source, {

@@ -84,7 +84,9 @@ async function filterFor(pool: Pool, scope: ResyncScope): Promise<StoredFilter> 
   if ('since' in scope) {
     const source = await installedSource(pool);
     if (source.mapping.updatedAtColumn === null) {
-      throw new UsageError('--since needs source.updatedAtColumn, and the installed mapping has none; use --all or --user.');
+      throw new UsageError(
+        '--since needs source.updatedAtColumn, and the installed mapping has none; use --all or --user.',
+      );
     }
     return { since: scope.since.toISOString() };
   }
@@ -118,7 +120,13 @@ type RunCounts = Pick<ResyncProgress, 'enqueued' | 'delivered' | 'failed' | 'wai
  * delivered events cost nothing.
  */
 async function countRun(pool: Pool, runId: string): Promise<RunCounts> {
-  const { rows } = await pool.query<{ enqueued: string; settled: string; failed: number; waiting: number; blocked: number }>(
+  const { rows } = await pool.query<{
+    enqueued: string;
+    settled: string;
+    failed: number;
+    waiting: number;
+    blocked: number;
+  }>(
     `with held as (
         select s.user_id, s.head_id, s.parked from suekk_sync.streams s where s.head_id is not null
       )
@@ -155,13 +163,25 @@ interface RunRecord {
 /** The most recent run whose enqueueing did not finish: what --resume continues. Reads only. */
 async function interruptedRun(pool: Pool): Promise<RunRecord> {
   // resync_runs.id, not the text "id" of the output, or run 9 would count as later than run 10.
-  const { rows } = await pool.query<{ id: string; filter: StoredFilter; action: Action | null; cursor: string | null; enqueued: string }>(
+  const { rows } = await pool.query<{
+    id: string;
+    filter: StoredFilter;
+    action: Action | null;
+    cursor: string | null;
+    enqueued: string;
+  }>(
     `select id::text, filter, action, cursor, enqueued::text from suekk_sync.resync_runs
       where finished_at is null order by resync_runs.id desc limit 1`,
   );
   const run = rows[0];
   if (!run) throw new UsageError('There is no interrupted resync to resume; start one with --all, --user or --since.');
-  return { runId: run.id, filter: run.filter, action: run.action ?? undefined, cursor: run.cursor, enqueued: Number(run.enqueued) };
+  return {
+    runId: run.id,
+    filter: run.filter,
+    action: run.action ?? undefined,
+    cursor: run.cursor,
+    enqueued: Number(run.enqueued),
+  };
 }
 
 async function createRun(pool: Pool, filter: StoredFilter, action: Action | undefined): Promise<RunRecord> {
@@ -173,7 +193,8 @@ async function createRun(pool: Pool, filter: StoredFilter, action: Action | unde
 }
 
 export async function resync(pool: Pool, settings: Settings, options: ResyncOptions): Promise<ResyncResult> {
-  if (!options.resume && !options.scope) throw new UsageError('Say what to resync: --all, --user <ref> or --since <iso>.');
+  if (!options.resume && !options.scope)
+    throw new UsageError('Say what to resync: --all, --user <ref> or --since <iso>.');
   const source = await installedSource(pool);
   const resumed = options.resume ? await interruptedRun(pool) : undefined;
   const filter = resumed?.filter ?? (await filterFor(pool, options.scope!));
@@ -419,7 +440,8 @@ class ResyncRun {
       // Sleep about as long as the relays need to bring the queue down to half, by their pace.
       const now = performance.now();
       const settled = c.enqueued - c.queued;
-      const pace = previous && settled > previous.settled ? (settled - previous.settled) / (now - previous.at) : undefined;
+      const pace =
+        previous && settled > previous.settled ? (settled - previous.settled) / (now - previous.at) : undefined;
       previous = { at: now, settled };
       const forecast = pace === undefined ? this.interval : (c.queued - this.maxQueued / 2) / pace;
       if (!(await sleep(Math.max(Math.min(forecast, 1000), 50), this.signal))) return;

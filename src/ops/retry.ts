@@ -9,7 +9,15 @@ import { UsageError } from '../errors.ts';
 import { withTransaction, type Pool } from '../db/pool.ts';
 import { findEvents, heldBackEvents, makeUsersDue, openEventsOf, skipFailed } from '../db/outbox-queries.ts';
 import { ensureDelivery, type DeliveryHandle } from './inline-delivery.ts';
-import { explainPending, judge, settleTargets, type EventState, type Target, type Verdict, type WaitOptions } from './settle.ts';
+import {
+  explainPending,
+  judge,
+  settleTargets,
+  type EventState,
+  type Target,
+  type Verdict,
+  type WaitOptions,
+} from './settle.ts';
 import { installedSource, resolveUserRef } from '../db/source.ts';
 
 export type EventSelector = { allFailed: true } | { waiting: true } | { userRef: string } | { eventIds: string[] };
@@ -21,7 +29,8 @@ function parseEventRefs(refs: string[]): { ids: string[]; webhookIds: string[] }
   for (const ref of refs) {
     const bare = ref.startsWith('evt_') ? ref.slice(4) : ref;
     if (/^\d+$/.test(bare)) ids.push(bare);
-    else if (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(bare)) webhookIds.push(bare.toLowerCase());
+    else if (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(bare))
+      webhookIds.push(bare.toLowerCase());
     else throw new UsageError(`"${ref}" is not an event id; use the number or the evt_<uuid> that tail-log shows.`);
   }
   return { ids, webhookIds };
@@ -42,7 +51,9 @@ async function selectEvents(pool: Pool, selector: EventSelector, statuses: strin
     const { ids, webhookIds } = parseEventRefs(selector.eventIds);
     events = await findEvents(pool, ids, webhookIds);
     const found = new Set(events.flatMap((e) => [e.id, e.webhookId.slice(4).toLowerCase()]));
-    const missing = selector.eventIds.filter((ref) => !found.has((ref.startsWith('evt_') ? ref.slice(4) : ref).toLowerCase()));
+    const missing = selector.eventIds.filter(
+      (ref) => !found.has((ref.startsWith('evt_') ? ref.slice(4) : ref).toLowerCase()),
+    );
     if (missing.length > 0) {
       throw new UsageError(
         `There is no event ${missing.join(', ')}; find event ids with \`suekk-sync tail-log\` (add --user <ref> or --status failed to narrow it down).`,
@@ -92,7 +103,10 @@ export async function retry(
   if (options.dryRun) {
     const open = await openEventsOf(pool, users);
     // As they stand: a failed or waiting head, and the events behind it.
-    const verdicts = judge(open.map((e) => ({ id: e.id, roundsBefore: 0 })), open);
+    const verdicts = judge(
+      open.map((e) => ({ id: e.id, roundsBefore: 0 })),
+      open,
+    );
     return {
       events: open.map((state) => ({ state, verdict: verdicts.get(state.id)! })),
       users: users.length,
@@ -103,7 +117,9 @@ export async function retry(
   }
   const wait = options.wait ?? true;
   // Before anything is written: a retry that cannot be delivered changes nothing.
-  const delivery: DeliveryHandle | undefined = wait ? await ensureDelivery(pool, settings, { onlyUsers: users }) : undefined;
+  const delivery: DeliveryHandle | undefined = wait
+    ? await ensureDelivery(pool, settings, { onlyUsers: users })
+    : undefined;
   try {
     const targets = await withTransaction(pool, async (client) => {
       await makeUsersDue(client, users, { unpark: true });
@@ -140,17 +156,26 @@ export async function skip(pool: Pool, selector: { userRef: string } | { eventId
   if (failed.length === 0) {
     if ('eventIds' in selector) {
       const any = await selectEvents(pool, selector, ['pending', 'delivered', 'skipped', 'superseded']);
-      throw new UsageError(`Only failed events can be skipped; ${any.map((e) => `${e.webhookId} is ${e.status}`).join(', ')}.`);
+      throw new UsageError(
+        `Only failed events can be skipped; ${any.map((e) => `${e.webhookId} is ${e.status}`).join(', ')}.`,
+      );
     }
     return { skipped: [], unparked: [], next: new Map() };
   }
   const { users, open } = await withTransaction(pool, async (client) => {
     // Due at once when more waits: the relay finds the user's later events.
-    const unparked = await skipFailed(client, failed.map((e) => e.id));
+    const unparked = await skipFailed(
+      client,
+      failed.map((e) => e.id),
+    );
     await client.query('select pg_notify($1, $2)', [NOTIFY_CHANNEL, '']);
     return { users: unparked, open: await openEventsOf(client, [...new Set(failed.map((e) => e.userId))]) };
   });
   const next = new Map<string, EventState | undefined>();
-  for (const e of failed) next.set(e.userId, open.find((o) => o.userId === e.userId));
+  for (const e of failed)
+    next.set(
+      e.userId,
+      open.find((o) => o.userId === e.userId),
+    );
   return { skipped: failed.map((e) => ({ ...e, status: 'skipped' as const })), unparked: users, next };
 }

@@ -84,7 +84,9 @@ export interface Settled {
 
 /** Whether delivery is paused (pause/resume): every relay, and a command delivering inline, obeys it. */
 export async function deliveryPaused(pool: Pool): Promise<boolean> {
-  const { rows } = await pool.query<{ paused: boolean }>('select coalesce((select paused from suekk_sync.state), false) as paused');
+  const { rows } = await pool.query<{ paused: boolean }>(
+    'select coalesce((select paused from suekk_sync.state), false) as paused',
+  );
   return rows[0]?.paused ?? false;
 }
 
@@ -113,7 +115,12 @@ export async function waitForFirstRound(pool: Pool, targets: Target[], options: 
  * The targets after their command: waited for while something delivers them, or read as they
  * stand when the command only enqueued (--no-wait).
  */
-export async function settleTargets(pool: Pool, targets: Target[], delivering: boolean, options: WaitOptions): Promise<Settled> {
+export async function settleTargets(
+  pool: Pool,
+  targets: Target[],
+  delivering: boolean,
+  options: WaitOptions,
+): Promise<Settled> {
   if (delivering) {
     return waitForFirstRound(pool, targets, {
       signal: options.signal,
@@ -121,7 +128,10 @@ export async function settleTargets(pool: Pool, targets: Target[], delivering: b
       onPausedChange: options.onPausedChange,
     });
   }
-  const states = await eventStates(pool, targets.map((t) => t.id));
+  const states = await eventStates(
+    pool,
+    targets.map((t) => t.id),
+  );
   return { states, verdicts: judge(targets, states), timedOut: false };
 }
 
@@ -166,7 +176,8 @@ async function deliveryConditions(pool: Pool, userIds: string[]): Promise<Delive
  * itself counts for nothing: once it exits, only relays deliver.
  */
 export function pendingReason(s: EventState, verdict: Verdict, c: DeliveryConditions): string | undefined {
-  if (verdict === 'delivered' || verdict === 'superseded' || verdict === 'skipped' || verdict === 'failed') return undefined;
+  if (verdict === 'delivered' || verdict === 'superseded' || verdict === 'skipped' || verdict === 'failed')
+    return undefined;
   if (verdict === 'blocked') return 'waits behind an earlier event of this user';
   const stream = c.streams.get(s.userId);
   const nextRound = verdict === 'waiting' ? s.nextAttemptAt : (stream?.dueAt ?? null);
@@ -177,7 +188,10 @@ export function pendingReason(s: EventState, verdict: Verdict, c: DeliveryCondit
       : undefined;
   // A round that is already due is not "next": say what holds it instead.
   if (nextRound !== null && nextRound.getTime() > c.now.getTime()) {
-    const down = c.backendDownSince === null ? '' : `, and the backend looks down to the relays since ${c.backendDownSince.toISOString()}`;
+    const down =
+      c.backendDownSince === null
+        ? ''
+        : `, and the backend looks down to the relays since ${c.backendDownSince.toISOString()}`;
     const inSeconds = Math.ceil((nextRound.getTime() - c.now.getTime()) / 1000);
     return `waits for its next round at ${nextRound.toISOString()} (in ${inSeconds}s)${down}${stopped === undefined ? '' : `; ${stopped}`}`;
   }
@@ -190,7 +204,11 @@ export function pendingReason(s: EventState, verdict: Verdict, c: DeliveryCondit
 }
 
 /** Why each of these events that is not through yet still waits, by event id. */
-export async function explainPending(pool: Pool, states: EventState[], verdicts: Map<string, Verdict>): Promise<Map<string, string>> {
+export async function explainPending(
+  pool: Pool,
+  states: EventState[],
+  verdicts: Map<string, Verdict>,
+): Promise<Map<string, string>> {
   const conditions = await deliveryConditions(pool, [...new Set(states.map((s) => s.userId))]);
   const reasons = new Map<string, string>();
   for (const s of states) {

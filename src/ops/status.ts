@@ -93,7 +93,9 @@ type NeedsSchema =
   | 'lastError';
 
 /** A reachable database without suekk-sync: the same keys, null for what it cannot know. */
-export type NotInstalledReport = Omit<StatusReport, NeedsSchema | 'healthy'> & { healthy: false } & { [K in NeedsSchema]: null };
+export type NotInstalledReport = Omit<StatusReport, NeedsSchema | 'healthy'> & { healthy: false } & {
+  [K in NeedsSchema]: null;
+};
 
 export interface BackendState {
   state: 'up' | 'down';
@@ -118,7 +120,10 @@ export interface StatusOptions {
   maxLagSeconds?: number;
 }
 
-export async function getStatus(pool: Pool, options: StatusOptions = {}): Promise<StatusReport | NotInstalledReport | UnreachableReport> {
+export async function getStatus(
+  pool: Pool,
+  options: StatusOptions = {},
+): Promise<StatusReport | NotInstalledReport | UnreachableReport> {
   let client: PoolClient;
   try {
     client = await pool.connect();
@@ -177,7 +182,10 @@ function notInstalled(maxLagSeconds: number): NotInstalledReport {
   };
 }
 
-async function readStatus(db: PoolClient, options: StatusOptions): Promise<NotInstalledReport | (StatusReport & { tableExists: boolean })> {
+async function readStatus(
+  db: PoolClient,
+  options: StatusOptions,
+): Promise<NotInstalledReport | (StatusReport & { tableExists: boolean })> {
   const maxLagSeconds = options.maxLagSeconds ?? DEFAULT_MAX_LAG_SECONDS;
   const schemaVersion = await installedSchemaVersion(db);
   if (schemaVersion === 0) return notInstalled(maxLagSeconds);
@@ -202,7 +210,9 @@ async function readStatus(db: PoolClient, options: StatusOptions): Promise<NotIn
   // Where the capture trigger is now: the recorded table, or the name it was renamed to.
   let capturedOn: string | null = null;
   if (table === null) {
-    problems.push('Capture is not installed on any table (it was uninstalled), so changes are not captured; run `suekk-sync install`.');
+    problems.push(
+      'Capture is not installed on any table (it was uninstalled), so changes are not captured; run `suekk-sync install`.',
+    );
   } else if (!state.exists) {
     const { rows } = await db.query<{ qualified: string }>(
       `select format('%I.%I', n.nspname, c.relname) as qualified
@@ -216,7 +226,9 @@ async function readStatus(db: PoolClient, options: StatusOptions): Promise<NotIn
         `The captured table ${table} was renamed or moved to ${capturedOn}, so TRUNCATE on it fails and resync, push and retry look for the old name; set source.table to ${capturedOn} and run \`suekk-sync install\`, or rename it back.`,
       );
     } else {
-      problems.push(`The captured table ${table} no longer exists, so changes are not captured; restore it, or point source.table at the users table and run \`suekk-sync install\`.`);
+      problems.push(
+        `The captured table ${table} no longer exists, so changes are not captured; restore it, or point source.table at the users table and run \`suekk-sync install\`.`,
+      );
     }
   } else {
     capturedOn = table;
@@ -226,10 +238,14 @@ async function readStatus(db: PoolClient, options: StatusOptions): Promise<NotIn
     trigger.installed = missing.length === 0;
     trigger.enabled = trigger.installed && disabled.length === 0;
     if (missing.length > 0) {
-      problems.push(`The capture trigger${plural(missing.length)} ${missing.join(' and ')} ${missing.length === 1 ? 'is' : 'are'} missing on ${capturedOn}, so changes are not captured; run \`suekk-sync install\`.`);
+      problems.push(
+        `The capture trigger${plural(missing.length)} ${missing.join(' and ')} ${missing.length === 1 ? 'is' : 'are'} missing on ${capturedOn}, so changes are not captured; run \`suekk-sync install\`.`,
+      );
     }
     for (const name of disabled) {
-      problems.push(`The capture trigger ${name} on ${capturedOn} is disabled, so changes are not captured; run \`alter table ${capturedOn} enable trigger ${name}\` (or \`suekk-sync install\`).`);
+      problems.push(
+        `The capture trigger ${name} on ${capturedOn} is disabled, so changes are not captured; run \`alter table ${capturedOn} enable trigger ${name}\` (or \`suekk-sync install\`).`,
+      );
     }
   }
 
@@ -239,9 +255,12 @@ async function readStatus(db: PoolClient, options: StatusOptions): Promise<NotIn
     [CAPTURE_FUNCTIONS],
   );
   const present = new Set(fnRows.map((r) => r.proname));
-  const missingFunctions = table === null ? [] : CAPTURE_FUNCTIONS.filter((f) => !present.has(f)).map((f) => `suekk_sync.${f}`);
+  const missingFunctions =
+    table === null ? [] : CAPTURE_FUNCTIONS.filter((f) => !present.has(f)).map((f) => `suekk_sync.${f}`);
   if (missingFunctions.length > 0) {
-    problems.push(`The capture function${plural(missingFunctions.length)} ${missingFunctions.join(', ')} ${missingFunctions.length === 1 ? 'is' : 'are'} missing, so every write to ${table} fails; run \`suekk-sync install\` to rebuild ${missingFunctions.length === 1 ? 'it' : 'them'}.`);
+    problems.push(
+      `The capture function${plural(missingFunctions.length)} ${missingFunctions.join(', ')} ${missingFunctions.length === 1 ? 'is' : 'are'} missing, so every write to ${table} fails; run \`suekk-sync install\` to rebuild ${missingFunctions.length === 1 ? 'it' : 'them'}.`,
+    );
   }
 
   let mappingChanged: boolean | null = null;
@@ -251,13 +270,21 @@ async function readStatus(db: PoolClient, options: StatusOptions): Promise<NotIn
     const { table: _installedTable, ...installed } = state.mapping;
     mappingChanged = (await resolveTable(db, configuredTable)) !== table || !isDeepStrictEqual(configured, installed);
     if (mappingChanged) {
-      warnings.push('The source mapping in the config file differs from the one installed; run `suekk-sync install` to apply it.');
+      warnings.push(
+        'The source mapping in the config file differs from the one installed; run `suekk-sync install` to apply it.',
+      );
     }
   }
 
   const gauges = await queueGauges(db);
   const deliveredLast5m = await deliveredWithin(db, 300);
-  const { rows: relayRows } = await db.query<{ host: string; pid: number; version: string; age: number; down_since: Date | null }>(
+  const { rows: relayRows } = await db.query<{
+    host: string;
+    pid: number;
+    version: string;
+    age: number;
+    down_since: Date | null;
+  }>(
     `select host, pid, version, greatest(0, extract(epoch from now() - heartbeat_at))::float8 as age,
             backend_down_since as down_since
        from suekk_sync.relays order by heartbeat_at desc`,
@@ -310,7 +337,9 @@ async function readStatus(db: PoolClient, options: StatusOptions): Promise<NotIn
     warnings.push('No relay is alive; changes wait in the outbox until `suekk-sync relay` runs.');
   }
   if (gauges.paused) {
-    warnings.push(`Delivery is paused${gauges.backlog > 0 ? ` with ${count(gauges.backlog, 'event')} waiting` : ''}; run \`suekk-sync resume\` to deliver again.`);
+    warnings.push(
+      `Delivery is paused${gauges.backlog > 0 ? ` with ${count(gauges.backlog, 'event')} waiting` : ''}; run \`suekk-sync resume\` to deliver again.`,
+    );
   }
 
   return {
@@ -410,4 +439,3 @@ function plural(n: number): string {
 function count(n: number, noun: string): string {
   return `${n} ${noun}${plural(n)}`;
 }
-

@@ -124,7 +124,8 @@ export async function resolveLogUser(db: Queryable, ref: string): Promise<string
       [ref],
     );
     if (rows.length === 1) return rows[0]!.user_id;
-    if (rows.length > 1) throw new UsageError(`"${ref}" matches more than one user in the log; use the user's id instead.`);
+    if (rows.length > 1)
+      throw new UsageError(`"${ref}" matches more than one user in the log; use the user's id instead.`);
     throw new UsageError(`No user and no logged event matches "${ref}" by id, email or username; check the reference.`);
   }
 }

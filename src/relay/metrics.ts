@@ -31,7 +31,10 @@ function statusClass(outcome: AttemptOutcome): string {
 function withTimeout<T>(work: Promise<T>, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} took longer than ${DATABASE_CHECK_TIMEOUT_MS} ms`)), DATABASE_CHECK_TIMEOUT_MS);
+    timer = setTimeout(
+      () => reject(new Error(`${what} took longer than ${DATABASE_CHECK_TIMEOUT_MS} ms`)),
+      DATABASE_CHECK_TIMEOUT_MS,
+    );
   });
   return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
 }
@@ -101,7 +104,8 @@ function createRelayMetrics(relay: Relay, pool: Pool): RelayMetrics {
       if (event.attempts > 0 || event.rounds > 0) redeliveries.inc();
     }
     // created_at is the database's clock and now is this host's: the lag is as right as their sync (NTP).
-    if (outcome === 'delivered') lag.observe({ source: event.source }, Math.max(0, Date.now() - event.createdAt.getTime()) / 1000);
+    if (outcome === 'delivered')
+      lag.observe({ source: event.source }, Math.max(0, Date.now() - event.createdAt.getTime()) / 1000);
   };
   const onAttempt = (outcome: AttemptOutcome) => {
     attempts.inc({ result: outcome.kind, status_class: statusClass(outcome) });
@@ -134,8 +138,16 @@ function createRelayMetrics(relay: Relay, pool: Pool): RelayMetrics {
       this.set((await readQueue()) === undefined ? 0 : 1);
     },
   });
-  fromQueue('suekk_sync_backlog_events', 'Events waiting to be delivered (pending), in flight included.', (q) => q.backlog);
-  fromQueue('suekk_sync_oldest_pending_seconds', 'Age of the oldest pending event since capture; 0 when none.', (q) => q.oldestPendingSeconds ?? 0);
+  fromQueue(
+    'suekk_sync_backlog_events',
+    'Events waiting to be delivered (pending), in flight included.',
+    (q) => q.backlog,
+  );
+  fromQueue(
+    'suekk_sync_oldest_pending_seconds',
+    'Age of the oldest pending event since capture; 0 when none.',
+    (q) => q.oldestPendingSeconds ?? 0,
+  );
   fromQueue('suekk_sync_failed_events', 'Events that failed and wait for `retry` or `skip`.', (q) => q.failed);
   fromQueue('suekk_sync_parked_users', 'Users held back by a failed event.', (q) => q.parkedUsers);
   fromQueue('suekk_sync_paused', '1 while `suekk-sync pause` is in effect.', (q) => (q.paused ? 1 : 0));
@@ -150,8 +162,12 @@ function createRelayMetrics(relay: Relay, pool: Pool): RelayMetrics {
       },
     });
   fromRelay('suekk_sync_in_flight_users', 'Users this relay holds right now.', () => relay.inFlight);
-  fromRelay('suekk_sync_breaker_open', '1 while this relay thinks the backend is down and probes with one user.', () => (relay.breakerOpen ? 1 : 0));
-  fromRelay('suekk_sync_backend_up', '1 while the backend answers as this relay sees it, 0 while it looks down.', () => (relay.backendDownSince === undefined ? 1 : 0));
+  fromRelay('suekk_sync_breaker_open', '1 while this relay thinks the backend is down and probes with one user.', () =>
+    relay.breakerOpen ? 1 : 0,
+  );
+  fromRelay('suekk_sync_backend_up', '1 while the backend answers as this relay sees it, 0 while it looks down.', () =>
+    relay.backendDownSince === undefined ? 1 : 0,
+  );
   fromRelay('suekk_sync_listening', '1 while the LISTEN connection is up.', () => (relay.listening ? 1 : 0));
 
   return {
@@ -179,7 +195,9 @@ export interface MetricsServerOptions {
 export async function startMetricsServer(options: MetricsServerOptions): Promise<MetricsServer> {
   const { relay, pool } = options;
   const metrics = createRelayMetrics(relay, pool);
-  const pingDatabase = sharedRead(() => withTimeout(pool.query('select 1'), 'The database check').then(() => undefined));
+  const pingDatabase = sharedRead(() =>
+    withTimeout(pool.query('select 1'), 'The database check').then(() => undefined),
+  );
 
   /** Why this relay should not get traffic now, or undefined when it is ready. */
   async function notReady(): Promise<string | undefined> {
@@ -215,7 +233,11 @@ export async function startMetricsServer(options: MetricsServerOptions): Promise
       sendJson(res, 200, { status: 'ok' });
     } else if (path === '/readyz') {
       const reason = await notReady();
-      sendJson(res, reason === undefined ? 200 : 503, reason === undefined ? { ready: true } : { ready: false, reason });
+      sendJson(
+        res,
+        reason === undefined ? 200 : 503,
+        reason === undefined ? { ready: true } : { ready: false, reason },
+      );
     } else {
       sendJson(res, 404, { error: 'Not found; try /metrics, /healthz or /readyz.' });
     }

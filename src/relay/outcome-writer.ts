@@ -66,12 +66,23 @@ export class OutcomeWriter {
     while (this.backlog > 0 && !this.abandoned) {
       const batch = this.queue.splice(0, this.options.maxBatch);
       try {
-        const results = await releaseStreams(this.pool, this.relayId, batch.map((p) => p.release), this.options);
+        const results = await releaseStreams(
+          this.pool,
+          this.relayId,
+          batch.map((p) => p.release),
+          this.options,
+        );
         failures = 0;
         const lost = results.filter((r) => r.outcome === 'lost');
         if (lost.length > 0) {
           this.logger.warn(
-            { lost: lost.length, delivered: lost.reduce((n, r) => n + (batch.find((p) => p.release.userId === r.userId)?.release.delivered.length ?? 0), 0) },
+            {
+              lost: lost.length,
+              delivered: lost.reduce(
+                (n, r) => n + (batch.find((p) => p.release.userId === r.userId)?.release.delivered.length ?? 0),
+                0,
+              ),
+            },
             'Some turns were not recorded: another relay took those users after this relay lost its lease; what they delivered will be sent again',
           );
         }
@@ -79,7 +90,8 @@ export class OutcomeWriter {
       } catch (err) {
         if (await this.options.schemaGone?.(err)) {
           // The streams and their leases went with the schema: each turn ends as not ours.
-          for (const p of [...batch, ...this.queue.splice(0)]) p.resolve({ userId: p.release.userId, outcome: 'lost', events: [] });
+          for (const p of [...batch, ...this.queue.splice(0)])
+            p.resolve({ userId: p.release.userId, outcome: 'lost', events: [] });
           continue;
         }
         // Put the batch back in front, in order, and try again: the database may be restarting.
@@ -87,7 +99,10 @@ export class OutcomeWriter {
         failures++;
         const level = isConnectionError(err) ? 'warn' : 'error';
         this.logger[level](
-          { err: { message: (err as Error).message, code: (err as { code?: string }).code }, retryInMs: backoff(failures) },
+          {
+            err: { message: (err as Error).message, code: (err as { code?: string }).code },
+            retryInMs: backoff(failures),
+          },
           'Could not record delivery progress in the database; retrying',
         );
         await sleep(backoff(failures));

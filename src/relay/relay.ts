@@ -330,7 +330,11 @@ export class Relay extends EventEmitter<RelayEvents> {
         const claimedAt = performance.now();
         try {
           claim = this.options.onlyUsers
-            ? await claimUsers(this.pool, this.id, this.options.onlyUsers, { limit, leaseMs: this.settings.leaseMs, perStream: EVENTS_PER_FETCH })
+            ? await claimUsers(this.pool, this.id, this.options.onlyUsers, {
+                limit,
+                leaseMs: this.settings.leaseMs,
+                perStream: EVENTS_PER_FETCH,
+              })
             : await claimStreams(this.pool, this.id, {
                 limit,
                 leaseMs: this.settings.leaseMs,
@@ -349,7 +353,13 @@ export class Relay extends EventEmitter<RelayEvents> {
         }
         if (this.logger.isLevelEnabled('debug')) {
           this.logger.debug(
-            { limit, streams: claim.streams.map((c) => `${c.userId}>${c.cursor}:${c.events.map((e) => e.id).join(',')}`), openGaps: claim.openGaps, more: claim.more, busy: claim.busy },
+            {
+              limit,
+              streams: claim.streams.map((c) => `${c.userId}>${c.cursor}:${c.events.map((e) => e.id).join(',')}`),
+              openGaps: claim.openGaps,
+              more: claim.more,
+              busy: claim.busy,
+            },
             'Claimed',
           );
         }
@@ -402,11 +412,17 @@ export class Relay extends EventEmitter<RelayEvents> {
     if (isConnectionError(err)) {
       this.connectionLost(err as Error);
       if (!this.databaseDown) {
-        this.logger.warn({ err: { message: (err as Error).message } }, `The database is unreachable (${what}); retrying`);
+        this.logger.warn(
+          { err: { message: (err as Error).message } },
+          `The database is unreachable (${what}); retrying`,
+        );
       }
       this.databaseDown = true;
     } else {
-      this.logger.error({ err: { message: (err as Error).message, code: (err as { code?: string }).code } }, `Database error during ${what}`);
+      this.logger.error(
+        { err: { message: (err as Error).message, code: (err as { code?: string }).code } },
+        `Database error during ${what}`,
+      );
     }
   }
 
@@ -475,7 +491,8 @@ export class Relay extends EventEmitter<RelayEvents> {
   private async sleepUntilNextDue(): Promise<void> {
     try {
       const seconds = await secondsUntilNextDue(this.pool);
-      if (seconds !== null && seconds * 1000 < this.settings.pollIntervalMs) this.scheduleWake(Math.max(5, seconds * 1000 + 5));
+      if (seconds !== null && seconds * 1000 < this.settings.pollIntervalMs)
+        this.scheduleWake(Math.max(5, seconds * 1000 + 5));
     } catch {
       // The poll comes anyway.
     }
@@ -535,10 +552,16 @@ export class Relay extends EventEmitter<RelayEvents> {
     state.leaseExpiresAt = renewedAt + this.settings.leaseMs;
     clearTimeout(state.leaseTimer);
     const margin = Math.min(2_000, this.settings.leaseMs / 5);
-    state.leaseTimer = setTimeout(() => {
-      this.logger.warn({ userId: state.userId }, 'Could not renew the lease in time; aborting the request so no other relay sends in parallel');
-      state.attempt.abort();
-    }, Math.max(0, state.leaseExpiresAt - margin - performance.now()));
+    state.leaseTimer = setTimeout(
+      () => {
+        this.logger.warn(
+          { userId: state.userId },
+          'Could not renew the lease in time; aborting the request so no other relay sends in parallel',
+        );
+        state.attempt.abort();
+      },
+      Math.max(0, state.leaseExpiresAt - margin - performance.now()),
+    );
   }
 
   private async renew(): Promise<void> {
@@ -578,10 +601,20 @@ export class Relay extends EventEmitter<RelayEvents> {
     let mayHaveMore = queue.length >= EVENTS_PER_FETCH;
     let delivered: DeliveryRecord[] = [];
     let sentInTurn = 0;
-    const release = async (kind: ReleaseKind, end?: Exclude<RoundEnd, { kind: 'delivered' }>): Promise<ReleaseResult> => {
+    const release = async (
+      kind: ReleaseKind,
+      end?: Exclude<RoundEnd, { kind: 'delivered' }>,
+    ): Promise<ReleaseResult> => {
       // A lease kept is renewed by the statement, which runs after this: count from here.
       const asked = performance.now();
-      const result = await this.writer.release({ userId, kind, cursor, dueAt: end?.dueAt, head: end?.head ?? null, delivered });
+      const result = await this.writer.release({
+        userId,
+        kind,
+        cursor,
+        dueAt: end?.dueAt,
+        head: end?.head ?? null,
+        delivered,
+      });
       delivered = [];
       if (result.outcome === 'continued') this.armLease(state, asked);
       return result;
@@ -708,7 +741,10 @@ export class Relay extends EventEmitter<RelayEvents> {
     }
     if (result.kind === 'aborted') {
       if (result.attempts > 0) {
-        this.logger.info({ ...logFields(), attempts: result.attempts }, 'Stopped before the round finished; the event stays pending and keeps its webhook-id');
+        this.logger.info(
+          { ...logFields(), attempts: result.attempts },
+          'Stopped before the round finished; the event stays pending and keeps its webhook-id',
+        );
       }
       this.emit('delivery', { event, result, outcome: 'returned' });
       return { kind: 'return', head: null };
@@ -727,13 +763,15 @@ export class Relay extends EventEmitter<RelayEvents> {
       { ...logFields(), attempts: result.attempts, status: last?.status, error: last?.error },
       `Failed to sync user ${username} after ${result.attempts} attempts`,
     );
-    const next = result.kind === 'retryable'
-      ? nextRound(this.settings, first.rounds + 1, first.createdAt, Date.now(), last?.retryAfterMs ?? 0)
-      : ({ giveUp: true } as const);
+    const next =
+      result.kind === 'retryable'
+        ? nextRound(this.settings, first.rounds + 1, first.createdAt, Date.now(), last?.retryAfterMs ?? 0)
+        : ({ giveUp: true } as const);
     if (next.giveUp) {
-      const why = result.kind === 'rejected'
-        ? `the backend rejected it (HTTP ${last?.status})`
-        : `it still failed ${formatDuration(this.settings.giveUpAfterMs)} after capture`;
+      const why =
+        result.kind === 'rejected'
+          ? `the backend rejected it (HTTP ${last?.status})`
+          : `it still failed ${formatDuration(this.settings.giveUpAfterMs)} after capture`;
       this.logger.error(
         { ...logFields(), status: last?.status },
         `Event evt_${first.webhookId} is now failed because ${why}; user ${username} is parked until \`suekk-sync retry --user ${event.userId}\` or \`suekk-sync skip --user ${event.userId}\``,
@@ -825,7 +863,9 @@ export class Relay extends EventEmitter<RelayEvents> {
 
   private recordBackendState(): void {
     if (this.options.heartbeat === false) return;
-    recordBackendState(this.pool, this.id, this.backendDownSince ?? null).catch((err: unknown) => this.noteDatabaseError(err, 'backend state'));
+    recordBackendState(this.pool, this.id, this.backendDownSince ?? null).catch((err: unknown) =>
+      this.noteDatabaseError(err, 'backend state'),
+    );
   }
 
   private control(payload: string): void {
@@ -841,13 +881,17 @@ export class Relay extends EventEmitter<RelayEvents> {
 
   /** The switches in suekk_sync.state, read at start and with every beat: pause, and whether capture is installed. */
   private async refreshState(): Promise<void> {
-    const { rows } = await this.pool.query<{ paused: boolean; table: string | null }>('select paused, source_table as table from suekk_sync.state');
+    const { rows } = await this.pool.query<{ paused: boolean; table: string | null }>(
+      'select paused, source_table as table from suekk_sync.state',
+    );
     const paused = rows[0]?.paused ?? false;
     if (paused !== this.paused) this.control(paused ? 'pause' : 'resume');
     // Uninstalled with the events kept: delivering them is still this relay's job.
     const installed = (rows[0]?.table ?? null) !== null;
     if (installed !== this.captureInstalled && !installed) {
-      this.logger.warn('Capture is not installed (suekk-sync uninstall kept the events): delivering the events already captured; changes to the users table are not captured until `suekk-sync install`');
+      this.logger.warn(
+        'Capture is not installed (suekk-sync uninstall kept the events): delivering the events already captured; changes to the users table are not captured until `suekk-sync install`',
+      );
     } else if (installed && this.captureInstalled === false) {
       this.logger.info(`Capture is installed again on ${rows[0]!.table}`);
     }
@@ -870,8 +914,16 @@ export class Relay extends EventEmitter<RelayEvents> {
     if (this.schemaMissing !== undefined) return;
     try {
       const { expired, stranded } = await sweepStreams(this.pool);
-      if (expired > 0) this.logger.warn({ users: expired }, 'Took back users whose relay stopped renewing its lease; they are due again');
-      if (stranded > 0) this.logger.warn({ users: stranded }, 'Found users with pending events that nobody was delivering; made them due');
+      if (expired > 0)
+        this.logger.warn(
+          { users: expired },
+          'Took back users whose relay stopped renewing its lease; they are due again',
+        );
+      if (stranded > 0)
+        this.logger.warn(
+          { users: stranded },
+          'Found users with pending events that nobody was delivering; made them due',
+        );
       if (expired + stranded > 0) this.wake();
     } catch (err) {
       this.noteDatabaseError(err, 'sweep');
@@ -883,10 +935,16 @@ export class Relay extends EventEmitter<RelayEvents> {
     try {
       const rotation = await rotatePartitions(this.pool, this.settings.retentionMs);
       if (rotation.truncated.length > 0) {
-        this.logger.info({ partitions: rotation.truncated, moved: rotation.moved }, 'Emptied outbox partitions past retention');
+        this.logger.info(
+          { partitions: rotation.truncated, moved: rotation.moved },
+          'Emptied outbox partitions past retention',
+        );
       }
       if (rotation.deferred.length > 0) {
-        this.logger.warn({ partitions: rotation.deferred }, 'An outbox partition past retention is in use by a long query; emptying it later');
+        this.logger.warn(
+          { partitions: rotation.deferred },
+          'An outbox partition past retention is in use by a long query; emptying it later',
+        );
       }
       for (let batch = 0; batch < 100; batch++) {
         if ((await pruneIdleStreams(this.pool)) === 0) break;
@@ -950,4 +1008,3 @@ export class Relay extends EventEmitter<RelayEvents> {
     }
   }
 }
-

@@ -68,7 +68,13 @@ export async function deliverRound(request: RoundRequest, ctx: RoundContext): Pr
     if (last.kind === 'delivered') return;
     if (last.error === 'aborted') throw new AbortError('aborted');
     logger.warn(
-      { ...request.logFields(), attempt: attemptNumber, status: last.status, durationMs: last.durationMs, error: last.error },
+      {
+        ...request.logFields(),
+        attempt: attemptNumber,
+        status: last.status,
+        durationMs: last.durationMs,
+        error: last.error,
+      },
       `Failed to sync user ${request.username} to backend: ${last.error ?? `HTTP ${last.status}`}`,
     );
     if (last.kind === 'rejected') throw new AbortError(new FailedAttempt(last));
@@ -112,7 +118,11 @@ export async function deliverRound(request: RoundRequest, ctx: RoundContext): Pr
     // Whatever ended the round early, the last outcome says what happened.
   }
   if (last?.kind === 'delivered') return result('delivered');
-  if (last === undefined || last.error === 'aborted' || (ctx.stopSignal.aborted && attempts < maxAttempts && last.kind === 'retryable')) {
+  if (
+    last === undefined ||
+    last.error === 'aborted' ||
+    (ctx.stopSignal.aborted && attempts < maxAttempts && last.kind === 'retryable')
+  ) {
     return result('aborted');
   }
   return result(last.kind === 'rejected' ? 'rejected' : 'retryable');

@@ -19,7 +19,10 @@ export interface StartedRelay {
 }
 
 /** Builds, checks and starts a relay from settings; the caller owns stopping it. */
-export async function startRelay(settings: Settings, logger = createLogger(settings.logLevel, logDestination())): Promise<StartedRelay> {
+export async function startRelay(
+  settings: Settings,
+  logger = createLogger(settings.logLevel, logDestination()),
+): Promise<StartedRelay> {
   const url = requireBackendUrl(settings);
   const databaseUrl = requireDatabaseUrl(settings);
   const pool = createPool(databaseUrl, {
@@ -30,7 +33,8 @@ export async function startRelay(settings: Settings, logger = createLogger(setti
     // same webhook-id) and leases of the last moments, which the relay covers by stopping its
     // requests the moment it sees a connection drop (Relay.connectionLost).
     relaySession: true,
-    onIdleError: (err) => logger.warn({ err: { message: err.message } }, 'A database connection dropped; the pool replaces it'),
+    onIdleError: (err) =>
+      logger.warn({ err: { message: err.message } }, 'A database connection dropped; the pool replaces it'),
   });
   const sender = createSenderFromSettings(settings);
   let metrics: MetricsServer | undefined;
@@ -48,7 +52,9 @@ export async function startRelay(settings: Settings, logger = createLogger(setti
     }
     await requireSchema(pool);
     if (settings.webhookSecrets.length === 0) {
-      logger.warn('WEBHOOK_SECRET is not set: webhooks go out unsigned, and the backend cannot tell them from forgeries');
+      logger.warn(
+        'WEBHOOK_SECRET is not set: webhooks go out unsigned, and the backend cannot tell them from forgeries',
+      );
     }
     const relay = new Relay({
       pool,
@@ -61,7 +67,11 @@ export async function startRelay(settings: Settings, logger = createLogger(setti
       listenSelfCheck: true,
     });
     logger.info(
-      { backend: `${url.origin}${url.pathname}`, concurrency: settings.relay.concurrency, signingKeys: settings.webhookSecrets.length },
+      {
+        backend: `${url.origin}${url.pathname}`,
+        concurrency: settings.relay.concurrency,
+        signingKeys: settings.webhookSecrets.length,
+      },
       `Relay ${relay.id} starting, delivering to ${url.origin}${url.pathname}`,
     );
     if (settings.relay.metricsPort !== undefined) {

@@ -20,7 +20,9 @@ export function parseBackendUrl(raw: string | undefined, name = 'BACKEND_SYNC_UR
   }
   // undici would silently drop them, sending unauthenticated requests the operator did not intend.
   if (url.username !== '' || url.password !== '') {
-    throw new UsageError(`${name} must not contain a user name or password; set BACKEND_SYNC_TOKEN for a bearer token instead.`);
+    throw new UsageError(
+      `${name} must not contain a user name or password; set BACKEND_SYNC_TOKEN for a bearer token instead.`,
+    );
   }
   return url;
 }

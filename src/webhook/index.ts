@@ -12,10 +12,4 @@ export {
 export type { SignWebhookOptions, VerifyWebhookOptions, WebhookHeaders } from './signature.ts';
 export { parseBackendUrl } from './backend-url.ts';
 export { createWebhookSender, parseRetryAfter } from './sender.ts';
-export type {
-  AttemptKind,
-  AttemptOutcome,
-  WebhookRequest,
-  WebhookSender,
-  WebhookSenderOptions,
-} from './sender.ts';
+export type { AttemptKind, AttemptOutcome, WebhookRequest, WebhookSender, WebhookSenderOptions } from './sender.ts';

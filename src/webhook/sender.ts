@@ -137,7 +137,11 @@ export function createWebhookSender(options: WebhookSenderOptions): WebhookSende
       // (by the size limit, the timeout or the peer): the backend has answered.
       const answered = () => {
         const text = Buffer.concat(head, headBytes).toString('utf8', 0, SNIPPET_BYTES);
-        const known = [...(token ? [token] : []), ...(signature?.split(' ').map((e) => e.slice(3)) ?? []), ...secretForms];
+        const known = [
+          ...(token ? [token] : []),
+          ...(signature?.split(' ').map((e) => e.slice(3)) ?? []),
+          ...secretForms,
+        ];
         const clean = (raw: string) => redactCredentials(raw, known);
         const snippet = dropPartialTail(clean(text).slice(0, SNIPPET_CHARS), known).trim();
         settle(classify(status!, responseHeaders, snippet, elapsed(), clean));

@@ -13,8 +13,7 @@ const SIGNATURE_BYTES = 32;
 // Canonical, padded base64 only: receivers using the standardwebhooks libraries decode strictly,
 // so a secret Node's lenient decoder would accept could still fail on the other side.
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
-const GENERATE_HINT =
-  `generate one with: node -e "console.log('whsec_'+require('crypto').randomBytes(32).toString('base64'))"`;
+const GENERATE_HINT = `generate one with: node -e "console.log('whsec_'+require('crypto').randomBytes(32).toString('base64'))"`;
 
 /**
  * A decoded signing key. The key is kept in a private field and every way of printing the object
@@ -52,10 +51,7 @@ export class WebhookSecret {
  * Parses WEBHOOK_SECRET: comma-separated (the env form) or a list (repeated flags), empty entries
  * ignored. Errors name the entry by position, never by value.
  */
-export function parseSecrets(
-  value: string | readonly string[] | undefined,
-  name = 'WEBHOOK_SECRET',
-): WebhookSecret[] {
+export function parseSecrets(value: string | readonly string[] | undefined, name = 'WEBHOOK_SECRET'): WebhookSecret[] {
   if (value === undefined) return [];
   const entries = (typeof value === 'string' ? [value] : value)
     .flatMap((item) => item.split(','))
@@ -107,9 +103,7 @@ export function signWebhook({ webhookId, timestamp, body, secrets }: SignWebhook
   if (!Number.isSafeInteger(timestamp) || timestamp < 0) {
     throw new TypeError('signWebhook timestamp must be whole unix seconds');
   }
-  return secrets
-    .map((secret) => 'v1,' + hmac(secret.key, webhookId, timestamp, body).toString('base64'))
-    .join(' ');
+  return secrets.map((secret) => 'v1,' + hmac(secret.key, webhookId, timestamp, body).toString('base64')).join(' ');
 }
 
 export class WebhookVerificationError extends Error {
@@ -119,9 +113,7 @@ export class WebhookVerificationError extends Error {
 type HeaderValue = string | readonly string[] | null | undefined;
 
 /** node:http's IncomingHttpHeaders, a plain record in any case, or a fetch-style Headers. */
-export type WebhookHeaders =
-  | { get(name: string): string | null | undefined }
-  | Readonly<Record<string, HeaderValue>>;
+export type WebhookHeaders = { get(name: string): string | null | undefined } | Readonly<Record<string, HeaderValue>>;
 
 export interface VerifyWebhookOptions {
   headers: WebhookHeaders;

@@ -41,7 +41,18 @@ export interface BenchSizes {
 export const FULL: BenchSizes = {
   ceiling: { warmupMs: 2_000, windowMs: 4_000, windows: 3 },
   drain: { users: 10_000, perUser: 5, repeats: 3, warmupUsers: 1_000 },
-  peer: { users: 10_000, perUser: 5, unorderedConfigs: [[16, 10], [32, 10], [64, 10], [64, 20]], orderedPoolSize: 10, capSeconds: 120 },
+  peer: {
+    users: 10_000,
+    perUser: 5,
+    unorderedConfigs: [
+      [16, 10],
+      [32, 10],
+      [64, 10],
+      [64, 20],
+    ],
+    orderedPoolSize: 10,
+    capSeconds: 120,
+  },
   latency: { rate: 500, seconds: 20, warmupSeconds: 3, users: 5_000 },
   hotUser: { hotEvents: 10_000, users: 10_000, perUser: 5, pairs: 2 },
   resync: { users: 1_000_000, liveRate: 100, liveUsers: 5_000, capSeconds: 600 },
@@ -53,7 +64,16 @@ export const FULL: BenchSizes = {
 export const QUICK: BenchSizes = {
   ceiling: { warmupMs: 1_000, windowMs: 2_000, windows: 3 },
   drain: { users: 2_000, perUser: 5, repeats: 2, warmupUsers: 500 },
-  peer: { users: 2_000, perUser: 5, unorderedConfigs: [[16, 10], [64, 20]], orderedPoolSize: 10, capSeconds: 20 },
+  peer: {
+    users: 2_000,
+    perUser: 5,
+    unorderedConfigs: [
+      [16, 10],
+      [64, 20],
+    ],
+    orderedPoolSize: 10,
+    capSeconds: 20,
+  },
   latency: { rate: 500, seconds: 6, warmupSeconds: 1, users: 2_000 },
   hotUser: { hotEvents: 10_000, users: 2_000, perUser: 5, pairs: 2 },
   resync: { users: 100_000, liveRate: 100, liveUsers: 2_000, capSeconds: 60 },

@@ -170,7 +170,13 @@ export class CpuSampler {
       const cores = (end.total - this.machineStart.total) / hz / seconds;
       othersPercent = Math.max(0, Math.round(busy * cores * 100 - accounted));
     }
-    return { percent, machineBusyPercent, othersPercent, loadAverage: loadAverage(), seconds: Math.round(seconds * 10) / 10 };
+    return {
+      percent,
+      machineBusyPercent,
+      othersPercent,
+      loadAverage: loadAverage(),
+      seconds: Math.round(seconds * 10) / 10,
+    };
   }
 }
 
@@ -196,7 +202,11 @@ export function describeCpu(r: CpuReport | undefined): string {
     `pg-bg ${p.pg_background ?? 0}%`,
   ];
   if (p.cli !== undefined) parts.push(`cli ${p.cli}%`);
-  parts.push(`others ${r.othersPercent}%`, `machine busy ${r.machineBusyPercent}%`, `load ${r.loadAverage[0].toFixed(2)}`);
+  parts.push(
+    `others ${r.othersPercent}%`,
+    `machine busy ${r.machineBusyPercent}%`,
+    `load ${r.loadAverage[0].toFixed(2)}`,
+  );
   return parts.join(' · ');
 }
 

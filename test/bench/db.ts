@@ -54,10 +54,9 @@ export class BenchDatabases {
   /** Drops databases of earlier bench processes that are gone (their pid is in the name). */
   async dropAbandoned(): Promise<string[]> {
     return withClient(this.adminUrl, async (c) => {
-      const { rows } = await c.query<{ datname: string }>(
-        `select datname from pg_database where datname like $1`,
-        [`${BENCH_PREFIX}%`],
-      );
+      const { rows } = await c.query<{ datname: string }>(`select datname from pg_database where datname like $1`, [
+        `${BENCH_PREFIX}%`,
+      ]);
       const dropped: string[] = [];
       for (const { datname } of rows) {
         const pid = Number(/^suekk_bench_(\d+)_/.exec(datname)?.[1]);
@@ -120,7 +119,9 @@ export class BenchDatabases {
   async clone(kind: TemplateKind, label: string): Promise<{ name: string; url: string }> {
     const template = await this.template(kind);
     const name = `${this.prefix}${label}_${++this.clones}`;
-    await withClient(this.adminUrl, (c) => c.query(`create database ${quoteIdent(name)} template ${quoteIdent(template)}`));
+    await withClient(this.adminUrl, (c) =>
+      c.query(`create database ${quoteIdent(name)} template ${quoteIdent(template)}`),
+    );
     return { name, url: databaseUrl(this.adminUrl, name) };
   }
 }

@@ -96,11 +96,19 @@ export interface PeerWorker {
 }
 
 /** Starts graphile-worker's runner (its library API) with a task that POSTs like the relay does. */
-export async function startPeer(url: string, receiverUrl: string, concurrency: number, poolSize: number): Promise<PeerWorker> {
+export async function startPeer(
+  url: string,
+  receiverUrl: string,
+  concurrency: number,
+  poolSize: number,
+): Promise<PeerWorker> {
   const sender = createWebhookSender({ url: receiverUrl, secrets: [], timeoutMs: 10_000, connections: concurrency });
   const task: Task = async (raw) => {
     const job = raw as PeerJob;
-    const outcome = await sender.send({ webhookId: `evt_${job.webhookId}`, body: buildWebhookBody(job.payload, job.action) });
+    const outcome = await sender.send({
+      webhookId: `evt_${job.webhookId}`,
+      body: buildWebhookBody(job.payload, job.action),
+    });
     // A failure goes back to graphile-worker's own retry, as the relay's would go to its next round.
     if (outcome.kind !== 'delivered') throw new Error(outcome.error ?? `HTTP ${outcome.status}`);
   };

@@ -52,7 +52,11 @@ function area(frame: CallFrame): string {
     const rest = url.slice(nm + '/node_modules/'.length).split('/');
     return `pkg ${rest[0]!.startsWith('@') ? `${rest[0]}/${rest[1]}` : rest[0]}`;
   }
-  if (url.startsWith('node:')) return url.replace(/^node:internal\/(?:[^/]+\/)?/, 'node:').split('/')[0]!.replace(/\.js$/, '');
+  if (url.startsWith('node:'))
+    return url
+      .replace(/^node:internal\/(?:[^/]+\/)?/, 'node:')
+      .split('/')[0]!
+      .replace(/\.js$/, '');
   const src = url.indexOf('/src/');
   if (src >= 0) return url.slice(src + 1);
   const test = url.indexOf('/test/');
@@ -68,7 +72,10 @@ function heapSummary(files: string[], top: number): void {
   const walk = (n: HeapNode) => {
     if (n.selfSize > 0) {
       const a = area(n.callFrame);
-      const line = n.callFrame.url.includes('/node_modules/') || n.callFrame.url.startsWith('node:') ? `:${n.callFrame.lineNumber + 1}` : '';
+      const line =
+        n.callFrame.url.includes('/node_modules/') || n.callFrame.url.startsWith('node:')
+          ? `:${n.callFrame.lineNumber + 1}`
+          : '';
       const key = `${n.callFrame.functionName || '(anonymous)'}  ${a}${line}`;
       byArea.set(a, (byArea.get(a) ?? 0) + n.selfSize);
       byFunction.set(key, (byFunction.get(key) ?? 0) + n.selfSize);
@@ -78,10 +85,14 @@ function heapSummary(files: string[], top: number): void {
   };
   for (const file of files) walk((JSON.parse(readFileSync(file, 'utf8')) as { head: HeapNode }).head);
   const pct = (b: number) => `${((b / total) * 100).toFixed(1).padStart(5)} %`;
-  process.stdout.write(`allocations: ${(total / 2 ** 20).toFixed(1)} MB sampled (freed objects included)\n\nbytes allocated by area\n`);
-  for (const [a, b] of [...byArea].sort((x, y) => y[1] - x[1]).slice(0, top)) process.stdout.write(`  ${pct(b)}  ${a}\n`);
+  process.stdout.write(
+    `allocations: ${(total / 2 ** 20).toFixed(1)} MB sampled (freed objects included)\n\nbytes allocated by area\n`,
+  );
+  for (const [a, b] of [...byArea].sort((x, y) => y[1] - x[1]).slice(0, top))
+    process.stdout.write(`  ${pct(b)}  ${a}\n`);
   process.stdout.write('\nbytes allocated by function\n');
-  for (const [f, b] of [...byFunction].sort((x, y) => y[1] - x[1]).slice(0, top)) process.stdout.write(`  ${pct(b)}  ${f}\n`);
+  for (const [f, b] of [...byFunction].sort((x, y) => y[1] - x[1]).slice(0, top))
+    process.stdout.write(`  ${pct(b)}  ${f}\n`);
 }
 
 function main(): void {
@@ -137,7 +148,8 @@ function main(): void {
     byArea.set(a, (byArea.get(a) ?? 0) + t);
     if (frame.functionName === '(idle)') continue;
     // Line numbers of tsx-compiled files (src/, test/) are not the source's: left out.
-    const line = frame.url.includes('/node_modules/') || frame.url.startsWith('node:') ? `:${frame.lineNumber + 1}` : '';
+    const line =
+      frame.url.includes('/node_modules/') || frame.url.startsWith('node:') ? `:${frame.lineNumber + 1}` : '';
     const key = `${frame.functionName || '(anonymous)'}  ${a}${line}`;
     byFunction.set(key, (byFunction.get(key) ?? 0) + t);
   }
@@ -146,7 +158,10 @@ function main(): void {
     `profile: ${(total / 1e6).toFixed(1)} s sampled, ${(busy / 1e6).toFixed(1)} s busy (${((busy / total) * 100).toFixed(0)} %); shares below are of busy time\n\n`,
   );
   process.stdout.write('self time by area\n');
-  for (const [a, t] of [...byArea].filter(([a]) => a !== '(idle)').sort((x, y) => y[1] - x[1]).slice(0, top)) {
+  for (const [a, t] of [...byArea]
+    .filter(([a]) => a !== '(idle)')
+    .sort((x, y) => y[1] - x[1])
+    .slice(0, top)) {
     process.stdout.write(`  ${pct(t)}  ${a}\n`);
   }
   process.stdout.write('\ntotal time (self + callees) of src/ and package functions\n');

@@ -72,9 +72,7 @@ export interface LatencyReport {
   beforeCommitAck: number;
 }
 
-export type ReceiverResponse =
-  | { id: number; ok: true; result: unknown }
-  | { id: number; ok: false; error: string };
+export type ReceiverResponse = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: string };
 
 /** Markers are carried in first_name, which the default mapping turns into displayName. */
 export const MARKER_PREFIX = 'L';

@@ -104,7 +104,11 @@ function startWriter(spec: WriterSpec): void {
   let stopRequested = false;
   let wake: (() => void) | undefined;
   const done = (async (): Promise<WriterStats> => {
-    const pool = new pg.Pool({ connectionString: spec.databaseUrl, max: spec.connections, application_name: 'suekk-bench writer' });
+    const pool = new pg.Pool({
+      connectionString: spec.databaseUrl,
+      max: spec.connections,
+      application_name: 'suekk-bench writer',
+    });
     pool.on('error', () => undefined);
     // Open every connection before the clock starts: a connect inside the window is not a commit's cost.
     const clients = await Promise.all(Array.from({ length: spec.connections }, () => pool.connect()));
@@ -231,7 +235,8 @@ async function handle(msg: ReceiverRequest): Promise<unknown> {
 process.on('message', (msg: ReceiverRequest) => {
   handle(msg).then(
     (result) => process.send?.({ id: msg.id, ok: true, result } satisfies ReceiverResponse),
-    (err: unknown) => process.send?.({ id: msg.id, ok: false, error: (err as Error).message } satisfies ReceiverResponse),
+    (err: unknown) =>
+      process.send?.({ id: msg.id, ok: false, error: (err as Error).message } satisfies ReceiverResponse),
   );
 });
 process.on('disconnect', () => process.exit(0));

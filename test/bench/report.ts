@@ -52,7 +52,10 @@ export function resultsJson(r: Results): Record<string, unknown> {
     ceiling: pick(r.ceiling, ['rps']),
     drain: pick(r.drain, ['events', 'users', 'eps']),
     drain_logging: r.drain?.withoutInfoLogs
-      ? { eps_without_info_logs: r.drain.withoutInfoLogs.eps, cost: round(1 - r.drain.eps / r.drain.withoutInfoLogs.eps, 3) }
+      ? {
+          eps_without_info_logs: r.drain.withoutInfoLogs.eps,
+          cost: round(1 - r.drain.eps / r.drain.withoutInfoLogs.eps, 3),
+        }
       : null,
     peer: pick(r.peer, ['name', 'version', 'ordered_eps', 'unordered_eps', 'latency_ms']),
     latency_ms: pick(r.latency, ['rate', 'p50', 'p95', 'p99']),
@@ -67,7 +70,13 @@ export function resultsJson(r: Results): Record<string, unknown> {
           }
         : null,
     longtx: r.longtx
-      ? { users: r.longtx.users, waves: r.longtx.waves, eps: r.longtx.eps, last_first: r.longtx.last_first, bytes_per_event: r.longtx.bytes_per_event }
+      ? {
+          users: r.longtx.users,
+          waves: r.longtx.waves,
+          eps: r.longtx.eps,
+          last_first: r.longtx.last_first,
+          bytes_per_event: r.longtx.bytes_per_event,
+        }
       : null,
     outage: r.outage
       ? {
@@ -79,7 +88,13 @@ export function resultsJson(r: Results): Record<string, unknown> {
         }
       : null,
     hot_user_coalesced: r.hotUser?.coalesced ?? null,
-    targets: targetRows(r).map(({ figure, value, target, measured, met }) => ({ figure, value, target, measured, met })),
+    targets: targetRows(r).map(({ figure, value, target, measured, met }) => ({
+      figure,
+      value,
+      target,
+      measured,
+      met,
+    })),
     errors: r.errors,
     details: {
       ceiling: r.ceiling,
@@ -108,33 +123,72 @@ interface Row {
 
 const fmt = (n: number, unit = '') => `${n.toLocaleString('en-US', { maximumFractionDigits: 2 })}${unit}`;
 
-function ratioRow(figure: string, value: string, num: number | undefined, den: number | undefined, min: number, targetText: string): Row {
-  if (num === undefined || den === undefined || den === 0) return { figure, value, target: targetText, measured: 'n/a', met: null };
+function ratioRow(
+  figure: string,
+  value: string,
+  num: number | undefined,
+  den: number | undefined,
+  min: number,
+  targetText: string,
+): Row {
+  if (num === undefined || den === undefined || den === 0)
+    return { figure, value, target: targetText, measured: 'n/a', met: null };
   const ratio = num / den;
   return { figure, value, target: targetText, measured: `×${ratio.toFixed(2)}`, met: ratio >= min };
 }
 
 function maxRow(figure: string, value: number | undefined, unit: string, max: number, targetText: string): Row {
   if (value === undefined) return { figure, value: 'n/a', target: targetText, measured: 'n/a', met: null };
-  return { figure, value: fmt(value, unit), target: targetText, measured: `${(value / max).toFixed(2)} of limit`, met: value <= max };
+  return {
+    figure,
+    value: fmt(value, unit),
+    target: targetText,
+    measured: `${(value / max).toFixed(2)} of limit`,
+    met: value <= max,
+  };
 }
 
 export function targetRows(r: Results): Row[] {
   const rows: Row[] = [];
   const c = r.ceiling?.rps;
   const d = r.drain?.eps;
-  rows.push({ figure: 'ceiling (raw undici POSTs)', value: c === undefined ? 'n/a' : fmt(c, ' req/s'), target: '—', measured: '—', met: null });
+  rows.push({
+    figure: 'ceiling (raw undici POSTs)',
+    value: c === undefined ? 'n/a' : fmt(c, ' req/s'),
+    target: '—',
+    measured: '—',
+    met: null,
+  });
   const drainValue = d === undefined ? 'n/a' : fmt(d, ' ev/s');
   rows.push(ratioRow('drain vs ceiling (info logs to a file)', drainValue, d, c, 0.5, '≥ 0.5 × ceiling'));
-  rows.push(ratioRow('drain vs peer, ordered', `peer ${r.peer ? fmt(r.peer.ordered_eps, ' ev/s') : 'n/a'}`, d, r.peer?.ordered_eps, 2, '≥ 2 × peer ordered'));
-  rows.push(ratioRow('drain vs peer, unordered best', `peer ${r.peer ? fmt(r.peer.unordered_eps, ' ev/s') : 'n/a'}`, d, r.peer?.unordered_eps, 1, '≥ 1.0 × peer unordered'));
+  rows.push(
+    ratioRow(
+      'drain vs peer, ordered',
+      `peer ${r.peer ? fmt(r.peer.ordered_eps, ' ev/s') : 'n/a'}`,
+      d,
+      r.peer?.ordered_eps,
+      2,
+      '≥ 2 × peer ordered',
+    ),
+  );
+  rows.push(
+    ratioRow(
+      'drain vs peer, unordered best',
+      `peer ${r.peer ? fmt(r.peer.unordered_eps, ' ev/s') : 'n/a'}`,
+      d,
+      r.peer?.unordered_eps,
+      1,
+      '≥ 1.0 × peer unordered',
+    ),
+  );
   if (r.drain?.relay_cpu_us_per_event !== undefined) {
     const sender = r.ceiling?.sender_cpu_us_per_request;
     rows.push({
       figure: 'relay CPU per event (drain)',
       value: `${fmt(r.drain.relay_cpu_us_per_event, ' µs')} (+ pg ${fmt(r.drain.pg_cpu_us_per_event ?? 0, ' µs')})`,
       target: sender === undefined ? '≤ 2 × raw undici' : `≤ 2 × raw undici (${fmt(sender, ' µs')}/req)`,
-      measured: sender === undefined || sender === 0 ? '—' : `×${(r.drain.relay_cpu_us_per_event / sender).toFixed(1)} of raw`,
+      measured:
+        sender === undefined || sender === 0 ? '—' : `×${(r.drain.relay_cpu_us_per_event / sender).toFixed(1)} of raw`,
       met: sender === undefined || sender === 0 ? null : r.drain.relay_cpu_us_per_event <= 2 * sender,
     });
   }
@@ -210,7 +264,13 @@ export function targetRows(r: Results): Row[] {
   const t = r.trigger;
   rows.push(
     t
-      ? { figure: 'trigger overhead (NOTIFY)', value: `${fmt(t.tps_with)} vs ${fmt(t.tps_without)} tps`, target: '≥ 0.75', measured: `×${t.ratio.toFixed(2)}`, met: t.ratio >= 0.75 }
+      ? {
+          figure: 'trigger overhead (NOTIFY)',
+          value: `${fmt(t.tps_with)} vs ${fmt(t.tps_without)} tps`,
+          target: '≥ 0.75',
+          measured: `×${t.ratio.toFixed(2)}`,
+          met: t.ratio >= 0.75,
+        }
       : { figure: 'trigger overhead (NOTIFY)', value: 'n/a', target: '≥ 0.75', measured: 'n/a', met: null },
   );
   rows.push(
@@ -227,7 +287,13 @@ export function targetRows(r: Results): Row[] {
   const lg = r.login;
   rows.push(
     lg
-      ? { figure: 'login (last_login_at only)', value: `${fmt(lg.tps_with)} vs ${fmt(lg.tps_without)} tps`, target: '≥ 0.97', measured: `×${lg.ratio_login.toFixed(2)}`, met: lg.ratio_login >= 0.97 }
+      ? {
+          figure: 'login (last_login_at only)',
+          value: `${fmt(lg.tps_with)} vs ${fmt(lg.tps_without)} tps`,
+          target: '≥ 0.97',
+          measured: `×${lg.ratio_login.toFixed(2)}`,
+          met: lg.ratio_login >= 0.97,
+        }
       : { figure: 'login (last_login_at only)', value: 'n/a', target: '≥ 0.97', measured: 'n/a', met: null },
   );
   const lt = r.longtx;
@@ -251,7 +317,13 @@ export function targetRows(r: Results): Row[] {
           measured: `${(lt.bytes_per_event / 1024).toFixed(2)} of limit`,
           met: lt.bytes_per_event <= 1024,
         }
-      : { figure: 'old snapshot held: suekk_sync storage per event', value: 'n/a', target: '≤ 1 KB', measured: 'n/a', met: null },
+      : {
+          figure: 'old snapshot held: suekk_sync storage per event',
+          value: 'n/a',
+          target: '≤ 1 KB',
+          measured: 'n/a',
+          met: null,
+        },
   );
   const o = r.outage;
   if (o) {
@@ -289,8 +361,18 @@ export function targetRows(r: Results): Row[] {
 export function table(r: Results): string {
   const rows = targetRows(r);
   const head = ['figure', 'value', 'target', 'measured', 'met'];
-  const cells = rows.map((row) => [row.figure, row.value, row.target, row.measured, row.met === null ? '' : row.met ? 'yes' : 'NO']);
+  const cells = rows.map((row) => [
+    row.figure,
+    row.value,
+    row.target,
+    row.measured,
+    row.met === null ? '' : row.met ? 'yes' : 'NO',
+  ]);
   const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
-  const line = (c: string[]) => c.map((v, i) => v.padEnd(widths[i]!)).join('  ').trimEnd();
+  const line = (c: string[]) =>
+    c
+      .map((v, i) => v.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd();
   return [line(head), widths.map((w) => '─'.repeat(w)).join('  '), ...cells.map(line)].join('\n');
 }

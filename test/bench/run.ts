@@ -34,7 +34,18 @@ import { runLongTx } from './scenarios/longtx.ts';
 import { runOutage } from './scenarios/outage.ts';
 import { runLogin, runTriggerOverhead } from './scenarios/trigger-overhead.ts';
 
-const SCENARIOS = ['ceiling', 'drain', 'peer', 'latency', 'hot_user', 'resync', 'trigger_overhead', 'login', 'longtx', 'outage'] as const;
+const SCENARIOS = [
+  'ceiling',
+  'drain',
+  'peer',
+  'latency',
+  'hot_user',
+  'resync',
+  'trigger_overhead',
+  'login',
+  'longtx',
+  'outage',
+] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 interface Args {
@@ -56,13 +67,24 @@ function usage(message: string): never {
 
 function parseList(raw: string | undefined): Scenario[] {
   if (raw === undefined) usage('a list of scenarios is missing');
-  const list = raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const list = raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
   for (const s of list) if (!SCENARIOS.includes(s as Scenario)) usage(`unknown scenario ${JSON.stringify(s)}`);
   return list as Scenario[];
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { quick: false, out: 'bench-results.json', scenarios: [...SCENARIOS], infoLogs: true, resyncLibrary: true, profile: undefined, relayDbOptions: undefined };
+  const args: Args = {
+    quick: false,
+    out: 'bench-results.json',
+    scenarios: [...SCENARIOS],
+    infoLogs: true,
+    resyncLibrary: true,
+    profile: undefined,
+    relayDbOptions: undefined,
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--quick') args.quick = true;
@@ -110,7 +132,11 @@ async function main(): Promise<number> {
     (cleaning ??= (async () => {
       for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       await receiver?.stop().catch(() => undefined);
-      await dbs.dropAll().catch((err: unknown) => log(`Could not drop the bench databases (${(err as Error).message}); drop ${dbs.prefix}* by hand.`));
+      await dbs
+        .dropAll()
+        .catch((err: unknown) =>
+          log(`Could not drop the bench databases (${(err as Error).message}); drop ${dbs.prefix}* by hand.`),
+        );
       await admin.end().catch(() => undefined);
     })());
   // Interrupted: the databases still go (DROP … WITH (FORCE) ends the connections still open).
@@ -155,7 +181,9 @@ async function main(): Promise<number> {
     if (args.profile) ctx.profiler = new Profiler(resolve(args.profile));
     if (args.relayDbOptions) {
       ctx.relayDbOptions = args.relayDbOptions;
-      log(`The relay's connections run with options ${JSON.stringify(args.relayDbOptions)} (an experiment, not the shipped relay).`);
+      log(
+        `The relay's connections run with options ${JSON.stringify(args.relayDbOptions)} (an experiment, not the shipped relay).`,
+      );
     }
     log(
       `suekk-sync bench${args.quick ? ' (quick)' : ''}: ${results.machine.cpus} cpus, node ${process.version}, PostgreSQL ${postgres}, load ${results.machine.load_avg_start.join(' ')}`,
@@ -196,7 +224,9 @@ async function main(): Promise<number> {
   // What the relays logged at warn and above, counted by level (lost leases, a slow database…).
   let relayLines: string[] = [];
   try {
-    relayLines = readFileSync(relayLogFile, 'utf8').split('\n').filter((l) => l.trim() !== '');
+    relayLines = readFileSync(relayLogFile, 'utf8')
+      .split('\n')
+      .filter((l) => l.trim() !== '');
   } catch {
     // No file: nothing was logged.
   }
@@ -210,9 +240,15 @@ async function main(): Promise<number> {
   const out = resolve(args.out);
   writeFileSync(out, `${JSON.stringify(resultsJson(results), null, 2)}\n`);
   log(`\n${table(results)}\n`);
-  log(`load average: start ${results.machine.load_avg_start.join(' ')}, end ${results.machine.load_avg_end.join(' ')}; ${results.machine.total_seconds} s in all`);
+  log(
+    `load average: start ${results.machine.load_avg_start.join(' ')}, end ${results.machine.load_avg_end.join(' ')}; ${results.machine.total_seconds} s in all`,
+  );
   if (relayLines.length > 0) {
-    log(`The relays logged ${Object.entries(relayLevels).map(([l, n]) => `${n} ${l}`).join(', ')}: ${relayLogFile}`);
+    log(
+      `The relays logged ${Object.entries(relayLevels)
+        .map(([l, n]) => `${n} ${l}`)
+        .join(', ')}: ${relayLogFile}`,
+    );
   }
   log(`Results written to ${out}`);
   return Object.keys(results.errors).length > 0 ? 1 : 0;

@@ -101,12 +101,20 @@ t.test('a stalled relay aborts its request before its lease ends; no concurrent 
   await new Promise((r) => setTimeout(r, Math.max(0, leaseMs + 1_000 - (performance.now() - lockedAt))));
   await locker.query('commit');
 
-  await waitFor(async () => (await eventStatuses(db)).delivered === 3, 'all three events delivered after the stall', 15_000, () => requests.length);
+  await waitFor(
+    async () => (await eventStatuses(db)).delivered === 3,
+    'all three events delivered after the stall',
+    15_000,
+    () => requests.length,
+  );
   t.same(overlaps, [], 'never two requests for the user at once');
-  t.notOk(requests[0]!.answered, 'A\'s request was cut off, not answered');
-  t.ok(abortedAfter < leaseMs, `A aborted ${Math.round(abortedAfter)} ms into the stall, before its ${leaseMs} ms lease could end`);
+  t.notOk(requests[0]!.answered, "A's request was cut off, not answered");
   t.ok(
-    a.logs.some((l) => typeof l.msg === 'string' && (l.msg).startsWith('Could not renew the lease in time')),
+    abortedAfter < leaseMs,
+    `A aborted ${Math.round(abortedAfter)} ms into the stall, before its ${leaseMs} ms lease could end`,
+  );
+  t.ok(
+    a.logs.some((l) => typeof l.msg === 'string' && l.msg.startsWith('Could not renew the lease in time')),
     'A says it could not renew the lease',
   );
   const capture = await captureOrder(db.pool);
@@ -121,52 +129,82 @@ t.test('a stalled relay aborts its request before its lease ends; no concurrent 
   );
   t.equal(counts.get(first), 2, 'and it was sent exactly twice');
   const later = requests.slice(1);
-  t.ok(later.every((r) => r.at > requests[0]!.closedAt!), 'every later request started after A\'s request ended');
+  t.ok(
+    later.every((r) => r.at > requests[0]!.closedAt!),
+    "every later request started after A's request ended",
+  );
   await a.stop();
   await b.stop();
 });
 
-t.test('a dropped database connection stops the requests in flight at once; the event is sent again, same webhook-id', async (t) => {
-  // The relay commits asynchronously, so a crash may lose its newest leases: it must not keep a
-  // request open that another relay could duplicate once the server is back.
-  const db = await createTestDatabase(t);
-  const requests: Seen[] = [];
-  let first = true;
-  const server: Server = createServer((req, res) => {
-    const parts: Buffer[] = [];
-    req.on('data', (c: Buffer) => parts.push(c));
-    req.on('end', () => {
-      const seen: Seen = { webhookId: String(req.headers['webhook-id']), body: JSON.parse(Buffer.concat(parts).toString('utf8')), at: performance.now(), answered: false };
-      requests.push(seen);
-      res.on('close', () => (seen.closedAt ??= performance.now()));
-      const delay = first ? 8_000 : 5;
-      first = false;
-      setTimeout(() => {
-        if (res.destroyed) return;
-        seen.answered = true;
-        res.writeHead(200).end('{}');
-      }, delay);
+t.test(
+  'a dropped database connection stops the requests in flight at once; the event is sent again, same webhook-id',
+  async (t) => {
+    // The relay commits asynchronously, so a crash may lose its newest leases: it must not keep a
+    // request open that another relay could duplicate once the server is back.
+    const db = await createTestDatabase(t);
+    const requests: Seen[] = [];
+    let first = true;
+    const server: Server = createServer((req, res) => {
+      const parts: Buffer[] = [];
+      req.on('data', (c: Buffer) => parts.push(c));
+      req.on('end', () => {
+        const seen: Seen = {
+          webhookId: String(req.headers['webhook-id']),
+          body: JSON.parse(Buffer.concat(parts).toString('utf8')),
+          at: performance.now(),
+          answered: false,
+        };
+        requests.push(seen);
+        res.on('close', () => (seen.closedAt ??= performance.now()));
+        const delay = first ? 8_000 : 5;
+        first = false;
+        setTimeout(() => {
+          if (res.destroyed) return;
+          seen.answered = true;
+          res.writeHead(200).end('{}');
+        }, delay);
+      });
     });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.teardown(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }));
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/internal/users/sync`;
-  const relay = await startTestRelay(t, db, url, { settings: { leaseMs: 30_000, timeoutMs: 20_000, pollIntervalMs: 200 } });
-  const [user] = await addUsers(db, 1, 'dropped');
-  await waitFor(() => requests.length === 1, 'the first request reaching the slow backend', 10_000);
-  const killedAt = performance.now();
-  await db.pool.query(
-    "select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'suekk-sync relay listen' and datname = current_database()",
-  );
-  await waitFor(() => requests[0]!.closedAt !== undefined, 'the request in flight cut off', 5_000);
-  t.ok(requests[0]!.closedAt! - killedAt < 2_000, `cut off ${Math.round(requests[0]!.closedAt! - killedAt)} ms after the connection dropped, not at its 8 s answer or 30 s lease`);
-  t.notOk(requests[0]!.answered, 'not answered');
-  await waitFor(async () => (await eventStatuses(db)).delivered === 1, 'the event delivered after all', 15_000, () => requests.length);
-  t.equal(new Set(requests.map((r) => r.webhookId)).size, 1, 'every request carried the one webhook-id');
-  t.ok(requests.every((r) => r.body.id === user), 'all for the one user');
-  t.ok(
-    relay.logs.some((l) => typeof l.msg === 'string' && (l.msg).startsWith('A database connection dropped')),
-    'the relay says why it stopped the request',
-  );
-  await relay.stop();
-});
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    t.teardown(
+      () =>
+        new Promise<void>((r) => {
+          server.closeAllConnections();
+          server.close(() => r());
+        }),
+    );
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/internal/users/sync`;
+    const relay = await startTestRelay(t, db, url, {
+      settings: { leaseMs: 30_000, timeoutMs: 20_000, pollIntervalMs: 200 },
+    });
+    const [user] = await addUsers(db, 1, 'dropped');
+    await waitFor(() => requests.length === 1, 'the first request reaching the slow backend', 10_000);
+    const killedAt = performance.now();
+    await db.pool.query(
+      "select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'suekk-sync relay listen' and datname = current_database()",
+    );
+    await waitFor(() => requests[0]!.closedAt !== undefined, 'the request in flight cut off', 5_000);
+    t.ok(
+      requests[0]!.closedAt! - killedAt < 2_000,
+      `cut off ${Math.round(requests[0]!.closedAt! - killedAt)} ms after the connection dropped, not at its 8 s answer or 30 s lease`,
+    );
+    t.notOk(requests[0]!.answered, 'not answered');
+    await waitFor(
+      async () => (await eventStatuses(db)).delivered === 1,
+      'the event delivered after all',
+      15_000,
+      () => requests.length,
+    );
+    t.equal(new Set(requests.map((r) => r.webhookId)).size, 1, 'every request carried the one webhook-id');
+    t.ok(
+      requests.every((r) => r.body.id === user),
+      'all for the one user',
+    );
+    t.ok(
+      relay.logs.some((l) => typeof l.msg === 'string' && l.msg.startsWith('A database connection dropped')),
+      'the relay says why it stopped the request',
+    );
+    await relay.stop();
+  },
+);

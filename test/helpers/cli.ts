@@ -80,8 +80,12 @@ export function startCli(args: string[], options: CliOptions = {}): ChildProcess
     stdout: '',
     stderr: '',
     collected: false,
-    sweep: () => [...findLeaks(capture.stdout, 'stdout', sweepOptions), ...findLeaks(capture.stderr, 'stderr', sweepOptions)],
-    label: `suekk-sync ${args.find((a, i) => !a.startsWith('-') && !['--config', '--database-url'].includes(args[i - 1] ?? '')) ?? ''}`.trim(),
+    sweep: () => [
+      ...findLeaks(capture.stdout, 'stdout', sweepOptions),
+      ...findLeaks(capture.stderr, 'stderr', sweepOptions),
+    ],
+    label:
+      `suekk-sync ${args.find((a, i) => !a.startsWith('-') && !['--config', '--database-url'].includes(args[i - 1] ?? '')) ?? ''}`.trim(),
     closed: new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal }))),
   };
   captures.set(child, capture);
@@ -113,7 +117,10 @@ export function collect(child: ChildProcess, timeoutMs = 60_000): Promise<CliRes
       // The output goes into the failure only when it is clean.
       const leaks = capture.sweep();
       if (leaks.length > 0) reject(new SecretLeakError(leaks, capture.label));
-      else reject(new Error(`CLI did not finish within ${timeoutMs} ms; stdout: ${capture.stdout}\nstderr: ${capture.stderr}`));
+      else
+        reject(
+          new Error(`CLI did not finish within ${timeoutMs} ms; stdout: ${capture.stdout}\nstderr: ${capture.stderr}`),
+        );
     }, timeoutMs);
     void capture.closed.then(async ({ code, signal }) => {
       clearTimeout(timer);

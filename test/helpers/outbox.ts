@@ -13,7 +13,12 @@ const OPTIONS = { leaseMs: 60_000, perStream: 10_000 };
 async function claimAll(db: TestDatabase): Promise<ClaimedStream[]> {
   const streams: ClaimedStream[] = [];
   for (;;) {
-    const claim = await claimStreams(db.pool, RELAY, { limit: 1000, ...OPTIONS, readLimit: 100_000, answerBell: false });
+    const claim = await claimStreams(db.pool, RELAY, {
+      limit: 1000,
+      ...OPTIONS,
+      readLimit: 100_000,
+      answerBell: false,
+    });
     streams.push(...claim.streams);
     if (claim.streams.length < 1000 && !claim.more) return streams;
   }
@@ -43,7 +48,17 @@ export async function markDelivered(
       kind: done.length === stream.events.length ? 'idle' : 'return',
       cursor: done.at(-1)?.id ?? stream.cursor,
       head: null,
-      delivered: done.map((e) => ({ eventId: e.id, outcome: 'delivered' as const, supersededBy: null, attempts: 1, rounds: 1, httpStatus, durationMs: 12, response: null, runId: e.runId })),
+      delivered: done.map((e) => ({
+        eventId: e.id,
+        outcome: 'delivered' as const,
+        supersededBy: null,
+        attempts: 1,
+        rounds: 1,
+        httpStatus,
+        durationMs: 12,
+        response: null,
+        runId: e.runId,
+      })),
     };
   });
 }
@@ -65,11 +80,21 @@ export async function markHeadFailed(
       kind: dueAt === undefined ? 'park' : 'reschedule',
       cursor: stream.cursor,
       dueAt,
-      head: { eventId: first.id, attempts: 1, rounds: 1, httpStatus: 400, error: 'HTTP 400', response: null, durationMs: 7, ...rest },
+      head: {
+        eventId: first.id,
+        attempts: 1,
+        rounds: 1,
+        httpStatus: 400,
+        error: 'HTTP 400',
+        response: null,
+        durationMs: 7,
+        ...rest,
+      },
       delivered: [],
     };
   });
 }
 
 /** Whether a body is a user's, by its username (the fixed key order makes this exact). */
-export const byUsername = (username: string) => (event: { body: string }) => event.body.includes(`"username":${JSON.stringify(username)},`);
+export const byUsername = (username: string) => (event: { body: string }) =>
+  event.body.includes(`"username":${JSON.stringify(username)},`);

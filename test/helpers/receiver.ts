@@ -93,7 +93,9 @@ export async function waitFor(
   for (;;) {
     if (await check()) return;
     if (performance.now() > deadline) {
-      throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}${describe ? `; state: ${JSON.stringify(describe())}` : ''}`);
+      throw new Error(
+        `Timed out after ${timeoutMs} ms waiting for ${what}${describe ? `; state: ${JSON.stringify(describe())}` : ''}`,
+      );
     }
     await new Promise((r) => setTimeout(r, 20));
   }

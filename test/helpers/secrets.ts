@@ -143,7 +143,8 @@ export function secretsGiven(env: Record<string, string | undefined>, args: read
       add(value, label);
     }
   };
-  for (const [i, s] of (env.WEBHOOK_SECRET ?? '').split(',').entries()) add(s, `webhook secret from WEBHOOK_SECRET (entry ${i + 1})`);
+  for (const [i, s] of (env.WEBHOOK_SECRET ?? '').split(',').entries())
+    add(s, `webhook secret from WEBHOOK_SECRET (entry ${i + 1})`);
   add(env.BACKEND_SYNC_TOKEN, 'bearer token from BACKEND_SYNC_TOKEN');
   add(env.JWT_SECRET, 'JWT secret from JWT_SECRET');
   addUrl(env.DATABASE_URL, 'DATABASE_URL');

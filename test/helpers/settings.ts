@@ -5,7 +5,11 @@ import { FAST_RELAY } from './relay.ts';
 /** Known secret values for tests; every captured output is swept for them (helpers/secrets.ts). */
 export { TEST_SECRETS } from './secrets.ts';
 
-export function testSettings(databaseUrl: string, backendSyncUrl?: string, overrides: Partial<Settings> = {}): Settings {
+export function testSettings(
+  databaseUrl: string,
+  backendSyncUrl?: string,
+  overrides: Partial<Settings> = {},
+): Settings {
   return {
     databaseUrl,
     databaseListenUrl: undefined,

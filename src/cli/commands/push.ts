@@ -12,7 +12,7 @@ import { pausedNotice } from '../pause-lines.ts';
 export function register(program: Command): void {
   program
     .command('push <ref>')
-    .description('send one user\'s current state now (after their waiting events), and show the outcome')
+    .description("send one user's current state now (after their waiting events), and show the outcome")
     .addOption(actionOption())
     .option('--wait <duration>', withDefault('wait this long for the outcome, e.g. 30s or 2m', DEFAULT_WAIT))
     .option('--no-wait', 'only enqueue; the relays deliver')
@@ -39,7 +39,8 @@ export function register(program: Command): void {
               })}\n`,
             );
           } else {
-            for (const a of all) process.stdout.write(`${describeState(a.state, a.verdict, result.reasons.get(a.state.id))}\n`);
+            for (const a of all)
+              process.stdout.write(`${describeState(a.state, a.verdict, result.reasons.get(a.state.id))}\n`);
             if (result.event.response && result.verdict === 'delivered') {
               process.stdout.write(`    response: ${result.event.response.slice(0, 200)}\n`);
             }
@@ -49,7 +50,8 @@ export function register(program: Command): void {
               );
             }
           }
-          if (result.timedOut) throw stillPending(all, result.reasons, { interrupted: interrupt.signal.aborted, waitedMs: timeoutMs });
+          if (result.timedOut)
+            throw stillPending(all, result.reasons, { interrupted: interrupt.signal.aborted, waitedMs: timeoutMs });
           if (wait && !wentOut(result.verdict)) process.exitCode = 1;
         } finally {
           interrupt.dispose();

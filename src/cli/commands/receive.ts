@@ -28,7 +28,12 @@ export function register(program: Command): void {
       (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
     )
     .option('--token <token>', withDefault('require Authorization: Bearer <token>', '$BACKEND_SYNC_TOKEN'))
-    .option('--fail-rate <rate>', 'answer this fraction (0..1) of requests with 503, to exercise retries', fractionOption, 0)
+    .option(
+      '--fail-rate <rate>',
+      'answer this fraction (0..1) of requests with 503, to exercise retries',
+      fractionOption,
+      0,
+    )
     .addOption(
       new Option('--delay-ms <duration>', 'wait this long before answering each request')
         .argParser(durationOption(0))
@@ -65,7 +70,9 @@ export function register(program: Command): void {
         );
       }
       const checks = [
-        verifying ? `verifying signatures with ${secrets.length} secret${secrets.length > 1 ? 's' : ''}` : 'not verifying signatures (no secret set)',
+        verifying
+          ? `verifying signatures with ${secrets.length} secret${secrets.length > 1 ? 's' : ''}`
+          : 'not verifying signatures (no secret set)',
         ...(settings.backendSyncToken !== undefined ? ['requiring the bearer token'] : []),
         ...(failRate > 0 ? [`failing ${Math.round(failRate * 100)}% of requests`] : []),
         ...(delayMs > 0 ? [`answering after ${delayMs} ms`] : []),
@@ -76,6 +83,8 @@ export function register(program: Command): void {
       await stopping.received;
       await receiver.close();
       const c = receiver.counts;
-      info.write(`Stopped: ${c.accepted} received, ${c.duplicate} duplicate, ${c.rejected} rejected, ${c.failed} failed.\n`);
+      info.write(
+        `Stopped: ${c.accepted} received, ${c.duplicate} duplicate, ${c.rejected} rejected, ${c.failed} failed.\n`,
+      );
     });
 }

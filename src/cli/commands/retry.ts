@@ -15,7 +15,7 @@ export function register(program: Command): void {
     .description('send failed events, and events waiting for their next round, again now, in order')
     .option('--all-failed', 'every event held back by a failure')
     .option('--waiting', 'every event waiting for a later round (not the failed ones)')
-    .option('--user <ref>', 'this user\'s failed and pending events')
+    .option('--user <ref>', "this user's failed and pending events")
     .option('--dry-run', 'list what would be retried; change nothing')
     .option('--wait <duration>', withDefault('wait this long for the outcome, e.g. 30s or 2m', DEFAULT_WAIT))
     .option('--no-wait', 'only make the events due now; the relays deliver')
@@ -23,11 +23,21 @@ export function register(program: Command): void {
     .action(
       async (
         ids: string[],
-        opts: { allFailed?: boolean; waiting?: boolean; user?: string; dryRun?: boolean; wait?: string | false; json?: boolean },
+        opts: {
+          allFailed?: boolean;
+          waiting?: boolean;
+          user?: string;
+          dryRun?: boolean;
+          wait?: string | false;
+          json?: boolean;
+        },
         cmd: Command,
       ) => {
-        const chosen = [opts.allFailed, opts.waiting, opts.user, ids.length > 0 ? ids : undefined].filter((x) => x !== undefined).length;
-        if (chosen !== 1) throw new UsageError('Say exactly one of --all-failed, --waiting, --user <ref> or event ids.');
+        const chosen = [opts.allFailed, opts.waiting, opts.user, ids.length > 0 ? ids : undefined].filter(
+          (x) => x !== undefined,
+        ).length;
+        if (chosen !== 1)
+          throw new UsageError('Say exactly one of --all-failed, --waiting, --user <ref> or event ids.');
         const { wait, timeoutMs } = waitOption(opts.wait);
         const selector: EventSelector = opts.allFailed
           ? { allFailed: true }
@@ -53,7 +63,11 @@ export function register(program: Command): void {
             }
             for (const { state, verdict } of result.events) {
               const reason = result.reasons.get(state.id);
-              process.stdout.write(opts.json ? `${JSON.stringify(stateJson(state, verdict, reason))}\n` : `${describeState(state, verdict, reason)}\n`);
+              process.stdout.write(
+                opts.json
+                  ? `${JSON.stringify(stateJson(state, verdict, reason))}\n`
+                  : `${describeState(state, verdict, reason)}\n`,
+              );
             }
             const n = result.events.length;
             const ofUsers = `${count(n, 'event')} of ${count(result.users, 'user')}`;
@@ -71,7 +85,10 @@ export function register(program: Command): void {
             }
             if (!opts.json) process.stdout.write(`${outcomeSummary(result.events.map((e) => e.verdict))}\n`);
             if (result.timedOut) {
-              throw stillPending(result.events, result.reasons, { interrupted: interrupt.signal.aborted, waitedMs: timeoutMs });
+              throw stillPending(result.events, result.reasons, {
+                interrupted: interrupt.signal.aborted,
+                waitedMs: timeoutMs,
+              });
             }
             if (result.events.some((e) => !wentOut(e.verdict))) process.exitCode = 1;
           } finally {

@@ -63,7 +63,9 @@ export function register(program: Command): void {
         try {
           address = await app.listen({ port, host: opts.host });
         } catch (err) {
-          throw new UsageError(`Cannot listen on ${opts.host}:${port} (${errorMessage(err)}); choose another --port or --host.`);
+          throw new UsageError(
+            `Cannot listen on ${opts.host}:${port} (${errorMessage(err)}); choose another --port or --host.`,
+          );
         }
         process.stdout.write(`suekk-sync API listening on ${address}\n`);
         const signal = await stopping.received;

@@ -8,9 +8,10 @@ export function register(program: Command): void {
   program
     .command('skip [event-ids...]')
     .description('mark a failed event skipped (the backend will never take it) and un-park its user')
-    .option('--user <ref>', 'this user\'s failed event')
+    .option('--user <ref>', "this user's failed event")
     .action(async (ids: string[], opts: { user?: string }, cmd: Command) => {
-      if ((opts.user === undefined) === (ids.length === 0)) throw new UsageError('Say either --user <ref> or event ids.');
+      if ((opts.user === undefined) === (ids.length === 0))
+        throw new UsageError('Say either --user <ref> or event ids.');
       const settings = settingsFrom(cmd.optsWithGlobals<GlobalFlags>());
       await withDatabase(settings, async (pool) => {
         const result = await skip(pool, opts.user ? { userRef: opts.user } : { eventIds: ids });
@@ -18,7 +19,8 @@ export function register(program: Command): void {
           process.stdout.write(`Nothing to skip: ${opts.user} has no failed event.\n`);
           return;
         }
-        for (const e of result.skipped) process.stdout.write(`skipped   ${e.action.padEnd(7)} ${e.username || e.userId} ${e.webhookId}\n`);
+        for (const e of result.skipped)
+          process.stdout.write(`skipped   ${e.action.padEnd(7)} ${e.username || e.userId} ${e.webhookId}\n`);
         for (const [userId, next] of result.next) {
           const name = result.skipped.find((e) => e.userId === userId)!.username || userId;
           process.stdout.write(

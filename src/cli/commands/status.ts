@@ -20,7 +20,10 @@ export function register(program: Command): void {
     .option('--json', 'print one JSON object')
     .option(
       '--max-lag <duration>',
-      withDefault('a change undelivered this long while relays run is an outage', formatDuration(DEFAULT_MAX_LAG_SECONDS * 1000)),
+      withDefault(
+        'a change undelivered this long while relays run is an outage',
+        formatDuration(DEFAULT_MAX_LAG_SECONDS * 1000),
+      ),
     )
     .action(async (opts: { json?: boolean; maxLag?: string }, cmd: Command) => {
       const maxLagSeconds = opts.maxLag === undefined ? undefined : parseDuration(opts.maxLag, '--max-lag') / 1000;
@@ -49,7 +52,10 @@ export function register(program: Command): void {
 const UNKNOWN = '—';
 
 export function formatStatus(report: StatusReport | NotInstalledReport | UnreachableReport): string {
-  const rows: [string, string][] = [['healthy', report.healthy ? 'yes' : 'NO'], ['database', report.database]];
+  const rows: [string, string][] = [
+    ['healthy', report.healthy ? 'yes' : 'NO'],
+    ['database', report.database],
+  ];
   if (report.database === 'reachable') {
     const r = report;
     const known = <T>(value: T | null, show: (v: T) => string): string => (value === null ? UNKNOWN : show(value));
@@ -61,12 +67,25 @@ export function formatStatus(report: StatusReport | NotInstalledReport | Unreach
       ['schema version', schema],
       ['table', r.table ?? UNKNOWN],
       ['trigger', r.trigger.installed ? (r.trigger.enabled ? 'installed, enabled' : 'installed, DISABLED') : 'MISSING'],
-      ['capture', r.drift === null ? (r.table === null ? UNKNOWN : 'not checked') : r.drift.length === 0 ? 'as installed' : `DRIFTED: ${r.drift.join(', ')}`],
+      [
+        'capture',
+        r.drift === null
+          ? r.table === null
+            ? UNKNOWN
+            : 'not checked'
+          : r.drift.length === 0
+            ? 'as installed'
+            : `DRIFTED: ${r.drift.join(', ')}`,
+      ],
       ['notify', known(r.notify, (on) => (on ? 'on' : 'off (relays poll)'))],
       ['paused', known(r.paused, (p) => (p ? 'YES' : 'no'))],
       [
         'backlog',
-        known(r.backlog, (n) => `${n} pending${r.oldestPendingSeconds === null ? '' : `, oldest ${formatAge(r.oldestPendingSeconds)}`}`),
+        known(
+          r.backlog,
+          (n) =>
+            `${n} pending${r.oldestPendingSeconds === null ? '' : `, oldest ${formatAge(r.oldestPendingSeconds)}`}`,
+        ),
       ],
       ['failed', known(r.failed, String)],
       ['parked users', known(r.parkedUsers, String)],

@@ -33,7 +33,7 @@ interface TailFlags {
 export function register(program: Command): void {
   program
     .command('tail-log')
-    .description('show the delivery log: each event, its status, attempts and the backend\'s answer')
+    .description("show the delivery log: each event, its status, attempts and the backend's answer")
     .option('-n, --lines <count>', 'recent events to show first', intOption(0, 100_000), 20)
     .option('-f, --follow', 'keep showing new events and status changes until Ctrl-C')
     .addOption(new Option('--status <status>', 'only events with this status').choices(EVENT_STATUSES))
@@ -49,7 +49,8 @@ export function register(program: Command): void {
       const settings = settingsFrom(cmd.optsWithGlobals<GlobalFlags>());
       await withDatabase(settings, async (pool) => {
         const userId = opts.user === undefined ? undefined : await resolveLogUser(pool, opts.user);
-        const print = (e: LogEntry) => process.stdout.write(`${opts.json ? JSON.stringify(entryJson(e)) : formatEntry(e)}\n`);
+        const print = (e: LogEntry) =>
+          process.stdout.write(`${opts.json ? JSON.stringify(entryJson(e)) : formatEntry(e)}\n`);
         if (!opts.follow) {
           for (const e of await recentEntries(pool, { status: opts.status, userId }, opts.lines)) print(e);
           return;
@@ -71,7 +72,12 @@ async function uninstalledMeanwhile(pool: Pool, err: unknown): Promise<UsageErro
   );
 }
 
-async function follow(pool: Pool, opts: TailFlags, userId: string | undefined, print: (e: LogEntry) => void): Promise<void> {
+async function follow(
+  pool: Pool,
+  opts: TailFlags,
+  userId: string | undefined,
+  print: (e: LogEntry) => void,
+): Promise<void> {
   // Until SIGINT/SIGTERM, which ends the command with exit 0; a second signal changes nothing, as the
   // live view needs a listener to stay. A reader of a pipe that goes away ends it the same way,
   // through the handler every command has (run.ts).
@@ -118,12 +124,14 @@ async function follow(pool: Pool, opts: TailFlags, userId: string | undefined, p
         } else {
           shown.forEach(print);
         }
-        if (problem !== undefined && !live) process.stderr.write('suekk-sync: the database answers again; following.\n');
+        if (problem !== undefined && !live)
+          process.stderr.write('suekk-sync: the database answers again; following.\n');
         problem = undefined;
       } catch (err) {
         // A database restart interrupts the follow, it does not end it: the floor has not moved.
         if (!isConnectionError(err)) throw (await uninstalledMeanwhile(pool, err).catch(() => undefined)) ?? err;
-        if (problem === undefined && !live) process.stderr.write(`suekk-sync: the database does not answer (${errorMessage(err)}); retrying.\n`);
+        if (problem === undefined && !live)
+          process.stderr.write(`suekk-sync: the database does not answer (${errorMessage(err)}); retrying.\n`);
         problem = `The database does not answer (${errorMessage(err)}); retrying.`;
       }
       view?.update();

@@ -19,8 +19,10 @@ export function register(program: Command): void {
       }
       if (opts.dryRun) {
         process.stdout.write('-- suekk-sync uninstall --dry-run: nothing was changed.\n');
-        if (result.refusedWithoutForce) process.stdout.write(`-- Without --force this uninstall is refused: ${result.refusedWithoutForce}\n`);
-        else if (result.undelivered > 0) process.stdout.write(`-- ${undeliveredFate(result.undelivered, opts.dropEvents, true)}\n`);
+        if (result.refusedWithoutForce)
+          process.stdout.write(`-- Without --force this uninstall is refused: ${result.refusedWithoutForce}\n`);
+        else if (result.undelivered > 0)
+          process.stdout.write(`-- ${undeliveredFate(result.undelivered, opts.dropEvents, true)}\n`);
         process.stdout.write('\n');
         for (const sql of result.statements) process.stdout.write(`${sql};\n`);
         return;

@@ -24,7 +24,8 @@ export function ResyncView({ progress, width = 40 }: { progress: ResyncProgress;
       <Text>
         enqueued {progress.enqueued}
         {progress.enqueueDone ? '' : '…'} · delivered <Text color="green">{progress.delivered}</Text> · failed{' '}
-        <Text color={progress.failed > 0 ? 'red' : undefined}>{progress.failed}</Text> · waiting {progress.waiting + progress.blocked}
+        <Text color={progress.failed > 0 ? 'red' : undefined}>{progress.failed}</Text> · waiting{' '}
+        {progress.waiting + progress.blocked}
       </Text>
       <Text dimColor>
         {progress.rate.toFixed(0)} users/s · ETA {formatEta(eta)} · run {progress.runId}

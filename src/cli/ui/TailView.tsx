@@ -36,7 +36,9 @@ const COLUMNS: [string, number, (e: LogEntry) => string][] = [
 ];
 
 function row(cells: string[]): string {
-  return cells.map((cell, i) => (i === cells.length - 1 ? cell : cell.slice(0, COLUMNS[i]![1]).padEnd(COLUMNS[i]![1]))).join(' ');
+  return cells
+    .map((cell, i) => (i === cells.length - 1 ? cell : cell.slice(0, COLUMNS[i]![1]).padEnd(COLUMNS[i]![1])))
+    .join(' ');
 }
 
 function viewLine(e: LogEntry): string {
@@ -52,9 +54,7 @@ function ms(value: number | null, none = '—'): string {
 export function TailView({ entries, rates, gauges, scope, problem }: TailViewProps) {
   return (
     <Box flexDirection="column">
-      <Text bold>
-        suekk-sync tail-log{scope ? ` · ${scope}` : ''} · following (Ctrl-C to stop)
-      </Text>
+      <Text bold>suekk-sync tail-log{scope ? ` · ${scope}` : ''} · following (Ctrl-C to stop)</Text>
       <Text>
         delivered <Text color="green">{rates.deliveredPerMinute}</Text>/min · failed{' '}
         <Text color={rates.failedPerMinute > 0 ? 'red' : undefined}>{rates.failedPerMinute}</Text>/min · lag p50{' '}
@@ -63,7 +63,9 @@ export function TailView({ entries, rates, gauges, scope, problem }: TailViewPro
       <Text>
         backlog {gauges?.backlog ?? '—'} · oldest pending{' '}
         {gauges?.oldestPendingSeconds == null ? '—' : formatAge(gauges.oldestPendingSeconds)} · parked users{' '}
-        <Text color={gauges !== undefined && gauges.parkedUsers > 0 ? 'red' : undefined}>{gauges?.parkedUsers ?? '—'}</Text>
+        <Text color={gauges !== undefined && gauges.parkedUsers > 0 ? 'red' : undefined}>
+          {gauges?.parkedUsers ?? '—'}
+        </Text>
         {gauges?.paused ? <Text color="yellow"> · PAUSED</Text> : null}
       </Text>
       {problem ? <Text color="red">{problem}</Text> : null}
@@ -71,7 +73,12 @@ export function TailView({ entries, rates, gauges, scope, problem }: TailViewPro
         <Text dimColor>{row(COLUMNS.map(([name]) => name))}</Text>
         {entries.length === 0 ? <Text dimColor>(no events yet)</Text> : null}
         {entries.map((e) => (
-          <Text key={`${e.id}:${e.status}:${e.attempts}`} color={STATUS_COLOR[e.status]} dimColor={e.status === 'skipped'} wrap="truncate-end">
+          <Text
+            key={`${e.id}:${e.status}:${e.attempts}`}
+            color={STATUS_COLOR[e.status]}
+            dimColor={e.status === 'skipped'}
+            wrap="truncate-end"
+          >
             {viewLine(e)}
           </Text>
         ))}

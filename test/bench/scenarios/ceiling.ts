@@ -72,12 +72,17 @@ export async function runCeiling(ctx: BenchContext): Promise<CeilingResult> {
     for (let i = w; !stop; i += CONCURRENCY) {
       const k = i % bodies.length;
       try {
-        await post(pool, url, {
-          'content-type': 'application/json',
-          'user-agent': USER_AGENT,
-          'webhook-id': ids[k]!,
-          'webhook-timestamp': String(Math.floor(Date.now() / 1000)),
-        }, bodies[k]!);
+        await post(
+          pool,
+          url,
+          {
+            'content-type': 'application/json',
+            'user-agent': USER_AGENT,
+            'webhook-id': ids[k]!,
+            'webhook-timestamp': String(Math.floor(Date.now() / 1000)),
+          },
+          bodies[k]!,
+        );
         completed++;
       } catch {
         failures++;
@@ -113,6 +118,8 @@ export async function runCeiling(ctx: BenchContext): Promise<CeilingResult> {
   return {
     rps,
     windows: rates.map((r) => round(r)),
-    ...(perRequest ? { sender_cpu_us_per_request: perRequest.bench ?? 0, receiver_cpu_us_per_request: perRequest.receiver ?? 0 } : {}),
+    ...(perRequest
+      ? { sender_cpu_us_per_request: perRequest.bench ?? 0, receiver_cpu_us_per_request: perRequest.receiver ?? 0 }
+      : {}),
   };
 }

@@ -58,7 +58,10 @@ export interface DrainRun {
 async function prefill(url: string, spec: DrainSpec): Promise<void> {
   if (spec.hotEvents) {
     await withClient(url, async (c) => {
-      await c.query(`insert into users (email, username, password, first_name, last_name) values ('hot@bench.test', $1, 'x', 'h', 'l')`, [HOT_USERNAME]);
+      await c.query(
+        `insert into users (email, username, password, first_name, last_name) values ('hot@bench.test', $1, 'x', 'h', 'l')`,
+        [HOT_USERNAME],
+      );
       // One transaction, one row updated many times: each UPDATE is a captured event.
       await c.query(`do $$ begin for i in 1..${spec.hotEvents! - 1} loop
           update users set first_name = 'h' || i where lower(username) = '${HOT_USERNAME}'; end loop; end $$`);
@@ -75,7 +78,10 @@ export async function runOutboxDrain(ctx: BenchContext, spec: DrainSpec): Promis
     await prefill(db.url, spec);
     const expected = spec.users * spec.perUser;
     const total = expected + (spec.hotEvents ?? 0);
-    const stored = await withClient(db.url, async (c) => (await c.query<{ n: number }>('select count(*)::int as n from suekk_sync.events')).rows[0]!.n);
+    const stored = await withClient(
+      db.url,
+      async (c) => (await c.query<{ n: number }>('select count(*)::int as n from suekk_sync.events')).rows[0]!.n,
+    );
     if (stored !== total) throw new Error(`prefill made ${stored} events, expected ${total}`);
     await ctx.receiver.reset({ tag: spec.hotEvents ? HOT_TAG : undefined });
     await sleep(200); // let the prefill's checkpoint/autovacuum noise settle a little
@@ -84,49 +90,62 @@ export async function runOutboxDrain(ctx: BenchContext, spec: DrainSpec): Promis
     await poller.connect();
     const profiler = spec.label.startsWith('drain_') && !spec.label.includes('warmup') ? ctx.profiler : undefined;
     let profile: string | undefined;
-    const { value, cpu } = await ctx.measureCpu(spec.label, async () => {
-      await profiler?.start();
-      const t0 = performance.now();
-      const relay = await startBenchRelay(ctx, db.url, spec.logging ?? 'warn', spec.relay);
-      try {
-        const others = async () => {
-          const s = await ctx.receiver.stats();
-          return s.count - s.tagged;
-        };
-        // Cheap IPC polling until the receiver has everything, then the database for the marks.
-        // Coalescing sends fewer calls than events: only the database can say when all are settled.
-        if (!spec.relay?.coalesce) await waitUntil(async () => (await others()) >= expected, `${expected} deliveries`, 600_000, 20, others);
-        // On the bench's own connection: the relay's round trips are counted, the bench's are not.
-        const hotId = spec.hotEvents
-          ? (await poller.query<{ id: string }>('select id::text from users where lower(username) = $1', [HOT_USERNAME])).rows[0]!.id
-          : null;
-        await waitUntil(() => outboxSettled(poller, hotId), 'every event delivered and recorded', 60_000, 10);
-        const seconds = (performance.now() - t0) / 1000;
-        profile = await profiler?.stop(spec.label);
-        const hotDelivered = spec.hotEvents ? (await ctx.receiver.stats()).tagged : undefined;
-        const hotSettled = hotId
-          ? (await poller.query<{ n: number }>(
-              `select count(*)::int as n from suekk_sync.events e join suekk_sync.streams s on s.user_id = e.user_id
+    const { value, cpu } = await ctx
+      .measureCpu(spec.label, async () => {
+        await profiler?.start();
+        const t0 = performance.now();
+        const relay = await startBenchRelay(ctx, db.url, spec.logging ?? 'warn', spec.relay);
+        try {
+          const others = async () => {
+            const s = await ctx.receiver.stats();
+            return s.count - s.tagged;
+          };
+          // Cheap IPC polling until the receiver has everything, then the database for the marks.
+          // Coalescing sends fewer calls than events: only the database can say when all are settled.
+          if (!spec.relay?.coalesce)
+            await waitUntil(async () => (await others()) >= expected, `${expected} deliveries`, 600_000, 20, others);
+          // On the bench's own connection: the relay's round trips are counted, the bench's are not.
+          const hotId = spec.hotEvents
+            ? (
+                await poller.query<{ id: string }>('select id::text from users where lower(username) = $1', [
+                  HOT_USERNAME,
+                ])
+              ).rows[0]!.id
+            : null;
+          await waitUntil(() => outboxSettled(poller, hotId), 'every event delivered and recorded', 60_000, 10);
+          const seconds = (performance.now() - t0) / 1000;
+          profile = await profiler?.stop(spec.label);
+          const hotDelivered = spec.hotEvents ? (await ctx.receiver.stats()).tagged : undefined;
+          const hotSettled = hotId
+            ? (
+                await poller.query<{ n: number }>(
+                  `select count(*)::int as n from suekk_sync.events e join suekk_sync.streams s on s.user_id = e.user_id
                 where e.user_id = $1 and e.id <= s.delivered_through`,
-              [hotId],
-            )).rows[0]!.n
-          : undefined;
-        const queries = Object.fromEntries(
-          [...relay.queries].sort((a, b) => b[1].n - a[1].n).map(([k, v]) => [k, { n: v.n, mean_ms: round(v.ms / v.n, 2) }]),
-        );
-        const queryCount = [...relay.queries.values()].reduce((a, v) => a + v.n, 0);
-        return { seconds, hotDelivered, hotSettled, queries, queryCount };
-      } finally {
-        await relay.stop();
-      }
-    }).finally(() => poller.end());
+                  [hotId],
+                )
+              ).rows[0]!.n
+            : undefined;
+          const queries = Object.fromEntries(
+            [...relay.queries]
+              .sort((a, b) => b[1].n - a[1].n)
+              .map(([k, v]) => [k, { n: v.n, mean_ms: round(v.ms / v.n, 2) }]),
+          );
+          const queryCount = [...relay.queries.values()].reduce((a, v) => a + v.n, 0);
+          return { seconds, hotDelivered, hotSettled, queries, queryCount };
+        } finally {
+          await relay.stop();
+        }
+      })
+      .finally(() => poller.end());
     const run: DrainRun = {
       events: expected,
       users: spec.users,
       seconds: round(value.seconds, 2),
       eps: round(expected / value.seconds),
       ...(value.hotDelivered !== undefined ? { hotDelivered: value.hotDelivered, hotSettled: value.hotSettled } : {}),
-      ...(cpu ? { cpu_us_per_event: cpuMicrosPer(cpu, total - (spec.hotEvents ?? 0) + (value.hotDelivered ?? 0)), cpu } : {}),
+      ...(cpu
+        ? { cpu_us_per_event: cpuMicrosPer(cpu, total - (spec.hotEvents ?? 0) + (value.hotDelivered ?? 0)), cpu }
+        : {}),
       ...(profile ? { profile } : {}),
       queries_per_event: round(value.queryCount / (expected + (value.hotDelivered ?? 0)), 3),
       queries: value.queries,
@@ -134,7 +153,9 @@ export async function runOutboxDrain(ctx: BenchContext, spec: DrainSpec): Promis
     ctx.log(
       `  ${spec.label}: ${expected} events / ${spec.users} users in ${run.seconds} s = ${run.eps} events/s` +
         (run.hotDelivered !== undefined ? ` (hot user: ${run.hotDelivered} delivered meanwhile)` : '') +
-        (run.cpu_us_per_event ? `; CPU µs/event: relay ${run.cpu_us_per_event.bench}, pg ${run.cpu_us_per_event.pg_bench}, receiver ${run.cpu_us_per_event.receiver}` : '') +
+        (run.cpu_us_per_event
+          ? `; CPU µs/event: relay ${run.cpu_us_per_event.bench}, pg ${run.cpu_us_per_event.pg_bench}, receiver ${run.cpu_us_per_event.receiver}`
+          : '') +
         `; ${run.queries_per_event} queries/event`,
     );
     return run;
@@ -165,15 +186,18 @@ export async function runDrain(ctx: BenchContext, withInfoLogs: boolean): Promis
   for (let i = 0; i < repeats; i++) {
     runs.push(await runOutboxDrain(ctx, { label: `drain_${i + 1}`, users, perUser, logging: headline }));
     // Alternated with the headline runs, so both see the same machine noise.
-    if (withInfoLogs) quietRuns.push(await runOutboxDrain(ctx, { label: `drain_quiet_${i + 1}`, users, perUser, logging: 'warn' }));
+    if (withInfoLogs)
+      quietRuns.push(await runOutboxDrain(ctx, { label: `drain_quiet_${i + 1}`, users, perUser, logging: 'warn' }));
   }
-  const perEvent = (list: DrainRun[], g: CpuGroup) => list.map((r) => r.cpu_us_per_event?.[g]).filter((v): v is number => v !== undefined);
+  const perEvent = (list: DrainRun[], g: CpuGroup) =>
+    list.map((r) => r.cpu_us_per_event?.[g]).filter((v): v is number => v !== undefined);
   const result: DrainResult = { events: users * perUser, users, eps: round(median(runs.map((r) => r.eps))), runs };
   if (perEvent(runs, 'bench').length > 0) result.relay_cpu_us_per_event = median(perEvent(runs, 'bench'));
   if (perEvent(runs, 'pg_bench').length > 0) result.pg_cpu_us_per_event = median(perEvent(runs, 'pg_bench'));
   if (withInfoLogs) {
     result.withoutInfoLogs = { eps: round(median(quietRuns.map((r) => r.eps))), runs: quietRuns };
-    if (perEvent(quietRuns, 'bench').length > 0) result.withoutInfoLogs.relay_cpu_us_per_event = median(perEvent(quietRuns, 'bench'));
+    if (perEvent(quietRuns, 'bench').length > 0)
+      result.withoutInfoLogs.relay_cpu_us_per_event = median(perEvent(quietRuns, 'bench'));
   }
   return result;
 }

@@ -39,13 +39,22 @@ export async function runHotUser(ctx: BenchContext): Promise<HotUserResult> {
     // Alternate which goes first, so a drift in machine load does not favour one side.
     const order = i % 2 === 0 ? ['without', 'with'] : ['with', 'without'];
     for (const side of order) {
-      if (side === 'with') withHot.push(await runOutboxDrain(ctx, { label: `hot_with_${i + 1}`, users, perUser, hotEvents }));
+      if (side === 'with')
+        withHot.push(await runOutboxDrain(ctx, { label: `hot_with_${i + 1}`, users, perUser, hotEvents }));
       else without.push(await runOutboxDrain(ctx, { label: `hot_without_${i + 1}`, users, perUser }));
     }
   }
   const coalesced: DrainRun[] = [];
   for (let i = 0; i < Math.max(1, pairs - 1); i++) {
-    coalesced.push(await runOutboxDrain(ctx, { label: `hot_coalesced_${i + 1}`, users, perUser, hotEvents, relay: { coalesce: true } }));
+    coalesced.push(
+      await runOutboxDrain(ctx, {
+        label: `hot_coalesced_${i + 1}`,
+        users,
+        perUser,
+        hotEvents,
+        relay: { coalesce: true },
+      }),
+    );
   }
   const best = coalesced.reduce((a, b) => (b.eps > a.eps ? b : a));
   const othersEps = Math.max(...withHot.map((r) => r.eps));

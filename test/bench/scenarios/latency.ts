@@ -35,7 +35,11 @@ export interface WriterPlan {
 }
 
 /** Runs the paced writer against `databaseUrl` (whose sender is already running) and reports the lag. */
-export async function measureWriterLatency(ctx: BenchContext, databaseUrl: string, plan: WriterPlan): Promise<LatencyResult> {
+export async function measureWriterLatency(
+  ctx: BenchContext,
+  databaseUrl: string,
+  plan: WriterPlan,
+): Promise<LatencyResult> {
   await ctx.receiver.reset({ markers: true });
   const totalMs = (plan.warmupSeconds + plan.seconds) * 1000;
   await ctx.receiver.startWriter({
@@ -50,7 +54,8 @@ export async function measureWriterLatency(ctx: BenchContext, databaseUrl: strin
   const writer = await ctx.receiver.stopWriter();
   const lat: LatencyReport = await ctx.receiver.latency(15_000);
   if (writer.errors > 0) ctx.log(`    writer: ${writer.errors} updates failed`);
-  if (lat.arrived < lat.measured) ctx.log(`    ${lat.measured - lat.arrived} of ${lat.measured} updates never arrived within 15 s`);
+  if (lat.arrived < lat.measured)
+    ctx.log(`    ${lat.measured - lat.arrived} of ${lat.measured} updates never arrived within 15 s`);
   return {
     rate: plan.rate,
     p50: round(lat.p50, 2),

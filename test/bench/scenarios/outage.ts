@@ -51,7 +51,14 @@ async function outage(ctx: BenchContext, coalesce: boolean): Promise<OutageRun> 
     try {
       await waitUntil(() => outboxSettled(poller), 'the seeded users delivered', 600_000, 20);
       await ctx.receiver.refuse(503);
-      await ctx.receiver.startWriter({ databaseUrl: db.url, rate, durationMs: downSeconds * 1000, warmupMs: 0, users, connections: 4 });
+      await ctx.receiver.startWriter({
+        databaseUrl: db.url,
+        rate,
+        durationMs: downSeconds * 1000,
+        warmupMs: 0,
+        users,
+        connections: 4,
+      });
       await sleep(downSeconds * 1000);
       const writer = await ctx.receiver.stopWriter();
       const { rows } = await poller.query<{ n: number }>(
@@ -59,7 +66,12 @@ async function outage(ctx: BenchContext, coalesce: boolean): Promise<OutageRun> 
       );
       await ctx.receiver.reset(); // answers 200 again, counters at 0
       const back = performance.now();
-      await waitUntil(async () => (await ctx.receiver.stats()).count > 0, 'a first delivery after the return', 600_000, 5);
+      await waitUntil(
+        async () => (await ctx.receiver.stats()).count > 0,
+        'a first delivery after the return',
+        600_000,
+        5,
+      );
       const first = performance.now();
       await waitUntil(() => outboxSettled(poller), 'the backlog delivered', 600_000, 10);
       const run: OutageRun = {

@@ -60,7 +60,8 @@ async function drainJobs(ctx: BenchContext, ordered: boolean, concurrency: numbe
         // Delivered by the receiver's count, then "marked" = the job row gone; or the cap.
         while (elapsed() < capSeconds) {
           delivered = (await ctx.receiver.stats()).count;
-          if (delivered >= jobs && (await jobsLeft(peer.pool)) === 0) return { seconds: elapsed(), delivered, complete: true };
+          if (delivered >= jobs && (await jobsLeft(peer.pool)) === 0)
+            return { seconds: elapsed(), delivered, complete: true };
           await sleep(delivered >= jobs ? 10 : 20);
         }
         return { seconds: elapsed(), delivered, complete: false };

@@ -124,7 +124,9 @@ function libraryEnqueuer(databaseUrl: string): Enqueuer {
 }
 
 async function enqueuedSoFar(relay: BenchRelay): Promise<number> {
-  const { rows } = await relay.pool.query<{ n: string | null }>('select max(enqueued)::text as n from suekk_sync.resync_runs');
+  const { rows } = await relay.pool.query<{ n: string | null }>(
+    'select max(enqueued)::text as n from suekk_sync.resync_runs',
+  );
   return Number(rows[0]?.n ?? 0);
 }
 
@@ -138,7 +140,13 @@ async function resyncRun(ctx: BenchContext, mode: 'cli' | 'library', capSeconds:
     let enqueuer: Enqueuer | undefined;
     try {
       await ctx.receiver.reset({ tag: RESYNC_TAG, markers: true });
-      await ctx.receiver.startWriter({ databaseUrl: db.url, rate: liveRate, warmupMs: 1_000, users: liveUsers, connections: 2 });
+      await ctx.receiver.startWriter({
+        databaseUrl: db.url,
+        rate: liveRate,
+        warmupMs: 1_000,
+        users: liveUsers,
+        connections: 2,
+      });
       await sleep(1_000); // live traffic runs before the resync starts (and is left out of the figures)
       const { value, cpu } = await ctx.measureCpu(`resync_${mode}`, async () => {
         const t0 = performance.now();
@@ -162,14 +170,18 @@ async function resyncRun(ctx: BenchContext, mode: 'cli' | 'library', capSeconds:
           }
           if (elapsed() - lastLog >= 10) {
             lastLog = elapsed();
-            ctx.log(`    resync (${mode}): ${delivered} delivered, ${await enqueuedSoFar(relay)} enqueued of ${users} after ${Math.round(elapsed())} s`);
+            ctx.log(
+              `    resync (${mode}): ${delivered} delivered, ${await enqueuedSoFar(relay)} enqueued of ${users} after ${Math.round(elapsed())} s`,
+            );
           }
           await sleep(delivered >= users ? 10 : 50);
         }
         const seconds = elapsed();
         const enqueued = await enqueuedSoFar(relay);
         if (!complete) {
-          ctx.log(`    resync (${mode}): stopped at the ${capSeconds} s cap: ${delivered} delivered, ${enqueued} enqueued of ${users}`);
+          ctx.log(
+            `    resync (${mode}): stopped at the ${capSeconds} s cap: ${delivered} delivered, ${enqueued} enqueued of ${users}`,
+          );
           enq.stop();
         }
         const exit = await enq.done;

@@ -55,18 +55,32 @@ function hasPgbench(): Promise<boolean> {
 }
 
 /** One pgbench round; tps as pgbench reports it (without connection time). */
-function pgbenchRound(ctx: BenchContext, url: string, script: string, seconds: number, clients: number): Promise<number> {
+function pgbenchRound(
+  ctx: BenchContext,
+  url: string,
+  script: string,
+  seconds: number,
+  clients: number,
+): Promise<number> {
   const u = new URL(url);
   const args = [
     '-n', // no vacuum of pgbench's own tables (there are none)
-    '-c', String(clients),
-    '-j', String(Math.min(clients, 2)),
-    '-T', String(seconds),
-    '-M', 'prepared',
-    '-f', script,
-    '-h', u.hostname,
-    '-p', u.port || '5432',
-    '-U', decodeURIComponent(u.username || 'postgres'),
+    '-c',
+    String(clients),
+    '-j',
+    String(Math.min(clients, 2)),
+    '-T',
+    String(seconds),
+    '-M',
+    'prepared',
+    '-f',
+    script,
+    '-h',
+    u.hostname,
+    '-p',
+    u.port || '5432',
+    '-U',
+    decodeURIComponent(u.username || 'postgres'),
     u.pathname.slice(1),
   ];
   return new Promise((resolve, reject) => {
@@ -181,12 +195,21 @@ export async function runLogin(ctx: BenchContext): Promise<LoginOverheadResult> 
       await analyze(dbs[side].url, ['users']);
     }
     const script = join(dir, 'login.sql');
-    writeFileSync(script, `\\set n random(1, ${users})\nupdate users set last_login_at = now() where lower(username) = 'u' || :n;\n`);
+    writeFileSync(
+      script,
+      `\\set n random(1, ${users})\nupdate users set last_login_at = now() where lower(username) = 'u' || :n;\n`,
+    );
     const driver = (await hasPgbench()) ? 'pgbench' : 'node-postgres';
     const round1 = (side: (typeof sides)[number]) =>
       driver === 'pgbench'
         ? pgbenchRound(ctx, dbs[side].url, script, roundSeconds, clients)
-        : nodeRound(dbs[side].url, roundSeconds, clients, users, 'update users set last_login_at = now() where lower(username) = $2 and $1::text is not null');
+        : nodeRound(
+            dbs[side].url,
+            roundSeconds,
+            clients,
+            users,
+            'update users set last_login_at = now() where lower(username) = $2 and $1::text is not null',
+          );
     for (const side of sides) await round1(side);
     const rounds = { without: [] as number[], with: [] as number[] };
     await ctx.measureCpu('login', async () => {
@@ -202,7 +225,9 @@ export async function runLogin(ctx: BenchContext): Promise<LoginOverheadResult> 
       driver,
       rounds: { without: rounds.without.map((r) => round(r)), with: rounds.with.map((r) => round(r)) },
     };
-    ctx.log(`  login (${driver}, ${clients} clients): without ${result.tps_without} tps, with capture ${result.tps_with} tps (×${result.ratio_login})`);
+    ctx.log(
+      `  login (${driver}, ${clients} clients): without ${result.tps_without} tps, with capture ${result.tps_with} tps (×${result.ratio_login})`,
+    );
     return result;
   } finally {
     rmSync(dir, { recursive: true, force: true });
