@@ -56,3 +56,16 @@ t.test('an older schema: the commands say to upgrade it, naming both versions', 
     `suekk-sync: The suekk_sync schema is at version 1 but this suekk-sync needs ${latest}; run \`suekk-sync install\` to upgrade it.\n`,
   );
 });
+
+t.test('a newer schema: every command and install say to upgrade suekk-sync, in the same sentence', async (t) => {
+  const db = await createTestDatabase(t);
+  const latest = Math.max(...loadMigrations().map((m) => m.version));
+  const newer = latest + 1;
+  await db.pool.query("insert into suekk_sync.migrations values ($1, 'from-a-newer-suekk-sync.sql')", [newer]);
+  const sentence = `suekk-sync: The suekk_sync schema is at version ${newer}, newer than this suekk-sync knows (${latest}); upgrade suekk-sync.\n`;
+  for (const args of [['retry', '--all-failed'], ['install']]) {
+    const res = await runCli(args, { env: { DATABASE_URL: db.url } });
+    t.equal(res.code, 2, `${args.join(' ')}: exit 2`);
+    t.equal(res.stderr, sentence, `${args.join(' ')}: the sentence`);
+  }
+});

@@ -10,6 +10,7 @@ import {
   installedSchemaVersion,
   LATEST_SCHEMA_VERSION,
   pendingMigrationStatements,
+  schemaVersionProblem,
 } from '../db/migrations.ts';
 import { requireSupportedServer } from '../db/server-version.ts';
 import { VERSION } from '../version.ts';
@@ -144,11 +145,8 @@ export async function install(pool: Pool, options: InstallOptions): Promise<Inst
 
         const applied = await appliedMigrations(client);
         const fromVersion = Math.max(0, ...applied);
-        if (fromVersion > LATEST_SCHEMA_VERSION) {
-          throw new UsageError(
-            `The database has suekk-sync schema version ${fromVersion}, newer than this suekk-sync (${VERSION}) knows (${LATEST_SCHEMA_VERSION}); upgrade suekk-sync.`,
-          );
-        }
+        // An older schema is what install upgrades; a newer one only a newer suekk-sync can.
+        if (fromVersion > LATEST_SCHEMA_VERSION) throw new UsageError(schemaVersionProblem(fromVersion));
         const previous = await readInstalledState(client, fromVersion);
         const notify = options.notify ?? true;
         const migrations = pendingMigrationStatements(applied);
