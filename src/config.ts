@@ -492,9 +492,9 @@ export function loadSettings(
     file.webhookSecret,
   );
   const logLevel = pick(env.LOG_LEVEL, file.logLevel) ?? 'info';
+  // The file's logLevel was checked with the rest of the file; the variable is checked here.
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
-    const where = env.LOG_LEVEL !== undefined ? 'LOG_LEVEL' : inFile('logLevel');
-    throw new UsageError(`${where} must be one of ${LOG_LEVELS.join(', ')}, not "${logLevel}".`);
+    throw new UsageError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, not "${logLevel}".`);
   }
   return {
     databaseUrl: databaseUrl === undefined ? undefined : checkDatabaseUrl(databaseUrl, sources.databaseUrl!),

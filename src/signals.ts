@@ -10,7 +10,7 @@ export interface StopSignals {
   readonly received: Promise<string>;
   /**
    * Stops as a signal does, for a reason that is no signal (the reader of the output went away):
-   * the first stop when nothing stopped yet, else a second one.
+   * the first stop when nothing stopped yet, else what a second signal does (nothing without `onSecond`).
    */
   stop: (reason: string) => void;
   /** Removes the handlers: the command finished on its own. */

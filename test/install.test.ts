@@ -133,6 +133,7 @@ t.test('install on a table with users says they were not sent, and how to send t
   t.same(rows, [{ n: 0 }], 'indeed nothing was sent for them');
 
   const again = await runCli(['install'], { env });
+  t.equal(again.code, 0, again.stderr);
   t.notMatch(again.stdout, /not sent|resync/, 'a repeat install started nothing new');
 
   const empty = await createTestDatabase(t, 'users');

@@ -34,6 +34,7 @@ t.test('retry --all-failed: the dry run and the run select and count the same ev
 
   const run = await runCli(['retry', '--all-failed'], { env });
   t.equal(run.code, 1, 'rejected again: exit 1');
+  t.equal(ids(dry.stdout).length, 2, 'the dry run lists both events');
   t.same(ids(run.stdout), ids(dry.stdout), 'the same events, in the same order');
   t.match(run.stdout, /^0 of 2 events delivered: 1 failed, 1 waits behind an earlier event of its user\.$/m);
 });

@@ -332,7 +332,7 @@ t.test('the live view shows counters and the latest lines', async (t) => {
     <TailView
       entries={entries}
       rates={{ deliveredPerMinute: 42, failedPerMinute: 1, lagP50Ms: 120, lagP99Ms: 2_500 }}
-      gauges={{ backlog: 7, oldestPendingSeconds: 75, failed: 1, parkedUsers: 1, paused: false }}
+      gauges={{ backlog: 7, oldestPendingSeconds: 75, oldestLiveSeconds: 75, failed: 1, parkedUsers: 1, paused: false }}
       scope="status failed"
     />,
   );
@@ -354,7 +354,14 @@ t.test('the live view shows counters and the latest lines', async (t) => {
     <TailView
       entries={[]}
       rates={{ deliveredPerMinute: 0, failedPerMinute: 0, lagP50Ms: null, lagP99Ms: null }}
-      gauges={{ backlog: 0, oldestPendingSeconds: null, failed: 0, parkedUsers: 0, paused: true }}
+      gauges={{
+        backlog: 0,
+        oldestPendingSeconds: null,
+        oldestLiveSeconds: null,
+        failed: 0,
+        parkedUsers: 0,
+        paused: true,
+      }}
       problem="The database does not answer (ECONNREFUSED); retrying."
     />,
   );

@@ -134,10 +134,13 @@ export async function install(pool: Pool, options: InstallOptions): Promise<Inst
     statements.push(sql);
     if (!dryRun) await client.query(sql);
   };
+  // The table capture began on: its rows are counted once the transaction commits, since counting
+  // inside would keep writers waiting on the new triggers' lock.
+  let startedOn: { table: string; kind: 'new' | 'reinstalled' } | undefined;
   try {
     const result = await inTransaction(
       client,
-      async () => {
+      async (): Promise<InstallResult> => {
         await requireSupportedServer(client);
         await client.query('select pg_advisory_xact_lock($1)', [INSTALL_LOCK_KEY]);
         const table = await resolveSourceTable(client, options.source.table);
@@ -175,31 +178,21 @@ export async function install(pool: Pool, options: InstallOptions): Promise<Inst
   mapping = ${quoteLiteral(JSON.stringify(options.source))}::jsonb, notify = ${notify},
   installed_at = now(), installed_version = ${quoteLiteral(VERSION)}`,
         );
-        const started = previous?.source_table == null || movedFrom !== undefined;
-        const installedResult: InstallResult = {
-          statements,
-          fromVersion,
-          toVersion: LATEST_SCHEMA_VERSION,
-          table: table.display,
-          movedFrom,
-          notify,
-        };
-        return {
-          installedResult,
-          table,
-          started,
-          kind: previous === undefined || movedFrom !== undefined ? ('new' as const) : ('reinstalled' as const),
-        };
+        if (previous?.source_table == null || movedFrom !== undefined) {
+          startedOn = {
+            table: table.qualified,
+            kind: previous === undefined || movedFrom !== undefined ? 'new' : 'reinstalled',
+          };
+        }
+        return { statements, fromVersion, toVersion: LATEST_SCHEMA_VERSION, table: table.display, movedFrom, notify };
       },
       { rollback: dryRun },
     );
-    const { installedResult: out, table, started, kind } = result;
-    if (started && !dryRun) {
-      // After the commit: counting inside would keep writers waiting on the new triggers' lock.
-      const { rows } = await client.query<{ n: string }>(`select count(*) as n from ${table.qualified}`);
-      out.captureStarted = { kind, existingRows: Number(rows[0]!.n) };
+    if (startedOn !== undefined && !dryRun) {
+      const { rows } = await client.query<{ n: string }>(`select count(*) as n from ${startedOn.table}`);
+      result.captureStarted = { kind: startedOn.kind, existingRows: Number(rows[0]!.n) };
     }
-    return out;
+    return result;
   } finally {
     client.release();
   }

@@ -11,6 +11,12 @@ export interface QueueGauges {
   backlog: number;
   /** Age of the oldest pending event since capture; null when nothing is pending. */
   oldestPendingSeconds: number | null;
+  /**
+   * The same for live changes only (captured or pushed): a resync's backlog takes as long as the
+   * table is large, and a parked user's events wait on the failure status reports, so neither
+   * counts towards a lag.
+   */
+  oldestLiveSeconds: number | null;
   failed: number;
   parkedUsers: number;
   paused: boolean;
@@ -31,12 +37,14 @@ export async function queueGauges(db: Queryable): Promise<QueueGauges> {
           ),
           streamed as (
             select c.n, c.oldest from open o
-             cross join lateral (select count(*) as n, min(e.created_at) as oldest from suekk_sync.events e
+             cross join lateral (select count(*) as n, min(e.created_at) as oldest,
+                                        min(e.created_at) filter (where e.source <> 'resync' and not o.parked) as oldest_live
+                                   from suekk_sync.events e
                                   where e.user_id = o.user_id and e.id > o.delivered_through
                                     and not (o.parked and e.id = o.head_id)) c
           ),
           unread as (
-            select e.created_at from suekk_sync.events e
+            select e.created_at, e.source from suekk_sync.events e
              where e.id >= (select horizon from h)
                and not exists (select 1 from open o where o.user_id = e.user_id)
                and not exists (select 1 from suekk_sync.streams s where s.user_id = e.user_id and e.id <= s.delivered_through)
@@ -44,6 +52,9 @@ export async function queueGauges(db: Queryable): Promise<QueueGauges> {
      select ((select coalesce(sum(n), 0) from streamed) + (select count(*) from unread))::int as backlog,
             extract(epoch from now() - least((select min(oldest) from streamed), (select min(created_at) from unread)))::float8
               as "oldestPendingSeconds",
+            extract(epoch from now() - least((select min(oldest_live) from streamed),
+                                             (select min(created_at) from unread where source <> 'resync')))::float8
+              as "oldestLiveSeconds",
             (select count(*)::int from open where parked) as failed,
             (select count(*)::int from open where parked) as "parkedUsers",
             coalesce((select paused from suekk_sync.state), false) as paused`,

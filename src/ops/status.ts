@@ -34,7 +34,7 @@ export interface RelayInfo {
   alive: boolean;
 }
 
-export interface StatusReport extends QueueGauges {
+export interface StatusReport extends Omit<QueueGauges, 'oldestLiveSeconds'> {
   healthy: boolean;
   /** Why `healthy` is false, each a sentence saying what to do. */
   problems: string[];
@@ -315,7 +315,7 @@ async function readStatus(
   } else if (alive > 0 && !gauges.paused) {
     // Relays that never open their breaker (errors spaced out, a backend that answers too slowly)
     // still hold changes back: the age of the oldest live change is what tells.
-    const lag = await oldestLiveChangeSeconds(db);
+    const lag = gauges.oldestLiveSeconds;
     if (lag !== null && lag > maxLagSeconds) {
       problems.push(
         `Delivery lags: a change captured ${formatAge(lag)} ago is still not delivered, more than --max-lag ${formatDuration(maxLagSeconds * 1000)}${lastErrorNote}; check that the backend at BACKEND_SYNC_URL answers, and the relays' logs.`,
@@ -383,35 +383,6 @@ async function lastDeliveryError(db: PoolClient): Promise<string | null> {
   const row = rows[0];
   if (row === undefined) return null;
   return row.error ?? (row.status === null ? null : `HTTP ${row.status}`);
-}
-
-/**
- * Seconds since the oldest undelivered live change (captured or pushed) was captured; null when
- * there is none. A parked user's events are left out (status reports the failure that holds them),
- * and so is a resync's backlog, which takes as long as the table is large. Counted as
- * queueGauges counts pending events.
- */
-async function oldestLiveChangeSeconds(db: PoolClient): Promise<number | null> {
-  const { rows } = await db.query<{ seconds: number | null }>(
-    `with h as (select suekk_sync.ticked_horizon() as horizon),
-          open as materialized (
-            select s.user_id, s.delivered_through, s.parked from suekk_sync.streams s
-             where s.last_event_id > s.delivered_through or s.locked_by is not null or s.due_at is not null or s.parked
-          ),
-          streamed as (
-            select (select min(e.created_at) from suekk_sync.events e
-                     where e.user_id = o.user_id and e.id > o.delivered_through and e.source <> 'resync') as oldest
-              from open o where not o.parked
-          ),
-          unread as (
-            select min(e.created_at) as oldest from suekk_sync.events e
-             where e.id >= (select horizon from h) and e.source <> 'resync'
-               and not exists (select 1 from open o where o.user_id = e.user_id)
-               and not exists (select 1 from suekk_sync.streams s where s.user_id = e.user_id and e.id <= s.delivered_through)
-          )
-     select extract(epoch from now() - least((select min(oldest) from streamed), (select oldest from unread)))::float8 as seconds`,
-  );
-  return rows[0]?.seconds ?? null;
 }
 
 /** The table a configured name means, spelled as install records it; null when there is none. */
