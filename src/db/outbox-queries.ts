@@ -36,7 +36,7 @@ export async function queueGauges(db: Queryable): Promise<QueueGauges> {
              where s.last_event_id > s.delivered_through or s.locked_by is not null or s.due_at is not null or s.parked
           ),
           streamed as (
-            select c.n, c.oldest from open o
+            select c.n, c.oldest, c.oldest_live from open o
              cross join lateral (select count(*) as n, min(e.created_at) as oldest,
                                         min(e.created_at) filter (where e.source <> 'resync' and not o.parked) as oldest_live
                                    from suekk_sync.events e
